@@ -1,0 +1,3 @@
+"""Kubernetes operator that manages WhatsApp instances in Evolution API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from whatsapp_operator.cli import main
+
+raise SystemExit(main())
