@@ -1,0 +1,98 @@
+"""`whatsapp-operator run ...`: the command line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import kopf
+import yaml
+
+from whatsapp_operator import __version__
+from whatsapp_operator.config import ConfigError, OperatorConfig
+from whatsapp_operator.handlers import build_registry, configure_settings
+from whatsapp_operator.kube import KubeClient, KubeError, login_from_environment
+from whatsapp_operator.redaction import install_log_filter
+
+logger = logging.getLogger("whatsapp_operator")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whatsapp-operator",
+                                     description="Manage WhatsApp instances in Evolution API from Kubernetes.")
+    parser.add_argument("--version", action="version", version=f"whatsapp-operator {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable; globs allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    run.add_argument("--standalone", action="store_true", help="no peering: do not coordinate with other replicas")
+    run.add_argument("--peering", default=None, metavar="NAME", help="peering object name for HA (default: kopf's)")
+    run.add_argument("--liveness", default=None, metavar="URL",
+                     help="serve health checks, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--install-crds", action="store_true", help="create the CRDs from crds/ when they are missing")
+    run.add_argument("--crds-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    install_log_filter()
+    for noisy in ("httpx", "httpcore", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as error:
+        print(f"whatsapp-operator: {error}", file=sys.stderr)
+        return 2
+    if args.install_crds:
+        try:
+            asyncio.run(install_crds(args.crds_dir or default_crds_dir()))
+        except (KubeError, kopf.LoginError, OSError) as error:
+            print(f"whatsapp-operator: cannot install the CRDs: {error}", file=sys.stderr)
+            return 1
+    registry = build_registry(config)
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    kopf.run(
+        registry=registry,
+        settings=settings,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.standalone,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def default_crds_dir() -> Path:
+    """crds/ beside the package in a source checkout, or the copy installed with the package."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "crds", package_dir.parent.parent / "crds"):
+        if candidate.is_dir():
+            return candidate
+    raise OSError("no crds/ directory found; pass the manifests with kubectl apply -f crds/")
+
+
+async def install_crds(directory: Path) -> None:
+    kube = KubeClient()
+    kube.use_credentials(login_from_environment())
+    try:
+        for path in sorted(directory.glob("*.yaml")):
+            for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                if not document or document.get("kind") != "CustomResourceDefinition":
+                    continue
+                name = document["metadata"]["name"]
+                if await kube.get_crd(name) is None:
+                    await kube.create_crd(document)
+                    logger.info("Installed CRD %s", name)
+                else:
+                    logger.info("CRD %s is already installed", name)
+    finally:
+        await kube.aclose()

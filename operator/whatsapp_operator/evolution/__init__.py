@@ -1,0 +1,1 @@
+"""Evolution API: the REST client and the Socket.IO event model."""

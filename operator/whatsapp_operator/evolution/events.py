@@ -1,0 +1,124 @@
+"""Evolution's Socket.IO envelopes, parsed into typed events (pure functions, no I/O).
+
+Wire names are dotted lowercase (`qrcode.updated`), unlike the UPPER_SNAKE names used to subscribe.
+Every envelope is `{"event", "instance", "data", "date_time", ...}` as the only argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+QRCODE_UPDATED = "qrcode.updated"
+CONNECTION_UPDATE = "connection.update"
+LOGOUT_INSTANCE = "logout.instance"
+REMOVE_INSTANCE = "remove.instance"
+# Everything else (message traffic in global mode, instance.create, status.instance, ...) carries
+# nothing the status needs: connection.update and logout/remove already say it.
+RELEVANT_EVENTS = frozenset({QRCODE_UPDATED, CONNECTION_UPDATE, LOGOUT_INSTANCE, REMOVE_INSTANCE})
+
+
+class MalformedEvent(ValueError):
+    """A relevant event whose envelope does not have the documented shape."""
+
+
+@dataclass(frozen=True)
+class QRUpdated:
+    instance: str
+    code: str | None
+    base64: str | None
+    pairing_code: str | None
+
+
+@dataclass(frozen=True)
+class QRLimitReached:
+    instance: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ConnectionUpdated:
+    instance: str
+    state: str
+    status_reason: int | None
+    wuid: str | None = None
+    profile_name: str | None = None
+    profile_picture_url: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceLoggedOut:
+    instance: str
+
+
+@dataclass(frozen=True)
+class InstanceRemoved:
+    instance: str
+
+
+EvolutionEvent = QRUpdated | QRLimitReached | ConnectionUpdated | InstanceLoggedOut | InstanceRemoved
+
+
+def parse_event(name: str, args: list[Any], *, namespace_instance: str | None = None) -> EvolutionEvent | None:
+    """Turn one Socket.IO event into a typed event; None for events the operator does not follow.
+
+    `namespace_instance` is the instance a per-instance namespace belongs to; on the root namespace
+    the instance comes from the envelope.
+    """
+    if name not in RELEVANT_EVENTS:
+        return None
+    if not args or not isinstance(args[0], dict):
+        raise MalformedEvent(f"{name}: the envelope is not a JSON object")
+    envelope: dict[str, Any] = args[0]
+    instance = envelope.get("instance")
+    if not isinstance(instance, str) or not instance:
+        instance = namespace_instance
+    if not instance:
+        raise MalformedEvent(f"{name}: the envelope names no instance")
+    data = envelope.get("data")
+
+    if name == QRCODE_UPDATED:
+        return _parse_qr(instance, data)
+    if name == CONNECTION_UPDATE:
+        return _parse_connection(instance, data)
+    if name == LOGOUT_INSTANCE:
+        return InstanceLoggedOut(instance)
+    return InstanceRemoved(instance)
+
+
+def _parse_qr(instance: str, data: Any) -> QRUpdated | QRLimitReached:
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"{QRCODE_UPDATED}: data is not an object")
+    qrcode = data.get("qrcode")
+    if isinstance(qrcode, dict):
+        code = _text(qrcode.get("code"))
+        pairing_code = _text(qrcode.get("pairingCode"))
+        if code is None and pairing_code is None:
+            raise MalformedEvent(f"{QRCODE_UPDATED}: qrcode has neither code nor pairingCode")
+        return QRUpdated(instance, code, _text(qrcode.get("base64")), pairing_code)
+    # The QR-limit notice reuses the event with a different shape: {"message","statusCode"}.
+    message = _text(data.get("message"))
+    if message is not None or "statusCode" in data:
+        return QRLimitReached(instance, message or "QR code limit reached")
+    raise MalformedEvent(f"{QRCODE_UPDATED}: data has neither qrcode nor message")
+
+
+def _parse_connection(instance: str, data: Any) -> ConnectionUpdated:
+    if not isinstance(data, dict):
+        raise MalformedEvent(f"{CONNECTION_UPDATE}: data is not an object")
+    state = data.get("state")
+    if not isinstance(state, str) or not state:
+        raise MalformedEvent(f"{CONNECTION_UPDATE}: data has no state")
+    reason = data.get("statusReason")
+    return ConnectionUpdated(
+        instance=instance,
+        state=state,
+        status_reason=reason if isinstance(reason, int) and not isinstance(reason, bool) else None,
+        wuid=_text(data.get("wuid")),
+        profile_name=_text(data.get("profileName")),
+        profile_picture_url=_text(data.get("profilePictureUrl")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,132 @@
+"""kopf wiring: thin handlers that hand each WhatsAppInstance to the runtime.
+
+`build_registry()` returns a fresh kopf registry bound to one Runtime, so the CLI and the tests
+run exactly the same handlers without module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from whatsapp_operator.config import OperatorConfig
+from whatsapp_operator.evolution.errors import EvolutionError
+from whatsapp_operator.instance_state import RECONNECT_ANNOTATION
+from whatsapp_operator.kube import login_from_environment
+from whatsapp_operator.runtime import Runtime
+from whatsapp_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
+
+logger = logging.getLogger("whatsapp_operator.handlers")
+FINALIZER = "whatsapp-operator.io/finalizer"
+ANNOTATION_PREFIX = "whatsapp-operator.io"
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    # The status belongs to the operator's own writer: kopf keeps its progress in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    # Kubernetes Events come from the runtime, one per transition; kopf's per-handler events would
+    # repeat every retry of an outage.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+def build_registry(
+    config: OperatorConfig,
+    *,
+    runtime_factory: Callable[[OperatorConfig], Runtime] = Runtime,
+    login: Callable[[], kopf.ConnectionInfo] | None = login_from_environment,
+    on_runtime: Callable[[Runtime], None] | None = None,
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    runtime = runtime_factory(config)
+    if on_runtime is not None:
+        on_runtime(runtime)
+    resource = dict(group=GROUP, version=VERSION, plural=PLURAL)
+
+    if login is not None:
+        @kopf.on.login(registry=registry)
+        def log_in(**_: Any) -> kopf.ConnectionInfo:
+            info = login()
+            runtime.kube.use_credentials(info)
+            return info
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings)
+        await runtime.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.resume(**resource, registry=registry)
+    @kopf.on.create(**resource, registry=registry)
+    async def ensure_instance(body: kopf.Body, **_: Any) -> None:
+        tracker = _track(runtime, body)
+        try:
+            await runtime.reconcile(tracker)
+        except EvolutionError as error:
+            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+
+    @kopf.on.update(**resource, field="spec", registry=registry)
+    async def spec_changed(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
+        tracker = _track(runtime, body)
+        try:
+            if (old or {}).get("settings") != (new or {}).get("settings"):
+                await runtime.apply_settings(tracker)
+            await runtime.reconcile(tracker)
+        except EvolutionError as error:
+            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+
+    @kopf.on.field(**resource, field=f"metadata.annotations.{RECONNECT_ANNOTATION}", registry=registry)
+    async def reconnect_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
+        if not new or str(reason) == "delete":
+            return
+        tracker = _track(runtime, body)
+        try:
+            await runtime.request_reconnect(tracker)
+        except EvolutionError as error:
+            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+
+    @kopf.on.delete(**resource, registry=registry)
+    async def remove_instance(body: kopf.Body, **_: Any) -> None:
+        try:
+            tracker = _track(runtime, body)
+        except kopf.PermanentError:
+            return  # an unusable spec never reached Evolution
+        try:
+            await runtime.delete(tracker)
+        except EvolutionError as error:
+            raise kopf.TemporaryError(str(error), delay=tracker.retry.next_delay()) from None
+
+    return registry
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _track(runtime: Runtime, body: kopf.Body) -> Any:
+    raw = _plain(body)
+    try:
+        return runtime.track(raw)
+    except InvalidSpec as error:
+        runtime.report_invalid_spec(raw, error)
+        raise kopf.PermanentError(f"invalid spec: {error}") from None
+
+
+def _retry_or_stop(delay: float, error: EvolutionError) -> kopf.TemporaryError | kopf.PermanentError:
+    if error.reason in {"EvolutionRejectedInstance"} or (error.status == 400 and error.endpoint == "create instance"):
+        return kopf.PermanentError(str(error))
+    return kopf.TemporaryError(str(error), delay=delay)

@@ -1,0 +1,347 @@
+"""What the operator knows about one WhatsApp instance, and how Evolution's signals change it.
+
+Pure logic: no I/O, no clock (callers pass `now`). Socket.IO events and REST observations are
+applied through methods that return `Notice`s, the transitions worth a Kubernetes Event.
+`render_status()` turns the state into the resource's `.status`; it is deterministic for an
+unchanged state, so a status writer can skip no-op patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from whatsapp_operator.evolution.events import ConnectionUpdated
+
+RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
+# Closes after which Evolution does not reconnect and wipes the session (CONTRACT §4.7, §4.8).
+_SESSION_ENDING_CLOSES = {401: "LoggedOut", 403: "Forbidden", 402: "SessionEnded", 406: "SessionEnded"}
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    CREATING = "Creating"
+    AWAITING_SCAN = "AwaitingScan"
+    CONNECTING = "Connecting"
+    CONNECTED = "Connected"
+    DISCONNECTED = "Disconnected"
+    LOGGED_OUT = "LoggedOut"
+    FAILED = "Failed"
+
+
+# Phases that only a person can leave (a new scan asked for with the reconnect annotation,
+# or a spec fix); the operator does not start QR cycles on its own from these.
+WAITING_FOR_PERSON = frozenset({Phase.DISCONNECTED, Phase.LOGGED_OUT, Phase.FAILED})
+_RECONCILING = frozenset({Phase.PENDING, Phase.CREATING, Phase.CONNECTING})
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A transition worth a Kubernetes Event."""
+
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass
+class QRCode:
+    code: str | None
+    base64: str | None
+    pairing_code: str | None
+    count: int
+    updated_at: str
+
+    def to_status(self) -> dict[str, Any]:
+        status = {"code": self.code, "base64": self.base64, "pairingCode": self.pairing_code,
+                  "count": self.count, "updatedAt": self.updated_at}
+        return {key: value for key, value in status.items() if value is not None}
+
+
+@dataclass
+class SyncError:
+    reason: str
+    message: str
+
+
+@dataclass
+class InstanceState:
+    instance_name: str
+    instance_id: str | None = None
+    phase: Phase = Phase.PENDING
+    reason: str = "Pending"
+    message: str = "Waiting to create the instance in Evolution API."
+    qr: QRCode | None = None
+    last_qr_code: str | None = None  # to recognise Evolution's stale cached QR (CONTRACT §3.3)
+    state: str | None = None  # Evolution's raw connection state
+    status_reason: int | None = None
+    since: str | None = None
+    number: str | None = None
+    profile_name: str | None = None
+    profile_picture_url: str | None = None
+    sync_error: SyncError | None = None
+    deleting: bool = False
+    condition_times: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    # -- restoring -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_status(cls, instance_name: str, status: dict[str, Any] | None) -> InstanceState:
+        """Rebuild from a persisted `.status`, so a restarted operator continues where it stopped."""
+        state = cls(instance_name=instance_name)
+        if not status:
+            return state
+        try:
+            state.phase = Phase(status.get("phase"))
+        except ValueError:
+            pass
+        state.instance_id = _str(status.get("instanceId"))
+        state.message = _str(status.get("message")) or state.message
+        qr = status.get("qr")
+        if isinstance(qr, dict) and (qr.get("code") or qr.get("pairingCode")):
+            count = qr.get("count")
+            state.qr = QRCode(_str(qr.get("code")), _str(qr.get("base64")), _str(qr.get("pairingCode")),
+                              count if isinstance(count, int) else 1, _str(qr.get("updatedAt")) or "")
+            state.last_qr_code = state.qr.code
+        connection = status.get("connection")
+        if isinstance(connection, dict):
+            state.state = _str(connection.get("state"))
+            reason = connection.get("statusReason")
+            state.status_reason = reason if isinstance(reason, int) else None
+            state.since = _str(connection.get("since"))
+            state.number = _str(connection.get("number"))
+            state.profile_name = _str(connection.get("profileName"))
+            state.profile_picture_url = _str(connection.get("profilePictureUrl"))
+        for condition in status.get("conditions") or []:
+            if isinstance(condition, dict) and condition.get("type") and condition.get("lastTransitionTime"):
+                state.condition_times[condition["type"]] = (str(condition.get("status")),
+                                                            str(condition["lastTransitionTime"]))
+        for condition in status.get("conditions") or []:
+            if isinstance(condition, dict) and condition.get("type") == "Ready":
+                state.reason = _str(condition.get("reason")) or state.reason
+        return state
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def created(self, instance_id: str | None, *, adopted: bool = False, recreated: bool = False) -> list[Notice]:
+        self.instance_id = instance_id or self.instance_id
+        self.qr = None
+        name = self.instance_name
+        if recreated:
+            notice = Notice("Warning", "Recreated",
+                            f"Instance {name} had disappeared from Evolution API and was created again.")
+        elif adopted:
+            notice = Notice("Normal", "Adopted", f"Adopted the existing Evolution API instance {name}.")
+        else:
+            notice = Notice("Normal", "Created", f"Created instance {name} in Evolution API.")
+        self._move(Phase.CREATING, notice.reason, f"{notice.message[:-1]}; waiting for its QR code or state.")
+        return [notice]
+
+    def removed(self) -> None:
+        """Evolution dropped the instance (REMOVE_INSTANCE or a 404); the caller recreates it."""
+        self.instance_id = None
+        self.qr = None
+        self.state = None
+        self._move(Phase.PENDING, "InstanceRemoved",
+                   f"Instance {self.instance_name} is missing from Evolution API; creating it again.")
+
+    def failed(self, reason: str, message: str) -> list[Notice]:
+        entering = self.phase is not Phase.FAILED or self.reason != reason
+        self.qr = None
+        self._move(Phase.FAILED, reason, message)
+        return [Notice("Warning", reason, message)] if entering else []
+
+    # -- Socket.IO events and REST observations --------------------------------------------------
+
+    def qr_received(self, code: str | None, base64: str | None, pairing_code: str | None, now: str,
+                    *, count: int | None = None) -> list[Notice]:
+        if code is not None and code == self.last_qr_code and self.qr is not None:
+            return []  # the same QR seen again (an event and a REST read of it)
+        if code is not None and code == self.last_qr_code and self.phase in WAITING_FOR_PERSON:
+            return []  # Evolution's cached QR outlives the session that issued it
+        previous_count = self.qr.count if self.qr else 0
+        self.qr = QRCode(code, base64, pairing_code, count if count else previous_count + 1, now)
+        self.last_qr_code = code
+        entering = self.phase is not Phase.AWAITING_SCAN
+        self._set_state("connecting", self.status_reason, now)
+        if pairing_code:
+            message = f"Waiting for a scan: enter pairing code {pairing_code} in WhatsApp on the phone, or scan the QR code."
+        else:
+            message = "Waiting for a scan: the QR code is in .status.qr.code."
+        self._move(Phase.AWAITING_SCAN, "QRCodeIssued", message)
+        if entering:
+            return [Notice("Normal", "QRCodeIssued", f"QR code issued for instance {self.instance_name}; waiting for a scan.")]
+        return []
+
+    def qr_limit_reached(self, message: str, now: str) -> list[Notice]:
+        entering = not (self.phase is Phase.DISCONNECTED and self.reason == "QRCodeLimitReached")
+        self.qr = None
+        self._set_state("refused", 428, now)
+        self._move(Phase.DISCONNECTED, "QRCodeLimitReached",
+                   f"No scan before Evolution's QR code limit ({message}); set the annotation "
+                   f"{RECONNECT_ANNOTATION} to get a new QR code.")
+        if entering:
+            return [Notice("Warning", "QRCodeLimitReached",
+                           f"Instance {self.instance_name} stopped issuing QR codes without a scan.")]
+        return []
+
+    def connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
+        if event.state == "open":
+            return self.connected(event.wuid, event.profile_name, event.profile_picture_url, now,
+                                  status_reason=event.status_reason)
+        if event.state == "connecting":
+            self._set_state("connecting", event.status_reason, now)
+            return self._connecting()
+        if event.state == "close":
+            return self.closed(event.status_reason, now)
+        if event.state == "refused":
+            return self.qr_limit_reached("QR code limit reached", now)
+        return []
+
+    def connected(self, wuid: str | None, profile_name: str | None, picture: str | None, now: str,
+                  *, status_reason: int | None = 200) -> list[Notice]:
+        entering = self.phase is not Phase.CONNECTED
+        self._set_state("open", status_reason, now)
+        self.qr = None
+        if wuid:
+            self.number = number_from_jid(wuid)
+        # The push name often arrives after the first open event (CONTRACT §10.10): keep the last one.
+        self.profile_name = profile_name or self.profile_name
+        self.profile_picture_url = picture or self.profile_picture_url
+        who = f" as +{self.number}" if self.number else ""
+        self._move(Phase.CONNECTED, "Connected", f"Connected to WhatsApp{who}.")
+        if entering:
+            return [Notice("Normal", "Connected", f"Instance {self.instance_name} connected to WhatsApp{who}.")]
+        return []
+
+    def connecting(self, now: str) -> list[Notice]:
+        """Evolution reports `connecting` and has no QR to show (yet)."""
+        self._set_state("connecting", self.status_reason, now)
+        return self._connecting()
+
+    def _connecting(self) -> list[Notice]:
+        if self.phase is Phase.AWAITING_SCAN:
+            return []  # a silent socket renewal during the QR cycle; the QR in status still applies
+        was_connected = self.phase is Phase.CONNECTED
+        self._move(Phase.CONNECTING, "Reconnecting" if was_connected else "WaitingForQRCode",
+                   "Evolution is re-establishing the WhatsApp session." if was_connected
+                   else "Evolution is starting the WhatsApp session; the QR code follows.")
+        if was_connected:
+            return [Notice("Warning", "Disconnected", f"Instance {self.instance_name} lost its WhatsApp connection; Evolution is reconnecting.")]
+        return []
+
+    def closed(self, status_reason: int | None, now: str) -> list[Notice]:
+        self._set_state("close", status_reason, now)
+        if status_reason in _SESSION_ENDING_CLOSES:
+            return self.logged_out(now, reason=_SESSION_ENDING_CLOSES[status_reason], status_reason=status_reason)
+        entering = self.phase is not Phase.DISCONNECTED
+        self.qr = None
+        self._move(Phase.DISCONNECTED, "ConnectionClosed",
+                   f"The WhatsApp session is closed; set the annotation {RECONNECT_ANNOTATION} to connect again.")
+        if entering:
+            return [Notice("Warning", "Disconnected", f"Instance {self.instance_name} is disconnected from WhatsApp.")]
+        return []
+
+    def logged_out(self, now: str, *, reason: str = "LoggedOut", status_reason: int | None = 401) -> list[Notice]:
+        entering = self.phase is not Phase.LOGGED_OUT
+        self._set_state("close", status_reason if status_reason is not None else self.status_reason, now)
+        self.qr = None
+        if reason == "Forbidden":
+            text = "WhatsApp refused the session (403 forbidden; the number may be banned)"
+        else:
+            text = "The WhatsApp session was logged out (unlinked on the phone or logged out in Evolution)"
+        self._move(Phase.LOGGED_OUT, reason, f"{text}; set the annotation {RECONNECT_ANNOTATION} for a new QR code.")
+        if entering:
+            return [Notice("Warning", reason, f"Instance {self.instance_name}: {text}.")]
+        return []
+
+    # -- calls to Evolution ----------------------------------------------------------------------
+
+    def sync_failed(self, reason: str, message: str) -> list[Notice]:
+        changed = self.sync_error is None or self.sync_error.reason != reason
+        self.sync_error = SyncError(reason, message)
+        return [Notice("Warning", reason, message)] if changed else []
+
+    def sync_succeeded(self) -> list[Notice]:
+        if self.sync_error is None:
+            return []
+        self.sync_error = None
+        return [Notice("Normal", "Synced", f"Evolution API answers again for instance {self.instance_name}.")]
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def render_status(self, generation: int | None, now: str) -> dict[str, Any]:
+        message = self.message
+        if self.sync_error is not None:
+            message = f"{self.sync_error.message} (last known phase: {self.phase.value})"
+        connection = {"state": self.state, "statusReason": self.status_reason, "number": self.number,
+                      "profileName": self.profile_name, "profilePictureUrl": self.profile_picture_url,
+                      "since": self.since}
+        return {
+            "phase": self.phase.value,
+            "message": message,
+            "observedGeneration": generation,
+            "instanceName": self.instance_name,
+            "instanceId": self.instance_id,
+            "qr": self.qr.to_status() if self.qr else None,
+            "connection": {key: value for key, value in connection.items() if value is not None},
+            "conditions": self._conditions(generation, now),
+        }
+
+    def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
+        unreachable = self.sync_error is not None and self.sync_error.reason == "EvolutionUnreachable"
+        if unreachable:
+            ready = ("Unknown", "EvolutionUnreachable", "Evolution API is unreachable; the connection state is unknown.")
+        elif self.phase is Phase.CONNECTED:
+            ready = ("True", "Connected", self.message)
+        else:
+            ready = ("False", self.reason, self.message)
+        if self.sync_error is not None:
+            synced = ("False", self.sync_error.reason, self.sync_error.message)
+        else:
+            synced = ("True", "Synced", "The last call to Evolution API succeeded.")
+        wanted: list[tuple[str, tuple[str, str, str]]] = [("Ready", ready), ("Synced", synced)]
+        if self.deleting:
+            wanted.append(("Reconciling", ("True", "Deleting", "Removing the instance from Evolution API.")))
+        elif self.phase in _RECONCILING:
+            wanted.append(("Reconciling", ("True", self.reason, self.message)))
+        if self.phase is Phase.FAILED:
+            wanted.append(("Stalled", ("True", self.reason, self.message)))
+        conditions = []
+        present = set()
+        for kind, (status, reason, message) in wanted:
+            present.add(kind)
+            previous = self.condition_times.get(kind)
+            if previous is None or previous[0] != status:
+                self.condition_times[kind] = (status, now)
+            conditions.append({"type": kind, "status": status, "reason": reason, "message": message,
+                               "observedGeneration": generation,
+                               "lastTransitionTime": self.condition_times[kind][1]})
+        for kind in list(self.condition_times):
+            if kind not in present:
+                del self.condition_times[kind]
+        return conditions
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _move(self, phase: Phase, reason: str, message: str) -> None:
+        self.phase = phase
+        self.reason = reason
+        self.message = message
+
+    def _set_state(self, state: str, status_reason: int | None, now: str) -> None:
+        if state != self.state:
+            self.since = now
+        self.state = state
+        self.status_reason = status_reason
+
+
+def number_from_jid(jid: str) -> str | None:
+    """`5511987654321:12@s.whatsapp.net` -> `5511987654321` (device suffix and server dropped)."""
+    user = jid.split("@", 1)[0].split(":", 1)[0]
+    return user if user.isdigit() else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,157 @@
+"""The operator's own Kubernetes API calls: status patches and Events, outside kopf's handlers.
+
+kopf writes only its own bookkeeping; instance status changes at any moment (a Socket.IO event),
+so the operator patches `/status` itself with an async httpx client built from the same
+credentials kopf logs in with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import ssl
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import kopf
+
+from whatsapp_operator.redaction import redact, register_secret
+from whatsapp_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+logger = logging.getLogger("whatsapp_operator.kube")
+
+EVENT_SOURCE = "whatsapp-operator"
+
+
+class KubeError(Exception):
+    def __init__(self, status: int | None, message: str):
+        self.status = status
+        super().__init__(redact(message))
+
+
+def login_from_environment() -> kopf.ConnectionInfo:
+    """In-cluster service account first, then $KUBECONFIG (read now, not at import) or ~/.kube/config."""
+    import kubernetes.client
+    import kubernetes.config
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        try:
+            kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+        except (kubernetes.config.ConfigException, OSError) as error:
+            raise kopf.LoginError(f"no in-cluster service account and no usable kubeconfig: {error}") from None
+    config = kubernetes.client.Configuration.get_default_copy()
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    register_secret(token)
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
+
+
+class KubeClient:
+    def __init__(self) -> None:
+        self._http: httpx.AsyncClient | None = None
+        self._ready = asyncio.Event()
+
+    def use_credentials(self, info: kopf.ConnectionInfo) -> None:
+        old = self._http
+        self._http = _client_for(info)
+        self._ready.set()
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.aclose())
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
+        await self._call("PATCH", path, json=patch, content_type="application/merge-patch+json")
+
+    async def post_event(self, involved: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+        namespace = involved["namespace"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, **involved},
+            "type": type,
+            "reason": reason,
+            "message": redact(message)[:1024],
+            "source": {"component": EVENT_SOURCE},
+            "reportingComponent": EVENT_SOURCE,
+            "reportingInstance": os.environ.get("HOSTNAME", EVENT_SOURCE),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", json=body,
+                         content_type="application/json")
+
+    async def get_crd(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}")
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create_crd(self, body: dict[str, Any]) -> None:
+        await self._call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=body,
+                         content_type="application/json")
+
+    async def _call(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
+        await self._ready.wait()
+        assert self._http is not None
+        headers = {"content-type": content_type} if content_type else None
+        try:
+            response = await self._http.request(method, path, json=json, headers=headers)
+        except httpx.TransportError as error:
+            raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("message", "")
+            except ValueError:
+                detail = response.text[:200]
+            raise KubeError(response.status_code, f"{method} {path}: HTTP {response.status_code} {detail}")
+        return response.json() if response.content else None
+
+
+def _client_for(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
+    headers = {"accept": "application/json", "user-agent": "whatsapp-operator"}
+    if info.token:
+        headers["authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+    auth = httpx.BasicAuth(info.username, info.password) if info.username and info.password else None
+    verify: ssl.SSLContext | bool = True
+    if info.insecure:
+        verify = False
+    elif info.ca_path or info.ca_data:
+        context = ssl.create_default_context()
+        if info.ca_path:
+            context.load_verify_locations(cafile=os.fsdecode(info.ca_path))
+        else:
+            data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+            context.load_verify_locations(cadata=data)
+        verify = context
+    if isinstance(verify, ssl.SSLContext) and info.certificate_path and info.private_key_path:
+        verify.load_cert_chain(os.fsdecode(info.certificate_path), os.fsdecode(info.private_key_path))
+    elif info.certificate_path and info.private_key_path:
+        context = ssl.create_default_context()
+        context.load_cert_chain(os.fsdecode(info.certificate_path), os.fsdecode(info.private_key_path))
+        verify = context if verify is True else verify
+    return httpx.AsyncClient(base_url=info.server, headers=headers, auth=auth, verify=verify, timeout=30.0)

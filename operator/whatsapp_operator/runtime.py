@@ -1,0 +1,455 @@
+"""The operator's engine: one tracker per WhatsAppInstance, Evolution calls, events in, status out.
+
+kopf handlers (handlers.py) only register objects and ask for create/delete/reconnect; everything
+that happens later (Socket.IO events, resyncs after reconnects and on a timer, recreation of
+instances removed behind our back) runs here, in the operator's event loop, without blocking.
+REST calls for one instance are serialised by its lock (Evolution builds duplicate sockets on
+concurrent connects); calls across instances are bounded by the Evolution client's semaphore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from whatsapp_operator.backoff import Backoff
+from whatsapp_operator.config import OperatorConfig, WebsocketMode
+from whatsapp_operator.event_stream import EventStream
+from whatsapp_operator.evolution.client import ConnectResult, EvolutionClient, InstanceAlreadyExists
+from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound
+from whatsapp_operator.evolution.events import (
+    ConnectionUpdated,
+    EvolutionEvent,
+    InstanceLoggedOut,
+    InstanceRemoved,
+    QRLimitReached,
+    QRUpdated,
+)
+from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, Notice, Phase
+from whatsapp_operator.kube import KubeClient, KubeError
+from whatsapp_operator.spec import InstanceSpec, InvalidSpec
+from whatsapp_operator.status_writer import Key, StatusWriter
+
+logger = logging.getLogger("whatsapp_operator.runtime")
+T = TypeVar("T")
+_REMOVAL_WAIT_SECONDS = 30.0
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class InstanceTracker:
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    spec: InstanceSpec
+    state: InstanceState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    exists: bool = False  # confirmed present in Evolution since this operator started
+    deleting: bool = False
+    reconnect_requested: bool = False
+    retry: Backoff = field(default_factory=lambda: Backoff(initial=2.0, maximum=120.0))
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    @property
+    def involved(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+
+
+@dataclass
+class RuntimeStats:
+    reconcile_errors: int = 0
+    recreations: int = 0
+    events_dropped: int = 0
+
+
+class Runtime:
+    def __init__(self, config: OperatorConfig, *, kube: KubeClient | None = None,
+                 evolution: EvolutionClient | None = None, clock: Callable[[], str] = utc_now):
+        self.config = config
+        self.kube = kube or KubeClient()
+        self.evolution = evolution or EvolutionClient(
+            config.evolution_url, config.evolution_api_key, timeout=config.request_timeout,
+            max_concurrent_requests=config.max_concurrent_requests)
+        self.clock = clock
+        self.writer = StatusWriter(self.kube.patch_status, concurrency=config.max_concurrent_status_writes)
+        self.stream = EventStream(config, on_event=self.on_event, on_connected=self._stream_connected,
+                                  on_disconnected=self._stream_disconnected)
+        self.trackers: dict[Key, InstanceTracker] = {}
+        self.by_instance: dict[str, InstanceTracker] = {}
+        self.stats = RuntimeStats()
+        self._events: asyncio.Queue[tuple[dict[str, Any], Notice]] = asyncio.Queue(maxsize=2_000)
+        self._resync_wanted = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._outage_timer: asyncio.TimerHandle | None = None
+        self._outage_reason = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.writer.start()
+        for coro, name in ((self.stream.run(), "evolution-events"), (self._resync_loop(), "resync"),
+                           (self._post_events(), "kubernetes-events")):
+            self._spawn(coro, name=name)
+
+    async def stop(self) -> None:
+        if self._outage_timer is not None:
+            self._outage_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stream.client.close()
+        await self.writer.stop()
+        await self.evolution.aclose()
+        await self.kube.aclose()
+
+    # -- objects (called by the kopf handlers) ---------------------------------------------------
+
+    def track(self, body: dict[str, Any]) -> InstanceTracker:
+        """Register or refresh the tracker of an object. Raises InvalidSpec for an unusable spec."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        tracker = self.trackers.get(key)
+        spec = InstanceSpec.parse(meta["namespace"], meta["name"], body.get("spec"))
+        if tracker is not None and tracker.uid == meta.get("uid"):
+            tracker.spec = InstanceSpec(tracker.spec.instance_name, spec.integration, spec.number, spec.settings)
+            tracker.generation = meta.get("generation")
+            return tracker
+        status = body.get("status") or {}
+        # The name is fixed once written to status: a later default change must not orphan it.
+        instance_name = status.get("instanceName") or spec.instance_name
+        spec = InstanceSpec(instance_name, spec.integration, spec.number, spec.settings)
+        tracker = InstanceTracker(
+            namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=meta.get("generation"),
+            spec=spec, state=InstanceState.from_status(instance_name, status))
+        self.trackers[key] = tracker
+        self.by_instance[instance_name] = tracker
+        self.writer.track(key, status)
+        self.stream.watch(instance_name)
+        return tracker
+
+    def report_invalid_spec(self, body: dict[str, Any], error: InvalidSpec) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            status = body.get("status") or {}
+            state = InstanceState.from_status(status.get("instanceName") or "", status)
+            self.writer.track(key, status)
+            notices = state.failed("InvalidSpec", f"The spec cannot be used: {error}.")
+            self.writer.submit(key, state.render_status(meta.get("generation"), self.clock()))
+            self._queue_notices({"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", "")},
+                                notices)
+            return
+        tracker.generation = meta.get("generation")
+        self.publish(tracker, tracker.state.failed("InvalidSpec", f"The spec cannot be used: {error}."))
+
+    def untrack(self, tracker: InstanceTracker) -> None:
+        self.trackers.pop(tracker.key, None)
+        if self.by_instance.get(tracker.spec.instance_name) is tracker:
+            del self.by_instance[tracker.spec.instance_name]
+            self.stream.unwatch(tracker.spec.instance_name)
+        self.writer.forget(tracker.key)
+
+    async def reconcile(self, tracker: InstanceTracker) -> None:
+        """Make sure the instance exists in Evolution and the status tells its truth.
+
+        Raises EvolutionError when Evolution could not be reached or refused; the status then says so.
+        """
+        async with tracker.lock:
+            await self._reconcile_locked(tracker)
+
+    async def request_reconnect(self, tracker: InstanceTracker) -> None:
+        tracker.reconnect_requested = True
+        await self.reconcile(tracker)
+
+    async def apply_settings(self, tracker: InstanceTracker) -> None:
+        async with tracker.lock:
+            await self._evolution_call(tracker, self.evolution.set_settings(tracker.spec.instance_name,
+                                                                             tracker.spec.settings))
+            self.publish(tracker, [])
+
+    async def delete(self, tracker: InstanceTracker) -> None:
+        """Remove the instance from Evolution; raises EvolutionError (status updated) while it cannot."""
+        tracker.deleting = True
+        tracker.state.deleting = True
+        async with tracker.lock:
+            try:
+                existed = await self.evolution.delete_instance(tracker.spec.instance_name)
+            except EvolutionError as error:
+                message = (f"Cannot remove instance {tracker.spec.instance_name} from Evolution API yet "
+                           f"({error.message}); the resource is kept until Evolution answers.")
+                self.publish(tracker, tracker.state.sync_failed(error.reason, message))
+                await self.writer.flush(tracker.key)
+                raise
+        logger.info("Instance %s removed from Evolution API%s", tracker.spec.instance_name,
+                    "" if existed else " (it was already gone)")
+        self.untrack(tracker)
+
+    # -- reconciliation ----------------------------------------------------------------------------
+
+    async def _reconcile_locked(self, tracker: InstanceTracker) -> None:
+        name = tracker.spec.instance_name
+        try:
+            state = await self._evolution_call(tracker, self.evolution.connection_state(name))
+        except InstanceNotFound:
+            await self._create_locked(tracker)
+            return
+        if not tracker.exists:
+            await self._adopt_locked(tracker)
+        await self._observe_locked(tracker, state)
+
+    async def _create_locked(self, tracker: InstanceTracker) -> None:
+        recreated = tracker.exists or tracker.state.instance_id is not None
+        spec = tracker.spec
+        try:
+            created = await self._evolution_call(tracker, self.evolution.create_instance(
+                spec.instance_name, integration=spec.integration, settings=spec.settings))
+        except InstanceAlreadyExists as error:
+            # connectionState said 404 a moment ago: a removal is still being cleaned up, or another
+            # client created the name in between. Either way the next attempt sorts it out.
+            raise EvolutionError("InstanceNameBusy",
+                                 f"{error.message}; Evolution is still releasing the name, retrying") from None
+        except EvolutionError as error:
+            if error.status == 400:
+                self.publish(tracker, tracker.state.failed("EvolutionRejectedInstance",
+                                                           f"Evolution API refused to create the instance: {error.message}."))
+            raise
+        tracker.exists = True
+        if recreated:
+            self.stats.recreations += 1
+        notices = tracker.state.created(created.instance_id, recreated=recreated)
+        self.publish(tracker, notices)
+        result = await self._evolution_call(tracker, self.evolution.connect(spec.instance_name, number=spec.number))
+        await self._apply_connect_result_locked(tracker, result)
+
+    async def _adopt_locked(self, tracker: InstanceTracker) -> None:
+        name = tracker.spec.instance_name
+        tracker.exists = True
+        if tracker.state.instance_id is not None:
+            return  # ours already: the operator restarted
+        record = await self._evolution_call(tracker, self.evolution.fetch_instance(name))
+        if self.stream.mode is not WebsocketMode.GLOBAL:
+            await self._evolution_call(tracker, self.evolution.subscribe_events(name))
+        await self._evolution_call(tracker, self.evolution.set_settings(name, tracker.spec.settings))
+        self.publish(tracker, tracker.state.created(record.instance_id if record else None, adopted=True))
+
+    async def _observe_locked(self, tracker: InstanceTracker, state: str | None) -> None:
+        name = tracker.spec.instance_name
+        now = self.clock()
+        current = tracker.state
+        if state is None:
+            raise self._fail_sync(tracker, EvolutionError(
+                "EvolutionNotReady", f"Evolution API has instance {name} but has not loaded it yet"))
+        if state == "open":
+            notices: list[Notice] = []
+            if current.phase is not Phase.CONNECTED or current.number is None:
+                record = await self._evolution_call(tracker, self.evolution.fetch_instance(name))
+                if record is not None:
+                    notices = current.connected(record.owner_jid, record.profile_name,
+                                                record.profile_picture_url, now)
+                else:
+                    notices = current.connected(None, None, None, now)
+            tracker.reconnect_requested = False
+            self.publish(tracker, notices)
+        elif state == "connecting":
+            if current.phase is Phase.CONNECTED or (current.phase is Phase.CONNECTING
+                                                    and current.reason == "Reconnecting"):
+                self.publish(tracker, current.connecting(now))  # a paired session reconnecting
+            else:
+                # Read-only while connecting: returns the QR being shown (CONTRACT §3.3).
+                result = await self._evolution_call(tracker, self.evolution.connect(name))
+                await self._apply_connect_result_locked(tracker, result)
+        elif state == "close":
+            if tracker.reconnect_requested or current.phase in (Phase.PENDING, Phase.CREATING):
+                result = await self._evolution_call(tracker, self.evolution.connect(name, number=tracker.spec.number))
+                tracker.reconnect_requested = False
+                await self._apply_connect_result_locked(tracker, result)
+            elif current.phase in WAITING_FOR_PERSON:
+                self.publish(tracker, [])
+            else:
+                # The close event was missed (no replay after a reconnect): the stored row tells why.
+                record = await self._evolution_call(tracker, self.evolution.fetch_instance(name))
+                code = record.disconnection_reason_code if record else None
+                self.publish(tracker, current.closed(code, now))
+        else:
+            self.publish(tracker, [])
+
+    async def _apply_connect_result_locked(self, tracker: InstanceTracker, result: ConnectResult) -> None:
+        now = self.clock()
+        current = tracker.state
+        if result.state == "open":
+            record = await self._evolution_call(tracker, self.evolution.fetch_instance(tracker.spec.instance_name))
+            notices = current.connected(record.owner_jid if record else None,
+                                        record.profile_name if record else None,
+                                        record.profile_picture_url if record else None, now)
+        elif result.qr is not None and (result.qr.code or result.qr.pairing_code):
+            notices = current.qr_received(result.qr.code, result.qr.base64, result.qr.pairing_code, now,
+                                          count=result.qr.count)
+            if current.phase is not Phase.AWAITING_SCAN:
+                notices += current.connecting(now)  # a stale cached QR: the fresh one follows by event
+        else:
+            notices = current.connecting(now)  # {"count":0}: the first QR is not ready yet (CONTRACT §7.1)
+        self.publish(tracker, notices)
+
+    async def _evolution_call(self, tracker: InstanceTracker, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except InstanceNotFound:
+            raise
+        except EvolutionError as error:
+            raise self._fail_sync(tracker, error) from None
+        notices = tracker.state.sync_succeeded()
+        if notices:
+            self.publish(tracker, notices)
+        tracker.retry.reset()
+        return result
+
+    def _fail_sync(self, tracker: InstanceTracker, error: EvolutionError) -> EvolutionError:
+        self.stats.reconcile_errors += 1
+        self.publish(tracker, tracker.state.sync_failed(error.reason, error.message))
+        return error
+
+    # -- resync ----------------------------------------------------------------------------------
+
+    def request_resync(self) -> None:
+        self._resync_wanted.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._resync_wanted.wait(), timeout=self.config.resync_interval)
+            except TimeoutError:
+                pass
+            self._resync_wanted.clear()
+            await self.resync_all()
+
+    async def resync_all(self) -> None:
+        trackers = [t for t in self.trackers.values() if not t.deleting and t.state.phase is not Phase.FAILED]
+        slots = asyncio.Semaphore(self.config.max_concurrent_requests)
+
+        async def one(tracker: InstanceTracker) -> None:
+            async with slots:
+                try:
+                    await self.reconcile(tracker)
+                except EvolutionError as error:
+                    logger.warning("Resync of %s/%s failed: %s", tracker.namespace, tracker.name, error)
+
+        await asyncio.gather(*(one(tracker) for tracker in trackers))
+
+    # -- events from Evolution -------------------------------------------------------------------
+
+    def on_event(self, event: EvolutionEvent, received_at: float) -> None:
+        tracker = self.by_instance.get(event.instance)
+        if tracker is None or tracker.deleting:
+            return
+        now = self.clock()
+        state = tracker.state
+        notices: list[Notice]
+        if isinstance(event, QRUpdated):
+            notices = state.qr_received(event.code, event.base64, event.pairing_code, now)
+        elif isinstance(event, QRLimitReached):
+            notices = state.qr_limit_reached(event.message, now)
+        elif isinstance(event, ConnectionUpdated):
+            notices = state.connection_updated(event, now)
+        elif isinstance(event, InstanceLoggedOut):
+            notices = state.logged_out(now)
+        elif isinstance(event, InstanceRemoved):
+            state.removed()
+            self.publish(tracker, [], received_at=received_at)
+            self._spawn(self._recreate_after_removal(tracker), name=f"recreate-{event.instance}")
+            return
+        else:
+            return
+        self.publish(tracker, notices, received_at=received_at)
+
+    async def _recreate_after_removal(self, tracker: InstanceTracker) -> None:
+        """Evolution's cleanup runs after REMOVE_INSTANCE; the name is free only once it answers 404."""
+        wait = Backoff(initial=0.2, maximum=2.0)
+        deadline = time.monotonic() + _REMOVAL_WAIT_SECONDS
+        async with tracker.lock:
+            tracker.exists = True  # it existed: what follows is a recreation
+            while not tracker.deleting and time.monotonic() < deadline:
+                try:
+                    await self.evolution.connection_state(tracker.spec.instance_name)
+                except InstanceNotFound:
+                    break
+                except EvolutionError:
+                    pass
+                await asyncio.sleep(wait.next_delay())
+            if tracker.deleting or self.trackers.get(tracker.key) is not tracker:
+                return
+            try:
+                await self._reconcile_locked(tracker)
+            except EvolutionError as error:
+                logger.warning("Recreating %s/%s failed (the next resync retries): %s",
+                               tracker.namespace, tracker.name, error)
+
+    # -- event stream health -----------------------------------------------------------------------
+
+    def _stream_connected(self) -> None:
+        if self._outage_timer is not None:
+            self._outage_timer.cancel()
+            self._outage_timer = None
+        logger.info("Following Evolution API events; resyncing %d instance(s)", len(self.trackers))
+        self.request_resync()  # Evolution replays nothing: read the truth after every (re)connect
+
+    def _stream_disconnected(self, reason: str) -> None:
+        self._outage_reason = reason
+        if self._outage_timer is None:
+            self._outage_timer = asyncio.get_running_loop().call_later(self.config.outage_grace,
+                                                                       self._report_outage)
+
+    def _report_outage(self) -> None:
+        self._outage_timer = None
+        if self.stream.client.state == "connected":
+            return
+        message = f"Evolution API event stream is down ({self._outage_reason}); reconnecting"
+        for tracker in list(self.trackers.values()):
+            self.publish(tracker, tracker.state.sync_failed("EvolutionUnreachable", message))
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def publish(self, tracker: InstanceTracker, notices: list[Notice], *, received_at: float | None = None) -> None:
+        status = tracker.state.render_status(tracker.generation, self.clock())
+        self.writer.submit(tracker.key, status, received_at=received_at)
+        self._queue_notices(tracker.involved, notices)
+
+    def _queue_notices(self, involved: dict[str, Any], notices: list[Notice]) -> None:
+        for notice in notices:
+            log = logger.warning if notice.type == "Warning" else logger.info
+            log("%s/%s %s: %s", involved["namespace"], involved["name"], notice.reason, notice.message)
+            try:
+                self._events.put_nowait((involved, notice))
+            except asyncio.QueueFull:
+                self.stats.events_dropped += 1
+
+    async def _post_events(self) -> None:
+        while True:
+            involved, notice = await self._events.get()
+            try:
+                await self.kube.post_event(involved, type=notice.type, reason=notice.reason, message=notice.message)
+            except KubeError as error:
+                logger.warning("Could not post a Kubernetes Event: %s", error)
+
+    def _spawn(self, coro: Awaitable[Any], *, name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Background task %s failed: %s", task.get_name(), task.exception())

@@ -1,0 +1,159 @@
+"""Coalesced status writes: per instance, the latest wanted status wins and no-op patches are skipped.
+
+Events for one instance can arrive faster than the apiserver accepts patches (QR rotations, a
+reconnect storm after an Evolution restart). Callers `submit()` the full wanted status; a bounded
+pool of workers sends, per instance, one merge patch with the difference from what was last
+written. Whatever arrived in the meantime is folded into the next patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from whatsapp_operator.backoff import Backoff
+from whatsapp_operator.kube import KubeError
+
+logger = logging.getLogger("whatsapp_operator.status")
+
+Key = tuple[str, str]  # (namespace, name)
+PatchFn = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch turning `old` into `new` (None marks a removed key; lists are replaced)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        if old[key] is not None:
+            patch[key] = None
+    for key, value in new.items():
+        previous = old.get(key)
+        if isinstance(value, dict) and isinstance(previous, dict):
+            nested = merge_patch(previous, value)
+            if nested:
+                patch[key] = nested
+        elif value != previous:
+            if value is None and key not in old:
+                continue
+            patch[key] = value
+    return patch
+
+
+@dataclass
+class _Slot:
+    written: dict[str, Any]
+    wanted: dict[str, Any] | None = None
+    queued: bool = False
+    version: int = 0
+    written_version: int = 0
+    received_at: float | None = None  # monotonic arrival time of the oldest unwritten change
+    flushed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class WriterStats:
+    patches: int = 0
+    skipped: int = 0
+    failures: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds from submit to accepted patch
+
+
+class StatusWriter:
+    def __init__(self, patch: PatchFn, *, concurrency: int = 16, retry: Backoff | None = None,
+                 on_written: Callable[[float], None] | None = None):
+        self._patch = patch
+        self._concurrency = concurrency
+        self._retry_template = retry or Backoff(initial=0.2, maximum=10.0)
+        self._slots: dict[Key, _Slot] = {}
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._on_written = on_written
+        self.stats = WriterStats()
+
+    def start(self) -> None:
+        for index in range(self._concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"status-writer-{index}"))
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    def track(self, key: Key, current_status: dict[str, Any] | None) -> None:
+        """Start from what the object holds now, so the first patch is a true difference."""
+        if key not in self._slots:
+            self._slots[key] = _Slot(written=dict(current_status or {}))
+
+    def forget(self, key: Key) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            slot.flushed.set()
+
+    def submit(self, key: Key, status: dict[str, Any], *, received_at: float | None = None) -> None:
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        slot.wanted = status
+        slot.version += 1
+        if slot.received_at is None:
+            slot.received_at = received_at if received_at is not None else time.monotonic()
+        slot.flushed.clear()
+        if not slot.queued:
+            slot.queued = True
+            self._queue.put_nowait(key)
+
+    async def flush(self, key: Key, timeout: float = 30.0) -> None:
+        """Wait until everything submitted for `key` so far has been written (or given up)."""
+        slot = self._slots.get(key)
+        if slot is None or slot.version == slot.written_version:
+            return
+        await asyncio.wait_for(slot.flushed.wait(), timeout)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            slot = self._slots.get(key)
+            if slot is None:
+                continue
+            await self._write(key, slot)
+
+    async def _write(self, key: Key, slot: _Slot) -> None:
+        backoff = Backoff(self._retry_template.initial, self._retry_template.maximum)
+        while self._slots.get(key) is slot and slot.wanted is not None:
+            wanted, version, received_at = slot.wanted, slot.version, slot.received_at
+            slot.received_at = None
+            patch = merge_patch(slot.written, wanted)
+            if not patch:
+                self.stats.skipped += 1
+                slot.written_version = version
+            else:
+                try:
+                    await self._patch(key[0], key[1], patch)
+                except KubeError as error:
+                    if error.status == 404:
+                        self.forget(key)  # the object is gone; nothing left to report on
+                        return
+                    self.stats.failures += 1
+                    logger.warning("Status patch for %s/%s failed (will retry): %s", key[0], key[1], error)
+                    slot.received_at = received_at
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                self.stats.patches += 1
+                slot.written = wanted
+                slot.written_version = version
+                if received_at is not None:
+                    latency = time.monotonic() - received_at
+                    self.stats.latencies.append(latency)
+                    if len(self.stats.latencies) > 10_000:
+                        del self.stats.latencies[:5_000]
+                    if self._on_written is not None:
+                        self._on_written(latency)
+            if slot.version == version:
+                slot.queued = False
+                slot.flushed.set()
+                return

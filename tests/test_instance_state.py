@@ -1,0 +1,208 @@
+"""The event-to-status mapping, as plain function calls."""
+
+from whatsapp_operator.evolution.events import ConnectionUpdated
+from whatsapp_operator.instance_state import InstanceState, Phase, number_from_jid
+
+T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
+
+
+def condition(status: dict, kind: str) -> dict | None:
+    return next((c for c in status["conditions"] if c["type"] == kind), None)
+
+
+def awaiting_scan() -> InstanceState:
+    state = InstanceState("shop-123")
+    state.created("id-1")
+    state.qr_received("2@abc", "data:image/png;base64,AAA", None, T0)
+    return state
+
+
+def test_new_instance_is_pending_and_not_ready():
+    status = InstanceState("shop-123").render_status(1, T0)
+    assert status["phase"] == "Pending"
+    assert condition(status, "Ready")["status"] == "False"
+    assert condition(status, "Reconciling")["status"] == "True"
+    assert status["qr"] is None
+
+
+def test_created_moves_to_creating_with_a_created_notice():
+    state = InstanceState("shop-123")
+    notices = state.created("id-1")
+    assert state.phase is Phase.CREATING
+    assert [n.reason for n in notices] == ["Created"]
+    assert state.render_status(1, T0)["instanceId"] == "id-1"
+
+
+def test_adopted_and_recreated_are_told_apart():
+    assert InstanceState("a").created("x", adopted=True)[0].reason == "Adopted"
+    recreated = InstanceState("a").created("x", recreated=True)[0]
+    assert (recreated.reason, recreated.type) == ("Recreated", "Warning")
+
+
+def test_first_qr_fills_status_and_announces_once():
+    state = InstanceState("shop-123")
+    state.created("id-1")
+    first = state.qr_received("2@abc", "data:image/png;base64,AAA", None, T0)
+    second = state.qr_received("2@def", "data:image/png;base64,BBB", None, T1)
+    status = state.render_status(1, T1)
+    assert [n.reason for n in first] == ["QRCodeIssued"]
+    assert second == []  # a rotation is not a new Kubernetes Event
+    assert status["phase"] == "AwaitingScan"
+    assert status["qr"] == {"code": "2@def", "base64": "data:image/png;base64,BBB", "count": 2, "updatedAt": T1}
+
+
+def test_same_qr_seen_twice_changes_nothing():
+    state = awaiting_scan()
+    before = state.render_status(1, T0)
+    assert state.qr_received("2@abc", "data:image/png;base64,AAA", None, T1) == []
+    assert state.render_status(1, T1) == before
+
+
+def test_pairing_code_is_reported_with_the_qr():
+    state = InstanceState("shop-123")
+    state.qr_received("2@abc", "data:x", "WZ7K3M9Q", T0, count=1)
+    status = state.render_status(1, T0)
+    assert status["qr"]["pairingCode"] == "WZ7K3M9Q"
+    assert "WZ7K3M9Q" in status["message"]
+
+
+def test_open_connects_removes_qr_and_sets_ready():
+    state = awaiting_scan()
+    event = ConnectionUpdated("shop-123", "open", 200, "5511987654321:3@s.whatsapp.net", "ACME", "https://pic")
+    notices = state.connection_updated(event, T1)
+    status = state.render_status(1, T1)
+    assert [n.reason for n in notices] == ["Connected"]
+    assert status["phase"] == "Connected"
+    assert status["qr"] is None
+    assert status["connection"] == {"state": "open", "statusReason": 200, "number": "5511987654321",
+                                    "profileName": "ACME", "profilePictureUrl": "https://pic", "since": T1}
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Reconciling") is None
+
+
+def test_open_without_profile_name_keeps_the_known_one():
+    state = awaiting_scan()
+    state.connection_updated(ConnectionUpdated("shop-123", "open", 200, "551100000000@s.whatsapp.net", "ACME"), T1)
+    state.connection_updated(ConnectionUpdated("shop-123", "open", 200, "551100000000@s.whatsapp.net"), T2)
+    assert state.profile_name == "ACME"
+
+
+def test_open_event_carrying_close_is_trusted_as_close():
+    state = awaiting_scan()
+    state.connection_updated(ConnectionUpdated("shop-123", "close", 428), T1)
+    assert state.phase is Phase.DISCONNECTED
+
+
+def test_connecting_during_qr_cycle_keeps_the_qr():
+    state = awaiting_scan()
+    assert state.connection_updated(ConnectionUpdated("shop-123", "connecting", 200), T1) == []
+    assert state.phase is Phase.AWAITING_SCAN and state.qr is not None
+
+
+def test_connected_then_connecting_is_a_disconnection():
+    state = awaiting_scan()
+    state.connected("551100000000@s.whatsapp.net", "ACME", None, T1)
+    notices = state.connection_updated(ConnectionUpdated("shop-123", "connecting", 200), T2)
+    assert state.phase is Phase.CONNECTING and state.reason == "Reconnecting"
+    assert [n.reason for n in notices] == ["Disconnected"]
+    assert condition(state.render_status(1, T2), "Ready")["status"] == "False"
+
+
+def test_close_401_is_logged_out():
+    state = awaiting_scan()
+    state.connected("551100000000@s.whatsapp.net", "ACME", None, T1)
+    notices = state.connection_updated(ConnectionUpdated("shop-123", "close", 401), T2)
+    assert state.phase is Phase.LOGGED_OUT
+    assert [n.reason for n in notices] == ["LoggedOut"]
+    assert state.render_status(1, T2)["connection"]["statusReason"] == 401
+
+
+def test_logout_event_then_close_event_notifies_once():
+    state = awaiting_scan()
+    first = state.logged_out(T1)
+    second = state.connection_updated(ConnectionUpdated("shop-123", "close", 401), T1)
+    assert len(first) == 1 and second == []
+
+
+def test_close_403_is_forbidden():
+    state = awaiting_scan()
+    state.connection_updated(ConnectionUpdated("shop-123", "close", 403), T1)
+    assert (state.phase, state.reason) == (Phase.LOGGED_OUT, "Forbidden")
+
+
+def test_qr_limit_then_refused_is_one_disconnection():
+    state = awaiting_scan()
+    first = state.qr_limit_reached("QR code limit reached, please login again", T1)
+    second = state.connection_updated(ConnectionUpdated("shop-123", "refused", 428), T1)
+    status = state.render_status(1, T1)
+    assert (state.phase, state.reason) == (Phase.DISCONNECTED, "QRCodeLimitReached")
+    assert len(first) == 1 and second == []
+    assert status["qr"] is None
+    assert "whatsapp-operator.io/reconnect" in status["message"]
+
+
+def test_stale_cached_qr_after_logout_is_ignored():
+    state = awaiting_scan()
+    state.logged_out(T1)
+    assert state.qr_received("2@abc", "data:image/png;base64,AAA", None, T2) == []
+    assert state.phase is Phase.LOGGED_OUT
+
+
+def test_sync_error_is_never_hidden_behind_ready():
+    state = awaiting_scan()
+    state.connected("551100000000@s.whatsapp.net", "ACME", None, T1)
+    notices = state.sync_failed("EvolutionServerError", "read connection state: Evolution API answered HTTP 500: boom")
+    status = state.render_status(1, T1)
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Synced")["status"] == "False"
+    assert condition(status, "Synced")["reason"] == "EvolutionServerError"
+    assert "HTTP 500" in condition(status, "Synced")["message"]
+    assert len(notices) == 1
+    assert state.sync_failed("EvolutionServerError", "again") == []  # no repeat while it persists
+    assert [n.reason for n in state.sync_succeeded()] == ["Synced"]
+    assert condition(state.render_status(1, T2), "Synced")["status"] == "True"
+
+
+def test_unreachable_evolution_makes_ready_unknown():
+    state = awaiting_scan()
+    state.connected("551100000000@s.whatsapp.net", "ACME", None, T1)
+    state.sync_failed("EvolutionUnreachable", "cannot reach Evolution API")
+    status = state.render_status(1, T1)
+    assert condition(status, "Ready")["status"] == "Unknown"
+    assert status["phase"] == "Connected"
+    assert "cannot reach Evolution API" in status["message"]
+
+
+def test_failed_is_stalled():
+    state = InstanceState("x")
+    state.failed("InvalidSpec", "The spec cannot be used: bad name.")
+    status = state.render_status(3, T0)
+    assert condition(status, "Stalled")["status"] == "True"
+    assert all(c["observedGeneration"] == 3 for c in status["conditions"])
+    assert status["observedGeneration"] == 3
+
+
+def test_render_is_stable_and_transition_times_move_only_on_change():
+    state = awaiting_scan()
+    first = state.render_status(1, T0)
+    assert state.render_status(1, T1) == first
+    state.connected("551100000000@s.whatsapp.net", None, None, T2)
+    ready = condition(state.render_status(1, T2), "Ready")
+    synced = condition(state.render_status(1, T2), "Synced")
+    assert ready["lastTransitionTime"] == T2
+    assert synced["lastTransitionTime"] == T0
+
+
+def test_state_survives_a_round_trip_through_status():
+    state = awaiting_scan()
+    status = state.render_status(1, T0)
+    restored = InstanceState.from_status("shop-123", status)
+    assert restored.phase is Phase.AWAITING_SCAN
+    assert restored.last_qr_code == "2@abc"
+    assert restored.render_status(1, T1) == status
+
+
+def test_number_from_jid():
+    assert number_from_jid("5511987654321@s.whatsapp.net") == "5511987654321"
+    assert number_from_jid("5511987654321:12@s.whatsapp.net") == "5511987654321"
+    assert number_from_jid("123-456@g.us") is None
