@@ -1,0 +1,511 @@
+"""Keeps one Socket.IO connection to Evolution API alive: the asyncio layer around `ClientSession`.
+
+The protocol lives in `codec.py`; this module only moves frames between a `websockets` connection
+and the session, and decides what to do when things go wrong: reconnect with backoff, retry
+namespaces the server does not know yet, treat a silent server as dead. Everything that leaves
+this module (logs, `last_error`, listener reasons) is passed through `redact()` first, because the
+connection URL carries the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from ..backoff import Backoff
+from ..redaction import SecretFilter, redact, register_secret
+from .codec import (
+    ROOT_NAMESPACE,
+    ClientSession,
+    Closed,
+    EventReceived,
+    Ignored,
+    Malformed,
+    NamespaceConnected,
+    NamespaceDisconnected,
+    NamespaceRefused,
+    Opened,
+    SessionEvent,
+)
+
+logger = logging.getLogger("whatsapp_operator.socketio")
+# websockets logs the request line (URL with ?apikey=) and frame contents at DEBUG. It gets a
+# logger of ours with the secret filter attached at the source, so no handler setup can leak it.
+_wire_logger = logging.getLogger("whatsapp_operator.socketio.wire")
+if not any(isinstance(f, SecretFilter) for f in _wire_logger.filters):
+    _wire_logger.addFilter(SecretFilter())
+
+# Far above anything Evolution sends (a QR code as a base64 PNG is ~10 KB) but still a bound.
+MAX_FRAME_SIZE = 16 * 2**20
+_CLOSE_TIMEOUT = 2.0
+_SERVER_MESSAGE_LENGTH = 120
+
+State = Literal["connecting", "connected", "disconnected"]
+
+
+class SocketIOListener(Protocol):
+    """Receives what happens on the connection.
+
+    Callbacks are synchronous and run inside the read loop: they must not block. Anything slow
+    should be scheduled by the listener itself. An exception from a callback is logged and
+    counted; it never stops the connection.
+    """
+
+    def on_connected(self) -> None:
+        """The root namespace was joined; called on every (re)connect. Resync state here:
+        events sent while we were away are lost (no connection-state recovery)."""
+
+    def on_disconnected(self, reason: str) -> None:
+        """A connection ended or a connection attempt failed; `reason` is redacted."""
+
+    def on_namespace_connected(self, namespace: str) -> None:
+        """A namespace added with `add_namespace` was joined (after every (re)join)."""
+
+    def on_event(self, namespace: str, name: str, args: list[Any]) -> None:
+        """An event arrived on a joined namespace ("/" included)."""
+
+
+@dataclass
+class SocketIOStats:
+    connects: int = 0  # connections that reached "connected"
+    reconnects: int = 0  # connects after the first
+    disconnects: int = 0  # connected connections that were lost
+    failed_connects: int = 0  # attempts that ended before reaching "connected"
+    malformed_packets: int = 0
+    ignored_packets: int = 0
+    events_received: dict[str, int] = field(default_factory=dict)
+    namespace_refusals: int = 0
+    listener_errors: int = 0
+    last_error: str | None = None  # redacted; kept after a successful reconnect
+
+
+def build_socketio_url(
+    base_url: str, path: str = "/socket.io/", query: Mapping[str, str] | None = None
+) -> str:
+    """`http(s)://host[:port][/prefix]` -> `ws(s)://host[:port][/prefix]{path}?EIO=4&transport=websocket&...`."""
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError("the base URL must be http(s):// or ws(s):// with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("the base URL must not carry a query or fragment; use `query`")
+    full_path = parts.path.rstrip("/") + "/" + path.lstrip("/")
+    params = [("EIO", "4"), ("transport", "websocket")]
+    params += [(k, v) for k, v in (query or {}).items() if k not in ("EIO", "transport")]
+    return urlunsplit((scheme, parts.netloc, full_path, urlencode(params), ""))
+
+
+def _display_url(url: str) -> str:
+    # What logs may show: no query (the API key), no userinfo.
+    parts = urlsplit(url)
+    return redact(urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")))
+
+
+def _server_message(body: bytes | bytearray | None) -> str:
+    """The short human message in a rejection body: plain text, or the JSON `message` field."""
+    if not body:
+        return ""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        text = parsed["message"]
+    line = text.splitlines()[0] if text else ""
+    line = "".join(ch for ch in line if ch.isprintable())
+    return line[:_SERVER_MESSAGE_LENGTH]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A redacted one-line reason for a failed or lost connection. Never includes the URL."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status in (400, 401, 403):
+            # Evolution refuses the apikey with 400 (websocket transport) or 403 (polling).
+            text = (
+                f"handshake refused by the server (HTTP {status}): "
+                "authentication failed or not allowed"
+            )
+        elif status == 404:
+            text = (
+                "handshake rejected by the server (HTTP 404): no Socket.IO endpoint at this path "
+                "(is WEBSOCKET_ENABLED=true on Evolution API?)"
+            )
+        else:
+            text = f"handshake rejected by the server (HTTP {status})"
+        said = _server_message(exc.response.body)
+        if said:
+            text += f" (server said: {said})"
+    elif isinstance(exc, InvalidURI):
+        text = "invalid server URL"  # str(exc) would contain the URL
+    elif isinstance(exc, ConnectionClosed):
+        if exc.rcvd is not None:
+            text = f"connection closed by the server (code {exc.rcvd.code})"
+        else:
+            text = "connection lost"
+    elif isinstance(exc, InvalidHandshake):
+        text = f"websocket handshake failed: {exc}"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out opening the connection"
+    elif isinstance(exc, OSError):
+        text = f"cannot reach the server: {exc.strerror or exc}"
+    else:
+        text = f"unexpected error: {type(exc).__name__}: {exc}"
+    return redact(text)
+
+
+class _ConnectionEnded(Exception):
+    """Ends the current connection; the message is a safe reason."""
+
+
+class SocketIOClient:
+    """A Socket.IO client that reconnects forever (until cancelled or closed).
+
+    Joins the root namespace on every connection, plus the namespaces given to `add_namespace`,
+    each retried with its own backoff while the server refuses it (Evolution creates a per-instance
+    namespace only when it first emits on it).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        path: str = "/socket.io/",
+        query: Mapping[str, str] | None = None,
+        listener: SocketIOListener,
+        backoff: Backoff | None = None,
+        namespace_backoff: Backoff | None = None,
+        open_timeout: float = 10.0,
+        name: str = "evolution",
+    ) -> None:
+        # Any query value may be a secret (apikey=...); mask raw and URL-encoded forms everywhere.
+        for value in (query or {}).values():
+            register_secret(value)
+            register_secret(quote_plus(value))
+        self._url = build_socketio_url(base_url, path, query)
+        self._display_url = _display_url(self._url)
+        self._listener = listener
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._namespace_backoff = (
+            namespace_backoff
+            if namespace_backoff is not None
+            else Backoff(initial=0.5, maximum=10.0)
+        )
+        self._open_timeout = open_timeout
+        self._name = name
+        self.stats = SocketIOStats()
+
+        self._state: State = "disconnected"
+        self._namespaces: set[str] = set()
+        self._namespace_backoffs: dict[str, Backoff] = {}
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._session: ClientSession | None = None
+        self._outbox = asyncio.Event()  # session has frames to send
+        self._connected = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._attempt: asyncio.Task[str] | None = None
+        self._running = False
+        self._closing = False
+        self._last_failure: str | None = None
+
+    # -- public state ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def namespaces(self) -> frozenset[str]:
+        """Namespaces added with `add_namespace` (the root namespace is implicit)."""
+        return frozenset(self._namespaces)
+
+    @property
+    def connected_namespaces(self) -> frozenset[str]:
+        """Added namespaces currently joined (the root namespace is not listed)."""
+        session = self._session
+        if session is None:
+            return frozenset()
+        return session.connected_namespaces & self._namespaces
+
+    # -- namespaces -----------------------------------------------------------------------------
+
+    def add_namespace(self, namespace: str) -> None:
+        """Join `namespace` now if connected, else on every future connect; retried if refused."""
+        if not namespace.startswith("/") or "," in namespace:
+            raise ValueError(f"invalid Socket.IO namespace {namespace!r}")
+        if namespace == ROOT_NAMESPACE:
+            raise ValueError("the root namespace is always joined")
+        if namespace in self._namespaces:
+            return
+        self._namespaces.add(namespace)
+        self._join(namespace)
+
+    def remove_namespace(self, namespace: str) -> None:
+        """Leave `namespace` and stop retrying it."""
+        self._namespaces.discard(namespace)
+        self._namespace_backoffs.pop(namespace, None)
+        self._cancel_retry(namespace)
+        session = self._session
+        if session is not None and session.is_open and namespace != ROOT_NAMESPACE:
+            session.disconnect_namespace(namespace)
+            self._outbox.set()
+
+    def _join(self, namespace: str) -> None:
+        # Namespaces are joined only once the root is: on_connected always precedes
+        # on_namespace_connected, so the listener resyncs before per-instance events arrive.
+        session = self._session
+        if session is None or self._state != "connected" or namespace not in self._namespaces:
+            return
+        self._cancel_retry(namespace)
+        session.connect_namespace(namespace)
+        self._outbox.set()
+
+    def _schedule_rejoin(self, namespace: str) -> None:
+        if namespace not in self._namespaces or namespace in self._retry_timers:
+            return
+        backoff = self._namespace_backoffs.get(namespace)
+        if backoff is None:
+            backoff = self._namespace_backoffs[namespace] = copy.copy(self._namespace_backoff)
+            backoff.reset()
+        delay = backoff.next_delay()
+        logger.debug("[%s] retrying namespace %s in %.2fs", self._name, namespace, delay)
+        loop = asyncio.get_running_loop()
+        self._retry_timers[namespace] = loop.call_later(delay, self._retry_now, namespace)
+
+    def _retry_now(self, namespace: str) -> None:
+        self._retry_timers.pop(namespace, None)
+        self._join(namespace)
+
+    def _cancel_retry(self, namespace: str) -> None:
+        timer = self._retry_timers.pop(namespace, None)
+        if timer is not None:
+            timer.cancel()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def wait_connected(self) -> None:
+        """Return once the root namespace is joined (immediately if it already is)."""
+        await self._connected.wait()
+
+    async def run(self) -> None:
+        """Connect and stay connected until cancelled or `close()`d."""
+        if self._running:
+            raise RuntimeError("SocketIOClient.run() is already running")
+        self._running = True
+        self._closing = False
+        self._stop.clear()
+        self._stopped.clear()
+        logger.info("[%s] starting Socket.IO client for %s", self._name, self._display_url)
+        try:
+            while not self._stop.is_set():
+                self._state = "connecting"
+                self._attempt = asyncio.ensure_future(self._connection())
+                try:
+                    reason = await self._attempt
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if self._closing and current is not None and not current.cancelling():
+                        break  # close() cancelled the attempt, not someone cancelling run()
+                    raise
+                finally:
+                    self._attempt = None
+                was_connected = self.state == "connected"  # the property: _state changed meanwhile
+                self._state = "disconnected"
+                self._connected.clear()
+                self._connection_lost(reason, was_connected)
+                if self._stop.is_set():
+                    break
+                delay = self._backoff.next_delay()
+                self._log_retry(reason, was_connected, delay)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+        finally:
+            if self._state == "connected":
+                self._connection_lost("client closed", was_connected=True)
+            self._state = "disconnected"
+            self._connected.clear()
+            self._running = False
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop `run()`: close the connection and return once `run()` has returned."""
+        self._closing = True
+        self._stop.set()
+        if self._attempt is not None:
+            self._attempt.cancel()
+        if self._running:
+            await self._stopped.wait()
+
+    def _connection_lost(self, reason: str, was_connected: bool) -> None:
+        if was_connected:
+            self.stats.disconnects += 1
+        else:
+            self.stats.failed_connects += 1
+        if reason != "client closed":
+            self.stats.last_error = reason
+        self._notify("on_disconnected", reason)
+
+    def _log_retry(self, reason: str, was_connected: bool, delay: float) -> None:
+        if was_connected:
+            logger.info("[%s] disconnected: %s; reconnecting in %.1fs", self._name, reason, delay)
+        elif reason != self._last_failure:
+            logger.warning("[%s] cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
+        else:
+            # The same failure again (Evolution down, wrong key): say it once, not every retry.
+            logger.debug(
+                "[%s] still cannot connect: %s; retrying in %.1fs", self._name, reason, delay
+            )
+        self._last_failure = None if was_connected else reason
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def _connection(self) -> str:
+        """Run one connection to its end and return why it ended. Raises only CancelledError."""
+        try:
+            websocket = await connect(
+                self._url,
+                open_timeout=self._open_timeout,
+                ping_interval=None,  # Engine.IO has its own heartbeat
+                close_timeout=_CLOSE_TIMEOUT,
+                max_size=MAX_FRAME_SIZE,
+                logger=_wire_logger,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is retried, never fatal
+            return describe_failure(exc)
+
+        session = ClientSession()
+        self._session = session
+        self._outbox.clear()
+        receiver = asyncio.ensure_future(self._receive_loop(websocket, session))
+        sender = asyncio.ensure_future(self._send_loop(websocket, session))
+        try:
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            finished = receiver if receiver in done else sender
+            error = finished.exception()
+            if error is None:
+                return finished.result()
+            if isinstance(error, _ConnectionEnded):
+                return str(error)
+            if not isinstance(error, ConnectionClosed | OSError | InvalidHandshake):
+                logger.error(
+                    "[%s] bug in the Socket.IO client: %s",
+                    self._name,
+                    redact("".join(traceback.format_exception(error))),
+                )
+            return describe_failure(error)
+        finally:
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.gather(receiver, sender, return_exceptions=True)
+            self._session = None
+            for namespace in list(self._retry_timers):
+                self._cancel_retry(namespace)
+            try:
+                await websocket.close()
+            except BaseException:
+                websocket.transport.abort()
+                raise
+
+    async def _send_loop(self, websocket: ClientConnection, session: ClientSession) -> str:
+        while True:
+            await self._outbox.wait()
+            self._outbox.clear()
+            for frame in session.data_to_send():
+                await websocket.send(frame)
+
+    async def _receive_loop(self, websocket: ClientConnection, session: ClientSession) -> str:
+        loop = asyncio.get_running_loop()
+        handshake_deadline = loop.time() + self._open_timeout
+        while True:
+            heartbeat = session.receive_timeout if self._state == "connected" else None
+            timeout = heartbeat if heartbeat is not None else handshake_deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    frame = await websocket.recv()
+            except TimeoutError:
+                if heartbeat is not None:
+                    return f"no packet from the server for {heartbeat:.1f}s (ping timeout)"
+                return "timed out waiting for the Socket.IO handshake"
+            for event in session.receive(frame):
+                self._handle(event, session)
+            self._outbox.set()  # a PONG or a CONNECT may be waiting
+
+    def _handle(self, event: SessionEvent, session: ClientSession) -> None:
+        """Act on one session event; raises _ConnectionEnded when the connection is over."""
+        if isinstance(event, EventReceived):
+            counts = self.stats.events_received
+            counts[event.name] = counts.get(event.name, 0) + 1
+            self._notify("on_event", event.namespace, event.name, event.args)
+        elif isinstance(event, Opened):
+            session.connect_namespace(ROOT_NAMESPACE)
+        elif isinstance(event, NamespaceConnected):
+            if event.namespace == ROOT_NAMESPACE:
+                self._root_joined()
+            else:
+                backoff = self._namespace_backoffs.get(event.namespace)
+                if backoff is not None:
+                    backoff.reset()
+                logger.debug("[%s] joined namespace %s", self._name, event.namespace)
+                self._notify("on_namespace_connected", event.namespace)
+        elif isinstance(event, NamespaceRefused):
+            if event.namespace == ROOT_NAMESPACE:
+                raise _ConnectionEnded(
+                    redact(f"server refused the root namespace: {event.message}")
+                )
+            self.stats.namespace_refusals += 1
+            logger.debug(
+                "[%s] namespace %s refused: %s", self._name, event.namespace, redact(event.message)
+            )
+            self._schedule_rejoin(event.namespace)
+        elif isinstance(event, NamespaceDisconnected):
+            if event.namespace == ROOT_NAMESPACE:
+                # Without the root namespace the connection is useless; a fresh one resyncs.
+                raise _ConnectionEnded("server disconnected the root namespace")
+            logger.debug("[%s] server left namespace %s", self._name, event.namespace)
+            self._schedule_rejoin(event.namespace)
+        elif isinstance(event, Malformed):
+            self.stats.malformed_packets += 1
+            logger.warning("[%s] dropped a malformed packet: %s", self._name, redact(event.reason))
+        elif isinstance(event, Ignored):
+            self.stats.ignored_packets += 1
+            logger.debug("[%s] ignored: %s", self._name, event.reason)
+        elif isinstance(event, Closed):
+            raise _ConnectionEnded(event.reason)
+
+    def _root_joined(self) -> None:
+        self._state = "connected"
+        self._backoff.reset()
+        self.stats.connects += 1
+        if self.stats.connects > 1:
+            self.stats.reconnects += 1
+        self._connected.set()
+        logger.info("[%s] connected to %s", self._name, self._display_url)
+        self._notify("on_connected")
+        for namespace in sorted(self._namespaces):
+            self._join(namespace)
+
+    def _notify(self, callback: str, *args: Any) -> None:
+        try:
+            getattr(self._listener, callback)(*args)
+        except Exception as exc:  # noqa: BLE001 - a listener bug must not stop the read loop
+            self.stats.listener_errors += 1
+            logger.error(
+                "[%s] listener %s raised: %s",
+                self._name,
+                callback,
+                redact("".join(traceback.format_exception(exc))),
+            )

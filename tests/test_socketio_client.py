@@ -1,0 +1,578 @@
+"""SocketIOClient against a real python-socketio server (aiohttp) on 127.0.0.1.
+
+The server stands in for Evolution API: per-instance namespaces can be made to refuse with
+"Invalid namespace" until they "exist", and an aiohttp middleware refuses the websocket upgrade
+without the right `apikey`, as Evolution 2.3.3+ does (CONTRACT §4.2, §10.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import socketio
+from aiohttp import web
+from websockets.asyncio.server import ServerConnection, serve
+from whatsapp_operator.backoff import Backoff
+from whatsapp_operator.socketio import SocketIOClient, build_socketio_url
+
+TIMEOUT = 5.0
+
+
+# -- stand-ins -----------------------------------------------------------------------------------
+
+
+class RecordingListener:
+    """Records every callback; `expect()` awaits the next one of a kind."""
+
+    def __init__(self) -> None:
+        self.history: list[tuple[Any, ...]] = []
+        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.fail_on_event: str | None = None
+
+    def _record(self, *item: Any) -> None:
+        self.history.append(item)
+        self._queue.put_nowait(item)
+
+    def on_connected(self) -> None:
+        self._record("connected")
+
+    def on_disconnected(self, reason: str) -> None:
+        self._record("disconnected", reason)
+
+    def on_namespace_connected(self, namespace: str) -> None:
+        self._record("namespace_connected", namespace)
+
+    def on_event(self, namespace: str, name: str, args: list[Any]) -> None:
+        self._record("event", namespace, name, args)
+        if name == self.fail_on_event:
+            raise RuntimeError("listener bug")
+
+    async def expect(self, kind: str) -> tuple[Any, ...]:
+        """The next callback of `kind`, skipping others (they stay in `history`)."""
+
+        async def next_of_kind() -> tuple[Any, ...]:
+            while True:
+                item = await self._queue.get()
+                if item[0] == kind:
+                    return item
+
+        return await asyncio.wait_for(next_of_kind(), TIMEOUT)
+
+
+@dataclass
+class FakeEvolution:
+    sio: socketio.AsyncServer
+    base_url: str = ""
+    accepting: set[str] = field(default_factory=set)  # namespaces that "exist" besides "/"
+    api_key: str | None = None
+    reject_status: int = 400
+    joins: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
+    refusals: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    leaves: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
+    rejected_handshakes: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    async def root_sid(self) -> str:
+        """The sid of the next client joining "/"."""
+        while True:
+            namespace, sid = await asyncio.wait_for(self.joins.get(), TIMEOUT)
+            if namespace == "/":
+                return sid
+
+    def eio_sid(self, sid: str) -> str:
+        return str(self.sio.manager.eio_sid_from_sid(sid, "/"))
+
+
+@pytest.fixture
+async def evolution() -> AsyncIterator[FakeEvolution]:
+    sio = socketio.AsyncServer(async_mode="aiohttp", namespaces="*")
+    server = FakeEvolution(sio)
+
+    @sio.on("connect", namespace="*")
+    async def connect(namespace: str, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        if namespace != "/" and namespace not in server.accepting:
+            server.refusals.put_nowait(namespace)
+            raise socketio.exceptions.ConnectionRefusedError("Invalid namespace")
+        server.joins.put_nowait((namespace, sid))
+
+    @sio.on("disconnect", namespace="*")
+    async def disconnect(namespace: str, sid: str, reason: str) -> None:
+        server.leaves.put_nowait((namespace, sid))
+
+    @web.middleware
+    async def require_apikey(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/socket.io/") and server.api_key is not None:
+            given = request.query.get("apikey")
+            if given != server.api_key:
+                server.rejected_handshakes.put_nowait(given or "")
+                body = (
+                    "apiKey is required"
+                    if server.reject_status == 400
+                    else json.dumps({"code": 4, "message": "Invalid global token"})
+                )
+                return web.Response(status=server.reject_status, text=body)
+        return await handler(request)
+
+    app = web.Application(middlewares=[require_apikey])
+    sio.attach(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server.base_url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def fast_client(base_url: str, listener: RecordingListener, **kwargs: Any) -> SocketIOClient:
+    return SocketIOClient(
+        base_url,
+        listener=listener,
+        backoff=Backoff(initial=0.01, maximum=0.05),
+        namespace_backoff=Backoff(initial=0.01, maximum=0.05),
+        open_timeout=2.0,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def listener() -> RecordingListener:
+    return RecordingListener()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[SocketIOClient], None]]:
+    """Starts clients' run() and closes them at the end of the test."""
+    started: list[tuple[SocketIOClient, asyncio.Task[None]]] = []
+
+    def start(client: SocketIOClient) -> None:
+        started.append((client, asyncio.create_task(client.run())))
+
+    yield start
+    for client, task in started:
+        await asyncio.wait_for(client.close(), TIMEOUT)
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+# -- connection and events -----------------------------------------------------------------------
+
+
+async def test_connects_joins_root_and_delivers_events(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    running(client)
+    await listener.expect("connected")
+    await evolution.root_sid()
+    assert client.state == "connected"
+
+    await evolution.sio.emit("connection.update", {"state": "open"}, namespace="/")
+    await evolution.sio.emit("two.args", ("a", 1), namespace="/")
+    assert await listener.expect("event") == (
+        "event",
+        "/",
+        "connection.update",
+        [{"state": "open"}],
+    )
+    assert await listener.expect("event") == ("event", "/", "two.args", ["a", 1])
+    assert client.stats.connects == 1 and client.stats.reconnects == 0
+    assert client.stats.events_received == {"connection.update": 1, "two.args": 1}
+
+
+async def test_wait_connected_resolves_once_the_root_namespace_is_joined(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    assert client.state == "disconnected"
+    running(client)
+    await asyncio.wait_for(client.wait_connected(), TIMEOUT)
+    assert client.state == "connected"
+    assert listener.history[0] == ("connected",)
+
+
+async def test_namespace_is_retried_until_the_server_accepts_it(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    client.add_namespace("/acme")
+    running(client)
+    await listener.expect("connected")
+
+    # Evolution has not emitted on /acme yet: refused, and asked again.
+    for _ in range(2):
+        assert await asyncio.wait_for(evolution.refusals.get(), TIMEOUT) == "/acme"
+    assert client.connected_namespaces == frozenset()
+    assert client.state == "connected"  # the rest of the connection is unaffected
+
+    evolution.accepting.add("/acme")
+    assert await listener.expect("namespace_connected") == ("namespace_connected", "/acme")
+    assert client.connected_namespaces == {"/acme"}
+    assert client.stats.namespace_refusals >= 2
+
+    await evolution.sio.emit("qrcode.updated", {"qr": "x"}, namespace="/acme")
+    assert await listener.expect("event") == ("event", "/acme", "qrcode.updated", [{"qr": "x"}])
+
+
+async def test_namespace_added_while_connected_is_joined_at_once(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    evolution.accepting.add("/acme")
+    client = fast_client(evolution.base_url, listener)
+    running(client)
+    await listener.expect("connected")
+    client.add_namespace("/acme")
+    assert await listener.expect("namespace_connected") == ("namespace_connected", "/acme")
+    assert client.namespaces == {"/acme"}
+
+
+async def test_remove_namespace_leaves_it_on_the_server(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    evolution.accepting.add("/acme")
+    client = fast_client(evolution.base_url, listener)
+    client.add_namespace("/acme")
+    running(client)
+    await listener.expect("namespace_connected")
+
+    client.remove_namespace("/acme")
+    namespace, _ = await asyncio.wait_for(evolution.leaves.get(), TIMEOUT)
+    assert namespace == "/acme"
+    assert client.namespaces == frozenset() and client.connected_namespaces == frozenset()
+
+    # Events on the namespace left are not delivered; the root still is.
+    await evolution.sio.emit("qrcode.updated", {}, namespace="/acme")
+    await evolution.sio.emit("marker", namespace="/")
+    assert await listener.expect("event") == ("event", "/", "marker", [])
+
+
+async def test_remove_namespace_stops_retrying_it(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    client.add_namespace("/acme")
+    client.add_namespace("/other")
+    running(client)
+    await listener.expect("connected")
+    assert await asyncio.wait_for(evolution.refusals.get(), TIMEOUT) in {"/acme", "/other"}
+
+    client.remove_namespace("/acme")
+    # At most one CONNECT for /acme was already in flight; after it, only /other is asked for.
+    after = [await asyncio.wait_for(evolution.refusals.get(), TIMEOUT) for _ in range(6)]
+    assert after.count("/acme") <= 1
+    assert after[-4:] == ["/other"] * 4
+    assert client.namespaces == {"/other"}
+
+
+# -- reconnection --------------------------------------------------------------------------------
+
+
+async def test_server_disconnecting_the_client_leads_to_a_reconnect_and_rejoin(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    evolution.accepting.add("/acme")
+    client = fast_client(evolution.base_url, listener)
+    client.add_namespace("/acme")
+    running(client)
+    sid = await evolution.root_sid()
+    await listener.expect("namespace_connected")
+
+    await evolution.sio.disconnect(sid)
+    _, reason = await listener.expect("disconnected")
+    assert "root namespace" in reason
+    await listener.expect("connected")
+    assert await listener.expect("namespace_connected") == ("namespace_connected", "/acme")
+    assert client.stats.reconnects == 1 and client.stats.disconnects == 1
+
+
+async def test_engineio_close_from_server_leads_to_a_reconnect(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    running(client)
+    sid = await evolution.root_sid()
+    await listener.expect("connected")
+
+    await evolution.sio.eio.disconnect(evolution.eio_sid(sid))
+    _, reason = await listener.expect("disconnected")
+    assert "closed" in reason
+    await listener.expect("connected")
+    assert client.state == "connected"
+    assert client.stats.connects == 2
+
+
+async def test_server_restart_on_the_same_port_leads_to_a_reconnect(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    async def start_server(port: int) -> web.AppRunner:
+        sio = socketio.AsyncServer(async_mode="aiohttp")
+        app = web.Application()
+        sio.attach(app)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner = await start_server(0)
+    port = runner.addresses[0][1]
+    client = fast_client(f"http://127.0.0.1:{port}", listener)
+    running(client)
+    await listener.expect("connected")
+
+    await runner.cleanup()  # Evolution goes away...
+    await listener.expect("disconnected")
+    runner = await start_server(port)  # ...and comes back
+    try:
+        await listener.expect("connected")
+        assert client.stats.reconnects == 1
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_unreachable_server_is_retried_with_a_readable_reason(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    # Bind then close a socket to find a port nothing listens on.
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+    client = fast_client(f"http://127.0.0.1:{port}", listener)
+    running(client)
+    for _ in range(2):
+        _, reason = await listener.expect("disconnected")
+        assert reason.startswith("cannot reach the server")
+    assert client.state != "connected"
+    assert client.stats.failed_connects >= 2 and client.stats.connects == 0
+
+
+# -- handshake authentication --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 403])
+async def test_refused_handshake_is_retried_without_leaking_the_key(
+    status: int,
+    evolution: FakeEvolution,
+    listener: RecordingListener,
+    running: Callable[[SocketIOClient], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = f"wrong-key-{status}-5678"
+    evolution.api_key = "the-right-key-1234"
+    evolution.reject_status = status
+    client = fast_client(evolution.base_url, listener, query={"apikey": secret})
+    running(client)
+
+    for _ in range(2):
+        assert await asyncio.wait_for(evolution.rejected_handshakes.get(), TIMEOUT) == secret
+        _, reason = await listener.expect("disconnected")
+        assert f"handshake refused by the server (HTTP {status})" in reason
+    last_error = client.stats.last_error
+    assert last_error is not None and "refused" in last_error
+    assert secret not in last_error
+    expected_message = "apiKey is required" if status == 400 else "Invalid global token"
+    assert expected_message in last_error
+    assert client.state != "connected"
+
+    # The server now accepts that key (e.g. fixed in Evolution): the client gets in by itself.
+    evolution.api_key = secret
+    await listener.expect("connected")
+
+    # The client's own logs, websockets' wire log included (the test server's access log is not ours).
+    client_logs = [
+        r.getMessage() for r in caplog.records if r.name.startswith(("whatsapp_", "websockets"))
+    ]
+    assert any("apikey=***" in message for message in client_logs)
+    assert all(secret not in message for message in client_logs)
+    assert all(secret not in str(item) for item in listener.history)
+
+
+async def test_right_key_connects_and_is_sent_in_the_query(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    evolution.api_key = "the-right-key-1234"
+    client = fast_client(evolution.base_url, listener, query={"apikey": "the-right-key-1234"})
+    running(client)
+    await listener.expect("connected")
+    assert evolution.rejected_handshakes.empty()
+    assert client.stats.failed_connects == 0
+
+
+async def test_missing_socketio_endpoint_says_so(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    app = web.Application()  # like Evolution with WEBSOCKET_ENABLED=false: 404 on /socket.io/
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        client = fast_client(f"http://127.0.0.1:{runner.addresses[0][1]}", listener)
+        running(client)
+        _, reason = await listener.expect("disconnected")
+        assert "HTTP 404" in reason and "WEBSOCKET_ENABLED" in reason
+        await client.close()
+    finally:
+        await runner.cleanup()
+
+
+# -- robustness ----------------------------------------------------------------------------------
+
+
+async def test_malformed_packet_is_counted_and_the_connection_stays_up(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    running(client)
+    sid = await evolution.root_sid()
+    await listener.expect("connected")
+
+    await evolution.sio.eio.send(evolution.eio_sid(sid), '2["unterminated')
+    await evolution.sio.emit("after", {"ok": True}, namespace="/")
+    assert await listener.expect("event") == ("event", "/", "after", [{"ok": True}])
+    assert client.stats.malformed_packets == 1
+    assert client.stats.connects == 1 and client.state == "connected"
+
+
+async def test_listener_exception_does_not_stop_the_read_loop(
+    evolution: FakeEvolution, listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    listener.fail_on_event = "boom"
+    client = fast_client(evolution.base_url, listener)
+    running(client)
+    await listener.expect("connected")
+
+    await evolution.sio.emit("boom", namespace="/")
+    await evolution.sio.emit("after", namespace="/")
+    assert (await listener.expect("event"))[2] == "boom"
+    assert (await listener.expect("event"))[2] == "after"
+    assert client.stats.listener_errors == 1
+    assert client.stats.connects == 1
+
+
+async def test_close_stops_run_and_reports_the_disconnect(
+    evolution: FakeEvolution, listener: RecordingListener
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    task = asyncio.create_task(client.run())
+    await listener.expect("connected")
+
+    await asyncio.wait_for(client.close(), TIMEOUT)
+    await asyncio.wait_for(task, TIMEOUT)  # run() returns normally, no CancelledError
+    assert client.state == "disconnected"
+    assert listener.history[-1] == ("disconnected", "client closed")
+    namespace, _ = await asyncio.wait_for(evolution.leaves.get(), TIMEOUT)
+    assert namespace == "/"
+
+
+async def test_cancelling_run_propagates_cancellation(
+    evolution: FakeEvolution, listener: RecordingListener
+) -> None:
+    client = fast_client(evolution.base_url, listener)
+    task = asyncio.create_task(client.run())
+    await listener.expect("connected")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, TIMEOUT)
+    assert client.state == "disconnected"
+
+
+# -- heartbeat (hand-rolled Engine.IO server: python-socketio's cannot go silent) ----------------
+
+
+async def test_silent_server_is_treated_as_dead_and_pings_are_answered(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    pongs: asyncio.Queue[str] = asyncio.Queue()
+    connections: asyncio.Queue[None] = asyncio.Queue()
+
+    async def handler(websocket: ServerConnection) -> None:
+        connections.put_nowait(None)
+        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":100,"pingTimeout":100}')
+        assert await websocket.recv() == "40"
+        await websocket.send('40{"sid":"root"}')
+        await websocket.send("2")
+        pongs.put_nowait(str(await websocket.recv()))
+        await websocket.wait_closed()  # then silence: no more pings
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = fast_client(f"http://127.0.0.1:{port}", listener)
+        running(client)
+        await listener.expect("connected")
+        assert await asyncio.wait_for(pongs.get(), TIMEOUT) == "3"
+
+        _, reason = await listener.expect("disconnected")
+        assert "ping timeout" in reason
+        await listener.expect("connected")
+        assert connections.qsize() == 2
+        await client.close()
+
+
+async def test_handshake_that_never_comes_times_out(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.wait_closed()  # accepts the websocket, never sends OPEN
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = SocketIOClient(
+            f"http://127.0.0.1:{port}",
+            listener=listener,
+            backoff=Backoff(initial=0.01, maximum=0.05),
+            open_timeout=0.1,
+        )
+        running(client)
+        _, reason = await listener.expect("disconnected")
+        assert "handshake" in reason
+        await client.close()
+
+
+# -- URL -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_url", "path", "expected"),
+    [
+        ("http://h:8080", "/socket.io/", "ws://h:8080/socket.io/?EIO=4&transport=websocket"),
+        ("https://h", "/socket.io/", "wss://h/socket.io/?EIO=4&transport=websocket"),
+        ("http://h/evo", "/socket.io/", "ws://h/evo/socket.io/?EIO=4&transport=websocket"),
+        ("http://h/evo/", "socket.io/", "ws://h/evo/socket.io/?EIO=4&transport=websocket"),
+        ("ws://h", "/custom/", "ws://h/custom/?EIO=4&transport=websocket"),
+    ],
+)
+def test_url_is_built_from_the_http_base_url(base_url: str, path: str, expected: str) -> None:
+    assert build_socketio_url(base_url, path) == expected
+
+
+def test_url_carries_the_query_after_the_engineio_parameters() -> None:
+    url = build_socketio_url("http://h", query={"apikey": "a b+c", "EIO": "3"})
+    assert url == "ws://h/socket.io/?EIO=4&transport=websocket&apikey=a+b%2Bc"
+
+
+@pytest.mark.parametrize("base_url", ["ftp://h", "h:8080", "http://h?apikey=x", "http://h#frag"])
+def test_url_rejects_unusable_base_urls(base_url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        build_socketio_url(base_url)
+    assert "apikey=x" not in str(caught.value)
+
+
+def test_root_namespace_cannot_be_added(listener: RecordingListener) -> None:
+    client = fast_client("http://h", listener)
+    with pytest.raises(ValueError):
+        client.add_namespace("/")
+    with pytest.raises(ValueError):
+        client.add_namespace("acme")
+    assert client.namespaces == frozenset()
