@@ -321,7 +321,8 @@ class SocketIOClient:
                     raise
                 finally:
                     self._attempt = None
-                was_connected = self.state == "connected"  # the property: _state changed meanwhile
+                # Read through the property: mypy narrows self._state to "connecting" from above.
+                was_connected = self.state == "connected"
                 self._state = "disconnected"
                 self._connected.clear()
                 self._connection_lost(reason, was_connected)
