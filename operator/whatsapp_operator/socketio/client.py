@@ -204,7 +204,7 @@ class SocketIOClient:
         )
         self._open_timeout = open_timeout
         self._name = name
-        self.stats = SocketIOStats()
+        self._stats = SocketIOStats()
 
         self._state: State = "disconnected"
         self._namespaces: set[str] = set()
@@ -225,6 +225,11 @@ class SocketIOClient:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def stats(self) -> SocketIOStats:
+        """Live counters (the same object throughout; read, do not replace)."""
+        return self._stats
 
     @property
     def namespaces(self) -> frozenset[str]:
@@ -353,11 +358,11 @@ class SocketIOClient:
 
     def _connection_lost(self, reason: str, was_connected: bool) -> None:
         if was_connected:
-            self.stats.disconnects += 1
+            self._stats.disconnects += 1
         else:
-            self.stats.failed_connects += 1
+            self._stats.failed_connects += 1
         if reason != "client closed":
-            self.stats.last_error = reason
+            self._stats.last_error = reason
         self._notify("on_disconnected", reason)
 
     def _log_retry(self, reason: str, was_connected: bool, delay: float) -> None:
@@ -448,7 +453,7 @@ class SocketIOClient:
     def _handle(self, event: SessionEvent, session: ClientSession) -> None:
         """Act on one session event; raises _ConnectionEnded when the connection is over."""
         if isinstance(event, EventReceived):
-            counts = self.stats.events_received
+            counts = self._stats.events_received
             counts[event.name] = counts.get(event.name, 0) + 1
             self._notify("on_event", event.namespace, event.name, event.args)
         elif isinstance(event, Opened):
@@ -467,7 +472,7 @@ class SocketIOClient:
                 raise _ConnectionEnded(
                     redact(f"server refused the root namespace: {event.message}")
                 )
-            self.stats.namespace_refusals += 1
+            self._stats.namespace_refusals += 1
             logger.debug(
                 "[%s] namespace %s refused: %s", self._name, event.namespace, redact(event.message)
             )
@@ -479,10 +484,10 @@ class SocketIOClient:
             logger.debug("[%s] server left namespace %s", self._name, event.namespace)
             self._schedule_rejoin(event.namespace)
         elif isinstance(event, Malformed):
-            self.stats.malformed_packets += 1
+            self._stats.malformed_packets += 1
             logger.warning("[%s] dropped a malformed packet: %s", self._name, redact(event.reason))
         elif isinstance(event, Ignored):
-            self.stats.ignored_packets += 1
+            self._stats.ignored_packets += 1
             logger.debug("[%s] ignored: %s", self._name, event.reason)
         elif isinstance(event, Closed):
             raise _ConnectionEnded(event.reason)
@@ -490,9 +495,9 @@ class SocketIOClient:
     def _root_joined(self) -> None:
         self._state = "connected"
         self._backoff.reset()
-        self.stats.connects += 1
-        if self.stats.connects > 1:
-            self.stats.reconnects += 1
+        self._stats.connects += 1
+        if self._stats.connects > 1:
+            self._stats.reconnects += 1
         self._connected.set()
         logger.info("[%s] connected to %s", self._name, self._display_url)
         self._notify("on_connected")
@@ -503,7 +508,7 @@ class SocketIOClient:
         try:
             getattr(self._listener, callback)(*args)
         except Exception as exc:  # noqa: BLE001 - a listener bug must not stop the read loop
-            self.stats.listener_errors += 1
+            self._stats.listener_errors += 1
             logger.error(
                 "[%s] listener %s raised: %s",
                 self._name,
