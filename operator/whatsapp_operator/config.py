@@ -33,6 +33,8 @@ class OperatorConfig:
     outage_grace: float = 5.0
     reconnect_initial_delay: float = 0.5
     reconnect_max_delay: float = 30.0
+    retry_initial_delay: float = 2.0  # kopf handler retries (create, delete) while Evolution fails
+    retry_max_delay: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -57,7 +57,7 @@ class EventStream:
             query={"apikey": config.evolution_api_key},
             listener=self,
             backoff=backoff or Backoff(config.reconnect_initial_delay, config.reconnect_max_delay),
-            namespace_backoff=namespace_backoff or Backoff(1.0, 60.0),
+            namespace_backoff=namespace_backoff or Backoff(config.reconnect_initial_delay, config.reconnect_max_delay),
         )
 
     @property

@@ -6,6 +6,7 @@ run exactly the same handlers without module-level state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,8 +53,10 @@ def build_registry(
 
     if login is not None:
         @kopf.on.login(registry=registry)
-        def log_in(**_: Any) -> kopf.ConnectionInfo:
-            info = login()
+        async def log_in(**_: Any) -> kopf.ConnectionInfo:
+            # Loading a kubeconfig may run an exec plugin: keep it off the event loop. The
+            # credentials are handed over here, in the loop's thread.
+            info = await asyncio.to_thread(login)
             runtime.kube.use_credentials(info)
             return info
 

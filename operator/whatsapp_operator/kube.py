@@ -80,7 +80,7 @@ class KubeClient:
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
-        await self._call("PATCH", path, json=patch, content_type="application/merge-patch+json")
+        await self._call("PATCH", path, json={"status": patch}, content_type="application/merge-patch+json")
 
     async def post_event(self, involved: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         namespace = involved["namespace"]

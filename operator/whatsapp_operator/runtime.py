@@ -56,7 +56,7 @@ class InstanceTracker:
     exists: bool = False  # confirmed present in Evolution since this operator started
     deleting: bool = False
     reconnect_requested: bool = False
-    retry: Backoff = field(default_factory=lambda: Backoff(initial=2.0, maximum=120.0))
+    retry: Backoff = field(default_factory=Backoff)
 
     @property
     def key(self) -> Key:
@@ -132,7 +132,8 @@ class Runtime:
         spec = InstanceSpec(instance_name, spec.integration, spec.number, spec.settings)
         tracker = InstanceTracker(
             namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=meta.get("generation"),
-            spec=spec, state=InstanceState.from_status(instance_name, status))
+            spec=spec, state=InstanceState.from_status(instance_name, status),
+            retry=Backoff(self.config.retry_initial_delay, self.config.retry_max_delay))
         self.trackers[key] = tracker
         self.by_instance[instance_name] = tracker
         self.writer.track(key, status)

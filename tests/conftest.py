@@ -1,0 +1,136 @@
+"""Fixtures that run the real operator against the Kubernetes stand-in and the fake Evolution API."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+import pytest
+
+from evolution_fake import FakeEvolution
+from kopf_harness import running_operator
+from kube_standin import KubeStandin
+from whatsapp_operator.config import OperatorConfig, WebsocketMode
+from whatsapp_operator.handlers import build_registry, configure_settings
+from whatsapp_operator.runtime import Runtime
+from whatsapp_operator.spec import GROUP, PLURAL, VERSION
+
+NAMESPACE = "default"
+
+
+@dataclasses.dataclass
+class OperatorUnderTest:
+    kube: KubeStandin
+    evolution: FakeEvolution
+    runtime: Runtime
+
+    def create(self, name: str, spec: dict[str, Any] | None = None, namespace: str = NAMESPACE,
+               annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WhatsAppInstance",
+                "metadata": {"name": name, "annotations": annotations or {}},
+                "spec": {"integration": "WHATSAPP-BAILEYS", **(spec or {})}}
+        return self.kube.create(GROUP, VERSION, PLURAL, body, namespace=namespace)
+
+    def get(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        return self.kube.get(GROUP, VERSION, PLURAL, name, namespace)
+
+    def patch(self, name: str, patch: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
+        return self.kube.patch(GROUP, VERSION, PLURAL, name, patch, namespace)
+
+    def delete(self, name: str, namespace: str = NAMESPACE) -> None:
+        self.kube.delete(GROUP, VERSION, PLURAL, name, namespace)
+
+    async def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool],
+                          namespace: str = NAMESPACE, timeout: float = 10) -> dict[str, Any]:
+        obj = await self.kube.wait_for(GROUP, VERSION, PLURAL, name,
+                                       lambda o: o is not None and predicate(o.get("status") or {}),
+                                       namespace, timeout)
+        assert obj is not None
+        return obj["status"]
+
+    async def wait_phase(self, name: str, phase: str, namespace: str = NAMESPACE,
+                         timeout: float = 10) -> dict[str, Any]:
+        return await self.wait_status(name, lambda s: s.get("phase") == phase, namespace, timeout)
+
+    async def wait_gone(self, name: str, namespace: str = NAMESPACE, timeout: float = 10) -> None:
+        await self.kube.wait_for(GROUP, VERSION, PLURAL, name, lambda o: o is None, namespace, timeout)
+
+    def event_reasons(self, name: str, namespace: str = NAMESPACE) -> list[str]:
+        return [event["reason"] for event in self.kube.events_for(namespace, name)]
+
+    async def wait_event(self, name: str, reason: str, namespace: str = NAMESPACE, timeout: float = 10) -> None:
+        await self.kube.wait_until(lambda: reason in self.event_reasons(name, namespace), timeout=timeout,
+                                   describe=lambda: f"events of {name}: {self.event_reasons(name, namespace)}")
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+
+def fast_config(evolution: FakeEvolution, **overrides: Any) -> OperatorConfig:
+    values: dict[str, Any] = dict(
+        evolution_url=evolution.url, evolution_api_key=evolution.api_key,
+        websocket_mode=WebsocketMode.AUTO, resync_interval=3600.0, request_timeout=5.0,
+        outage_grace=0.2, reconnect_initial_delay=0.02, reconnect_max_delay=0.2,
+        retry_initial_delay=0.05, retry_max_delay=0.3)
+    values.update(overrides)
+    return OperatorConfig(**values)
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[KubeStandin]:
+    standin = KubeStandin()
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+async def evolution_factory() -> AsyncIterator[Callable[..., Any]]:
+    started: list[FakeEvolution] = []
+
+    async def start(**options: Any) -> FakeEvolution:
+        fake = FakeEvolution(**options)
+        await fake.start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        if fake.running:
+            await fake.stop()
+
+
+@pytest.fixture
+async def evolution(evolution_factory: Callable[..., Any]) -> FakeEvolution:
+    return await evolution_factory()
+
+
+@pytest.fixture
+def operator_factory(kube: KubeStandin) -> Callable[..., Any]:
+    @contextlib.asynccontextmanager
+    async def run(evolution: FakeEvolution, **overrides: Any) -> AsyncIterator[OperatorUnderTest]:
+        runtimes: list[Runtime] = []
+        registry = build_registry(fast_config(evolution, **overrides),
+                                  login=lambda: kopf.ConnectionInfo(server=kube.url),
+                                  on_runtime=runtimes.append)
+        settings = kopf.OperatorSettings()
+        configure_settings(settings)
+        settings.watching.server_timeout = 10
+        settings.watching.client_timeout = 15
+        async with running_operator(registry, server_url=kube.url, settings=settings, add_login=False):
+            yield OperatorUnderTest(kube, evolution, runtimes[0])
+
+    return run
+
+
+@pytest.fixture
+async def operator(operator_factory: Callable[..., Any], evolution: FakeEvolution,
+                   caplog: pytest.LogCaptureFixture) -> AsyncIterator[OperatorUnderTest]:
+    caplog.set_level(logging.DEBUG)
+    async with operator_factory(evolution) as running:
+        yield running
