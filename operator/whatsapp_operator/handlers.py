@@ -22,7 +22,9 @@ from whatsapp_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
 
 logger = logging.getLogger("whatsapp_operator.handlers")
 FINALIZER = "whatsapp-operator.io/finalizer"
-ANNOTATION_PREFIX = "whatsapp-operator.io"
+# kopf leaves annotations under its own storage prefix out of the objects' essence, so the
+# user-facing whatsapp-operator.io/reconnect must not share it.
+ANNOTATION_PREFIX = "kopf.whatsapp-operator.io"
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -88,7 +90,8 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.field(**resource, field=f"metadata.annotations.{RECONNECT_ANNOTATION}", registry=registry)
+    @kopf.on.field(**resource, field=("metadata", "annotations", RECONNECT_ANNOTATION),
+                    registry=registry)  # a tuple: the annotation's name has dots in it
     async def reconnect_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
         if not new or str(reason) == "delete":
             return
