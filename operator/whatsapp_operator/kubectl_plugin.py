@@ -127,16 +127,22 @@ def qr_view(obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False
         message = _one_line(status.get("message")) or "the operator has not reported on it yet"
         lines.append(f"{name} has no QR code to scan ({phase}): {message}")
         if phase in ("Disconnected", "LoggedOut"):
-            lines.append(f"Ask for a new QR code with: kubectl whatsapp reconnect {name}"
-                         f" -n {_namespace(obj)}")
+            lines.append(
+                f"Ask for a new QR code with: kubectl whatsapp reconnect {name}"
+                f" -n {_namespace(obj)}"
+            )
     else:
         if qr.get("code"):
             lines += [render_qr(qr["code"], invert=invert), ""]
-            lines.append(f"{name}: scan with WhatsApp on the phone "
-                         "(Settings > Linked devices > Link a device).")
+            lines.append(
+                f"{name}: scan with WhatsApp on the phone "
+                "(Settings > Linked devices > Link a device)."
+            )
         if qr.get("pairingCode"):
-            lines.append(f"Pairing code: {qr['pairingCode']} "
-                         "(Link a device > Link with phone number instead).")
+            lines.append(
+                f"Pairing code: {qr['pairingCode']} "
+                "(Link a device > Link with phone number instead)."
+            )
         facts = [f"QR #{qr['count']}" if isinstance(qr.get("count"), int) else "QR"]
         age = qr_age(obj, now)
         if age != "-":
@@ -147,8 +153,9 @@ def qr_view(obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False
     return "\n".join(lines)
 
 
-def format_status_table(items: list[dict[str, Any]], now: datetime.datetime,
-                        all_namespaces: bool) -> str:
+def format_status_table(
+    items: list[dict[str, Any]], now: datetime.datetime, all_namespaces: bool
+) -> str:
     """kubectl-style columns; an empty string for no items (the caller says so on stderr)."""
     if not items:
         return ""
@@ -162,17 +169,22 @@ def format_status_table(items: list[dict[str, Any]], now: datetime.datetime,
         phase = status.get("phase") or "-"
         if _deleting(obj):
             phase += " (deleting)"
-        row = [_name(obj), phase,
-               f"+{connection['number']}" if connection.get("number") else "-",
-               _one_line(connection.get("profileName")) or "-",
-               qr_age(obj, now),
-               _one_line(status.get("message")) or "-"]
+        row = [
+            _name(obj),
+            phase,
+            f"+{connection['number']}" if connection.get("number") else "-",
+            _one_line(connection.get("profileName")) or "-",
+            qr_age(obj, now),
+            _one_line(status.get("message")) or "-",
+        ]
         if all_namespaces:
             row.insert(0, _namespace(obj))
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    return "\n".join("   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def reconnect_patch(now: datetime.datetime) -> dict[str, Any]:
@@ -217,8 +229,9 @@ class Api(Protocol):
     def get(self, namespace: str, name: str) -> dict[str, Any]: ...
     def list(self, namespace: str | None) -> list[dict[str, Any]]: ...
     def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
-    def watch(self, namespace: str, name: str,
-              resource_version: str | None) -> Iterator[tuple[str, dict[str, Any]]]: ...
+    def watch(
+        self, namespace: str, name: str, resource_version: str | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]: ...
 
 
 class KubeApi:
@@ -233,27 +246,39 @@ class KubeApi:
         self.watch_factory = watch_factory
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        return self.custom_objects.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
 
     def list(self, namespace: str | None) -> list[dict[str, Any]]:
         if namespace is None:
             result = self.custom_objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         else:
-            result = self.custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            result = self.custom_objects.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL
+            )
         return list(result.get("items") or [])
 
     def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         # The client sends a dict body to this endpoint as application/merge-patch+json.
-        return self.custom_objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                                  name, body)
+        return self.custom_objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, body
+        )
 
-    def watch(self, namespace: str, name: str,
-              resource_version: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    def watch(
+        self, namespace: str, name: str, resource_version: str | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         kwargs: dict[str, Any] = {"field_selector": f"metadata.name={name}"}
         if resource_version:
             kwargs["resource_version"] = resource_version
-        stream = self.watch_factory().stream(self.custom_objects.list_namespaced_custom_object,
-                                             GROUP, VERSION, namespace, PLURAL, **kwargs)
+        stream = self.watch_factory().stream(
+            self.custom_objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            **kwargs,
+        )
         for event in stream:
             yield str(event.get("type")), event.get("raw_object") or event.get("object") or {}
 
@@ -273,8 +298,10 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[
         try:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException:
-            raise PluginError("no kubeconfig found (set KUBECONFIG or create ~/.kube/config) "
-                              "and not running inside a cluster") from None
+            raise PluginError(
+                "no kubeconfig found (set KUBECONFIG or create ~/.kube/config) "
+                "and not running inside a cluster"
+            ) from None
         namespace = _service_account_namespace()
     return KubeApi(kubernetes.client.CustomObjectsApi()), namespace
 
@@ -286,7 +313,9 @@ def _kubeconfig_namespace(kubeconfig: str | None, context: str | None) -> str:
         contexts, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
     except (kubernetes.config.ConfigException, OSError):
         return "default"
-    chosen = next((c for c in contexts or [] if c.get("name") == context), None) if context else active
+    chosen = (
+        next((c for c in contexts or [] if c.get("name") == context), None) if context else active
+    )
     return ((chosen or {}).get("context") or {}).get("namespace") or "default"
 
 
@@ -311,8 +340,10 @@ def _api_error(error: ApiException, *, namespace: str | None, name: str | None) 
     if error.status == 404:
         if name is not None and details is not None:
             return f'{RESOURCE} "{name}" not found in namespace "{namespace}"'
-        return (f"the {RESOURCE} API ({GROUP}/{VERSION}) is not served by this cluster: "
-                "is the CRD installed? (kubectl apply -f crds/)")
+        return (
+            f"the {RESOURCE} API ({GROUP}/{VERSION}) is not served by this cluster: "
+            "is the CRD installed? (kubectl apply -f crds/)"
+        )
     if error.status == 401:
         return "the Kubernetes API refused the credentials (401 Unauthorized): check the kubeconfig"
     return message or f"Kubernetes API error {error.status}: {_one_line(error.reason)}"
@@ -322,8 +353,14 @@ def _api_error(error: ApiException, *, namespace: str | None, name: str | None) 
 
 
 class _Context:
-    def __init__(self, api: Api, namespace: str, out: TextIO, err: TextIO,
-                 now: Callable[[], datetime.datetime]):
+    def __init__(
+        self,
+        api: Api,
+        namespace: str,
+        out: TextIO,
+        err: TextIO,
+        now: Callable[[], datetime.datetime],
+    ):
         self.api, self.namespace, self.out, self.err, self.now = api, namespace, out, err, now
 
     def print(self, text: str) -> None:
@@ -349,8 +386,14 @@ def _watch_qr(ctx: _Context, args: argparse.Namespace, obj: dict[str, Any]) -> i
     def show(current: dict[str, Any]) -> None:
         nonlocal shown
         status, qr = _status(current), _qr(current)
-        key = (status.get("phase"), status.get("message"), qr.get("code"), qr.get("pairingCode"),
-               qr.get("count"), _deleting(current))
+        key = (
+            status.get("phase"),
+            status.get("message"),
+            qr.get("code"),
+            qr.get("pairingCode"),
+            qr.get("count"),
+            _deleting(current),
+        )
         if key == shown:
             return  # an update that changes nothing on screen (kopf bookkeeping, conditions)
         if shown is not None and not clear:
@@ -400,12 +443,16 @@ def _cmd_reconnect(ctx: _Context, args: argparse.Namespace) -> int:
     body = reconnect_patch(ctx.now())
     obj = ctx.api.patch(ctx.namespace, args.name, body)
     stamp = body["metadata"]["annotations"][RECONNECT_ANNOTATION]
-    ctx.print(f'{RESOURCE}/{args.name} annotated {RECONNECT_ANNOTATION}={stamp}: '
-              "a new QR code cycle is requested")
+    ctx.print(
+        f"{RESOURCE}/{args.name} annotated {RECONNECT_ANNOTATION}={stamp}: "
+        "a new QR code cycle is requested"
+    )
     phase = _status(obj).get("phase")
     if phase in ("Connected", "AwaitingScan", "Connecting"):
-        ctx.print(f"Note: {args.name} is {phase}; the operator starts a new QR cycle only for a "
-                  "closed session (Disconnected, LoggedOut), so nothing changes now.")
+        ctx.print(
+            f"Note: {args.name} is {phase}; the operator starts a new QR cycle only for a "
+            "closed session (Disconnected, LoggedOut), so nothing changes now."
+        )
     ctx.print(f"Follow it with: kubectl whatsapp qr {args.name} -n {ctx.namespace} --watch")
     return 0
 
@@ -423,48 +470,75 @@ the linked device on the phone (WhatsApp > Linked devices), or delete the WhatsA
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-n", "--namespace",
-                        help="namespace (default: the kubeconfig context's, else 'default')")
-    common.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    common.add_argument(
+        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else 'default')"
+    )
+    common.add_argument(
+        "--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
     common.add_argument("--context", help="kubeconfig context to use (default: the current one)")
 
     parser = argparse.ArgumentParser(
         prog="kubectl whatsapp",
-        description="Scan, list and reconnect WhatsAppInstances (whatsapp-operator).")
+        description="Scan, list and reconnect WhatsAppInstances (whatsapp-operator).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     qr = commands.add_parser(
-        "qr", parents=[common], help="show the QR code to scan in the terminal",
+        "qr",
+        parents=[common],
+        help="show the QR code to scan in the terminal",
         description="Draw status.qr.code as a QR code in the terminal, with the pairing code when "
-                    "there is one. Exits 0 when connected (or a QR is shown), 1 when there is no QR "
-                    "code. With --watch, redraws as the QR code rotates and exits 0 once connected.")
+        "there is one. Exits 0 when connected (or a QR is shown), 1 when there is no QR "
+        "code. With --watch, redraws as the QR code rotates and exits 0 once connected.",
+    )
     qr.add_argument("name", metavar="NAME")
-    qr.add_argument("-w", "--watch", action="store_true",
-                    help="follow the instance: redraw when the QR code rotates, stop once connected")
-    qr.add_argument("--invert", action="store_true",
-                    help="for terminals with a light background: draw dark modules as blocks")
+    qr.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="follow the instance: redraw when the QR code rotates, stop once connected",
+    )
+    qr.add_argument(
+        "--invert",
+        action="store_true",
+        help="for terminals with a light background: draw dark modules as blocks",
+    )
     qr.set_defaults(handler=_cmd_qr)
 
-    status = commands.add_parser("status", parents=[common], help="list instances and their state",
-                                 description="A table of WhatsAppInstances: phase, number, profile, "
-                                             "age of the current QR code, message.")
-    status.add_argument("-A", "--all-namespaces", action="store_true",
-                        help="list instances in all namespaces")
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="list instances and their state",
+        description="A table of WhatsAppInstances: phase, number, profile, "
+        "age of the current QR code, message.",
+    )
+    status.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="list instances in all namespaces"
+    )
     status.set_defaults(handler=_cmd_status)
 
-    reconnect = commands.add_parser("reconnect", aliases=["restart"], parents=[common],
-                                    help="ask the operator for a new QR code (there is no logout)",
-                                    description=_RECONNECT_HELP,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    reconnect = commands.add_parser(
+        "reconnect",
+        aliases=["restart"],
+        parents=[common],
+        help="ask the operator for a new QR code (there is no logout)",
+        description=_RECONNECT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     reconnect.add_argument("name", metavar="NAME")
     reconnect.set_defaults(handler=_cmd_reconnect)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *,
-         connect: Callable[..., tuple[Api, str]] = connect,
-         out: TextIO | None = None, err: TextIO | None = None,
-         now: Callable[[], datetime.datetime] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    connect: Callable[..., tuple[Api, str]] = connect,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    now: Callable[[], datetime.datetime] | None = None,
+) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -476,8 +550,9 @@ def main(argv: Sequence[str] | None = None, *,
     try:
         api, default_namespace = connect(kubeconfig=args.kubeconfig, context=args.context)
         namespace = namespace or default_namespace
-        ctx = _Context(api, namespace, out, err,
-                       now or (lambda: datetime.datetime.now(datetime.UTC)))
+        ctx = _Context(
+            api, namespace, out, err, now or (lambda: datetime.datetime.now(datetime.UTC))
+        )
         return int(args.handler(ctx, args))
     except PluginError as error:
         err.write(f"error: {_one_line(error)}\n")

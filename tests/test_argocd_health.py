@@ -1,0 +1,290 @@
+"""The Argo CD health check (manifests/argocd/health.lua), run in Lua 5.1 and 5.4 through lupa.
+
+Argo CD runs the script with gopher-lua (Lua 5.1) and the live object as the global `obj`;
+the script returns {status, message}. The ConfigMap patch must carry the same script: regenerate it
+with `python tests/test_argocd_health.py` after editing health.lua.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lupa import lua51, lua54
+
+from whatsapp_operator.evolution.events import ConnectionUpdated
+from whatsapp_operator.instance_state import InstanceState
+
+ARGOCD_DIR = Path(__file__).resolve().parent.parent / "manifests" / "argocd"
+HEALTH_LUA = ARGOCD_DIR / "health.lua"
+PATCH_YAML = ARGOCD_DIR / "argocd-cm-patch.yaml"
+HEALTH_KEY = "resource.customizations.health.whatsapp-operator.io_WhatsAppInstance"
+NOW = "2025-03-01T12:00:00Z"
+
+
+def render_patch(lua: str) -> str:
+    """The argocd-cm patch: the script as a literal block, byte for byte."""
+    body = "".join(
+        f"    {line}" if line.strip() else "\n" for line in lua.splitlines(keepends=True)
+    )
+    return (
+        "# Generated from health.lua by `python tests/test_argocd_health.py`; do not edit by hand.\n"
+        "# Adds the WhatsAppInstance health check to Argo CD (see README.md beside this file).\n"
+        "apiVersion: v1\n"
+        "kind: ConfigMap\n"
+        "metadata:\n"
+        "  name: argocd-cm  # no namespace: apply it with -n to wherever Argo CD runs\n"
+        "data:\n"
+        f"  {HEALTH_KEY}: |\n"
+        f"{body}"
+    )
+
+
+# -- running the script ----------------------------------------------------------------------------
+
+
+# gopher-lua implements Lua 5.1; 5.4 guards against relying on 5.1-only behaviour.
+RUNTIMES = {"lua51": lua51, "lua54": lua54}
+
+
+def to_lua(lua: Any, value: Any) -> Any:
+    """Python (JSON-like) values to Lua tables, recursively; None becomes nil, like Argo CD's JSON."""
+    if isinstance(value, dict):
+        table = lua.table()
+        for key, item in value.items():
+            if item is not None:
+                table[key] = to_lua(lua, item)
+        return table
+    if isinstance(value, list):
+        table = lua.table()
+        for index, item in enumerate(value, start=1):
+            table[index] = to_lua(lua, item)
+        return table
+    return value
+
+
+def health(obj: dict[str, Any], runtime: str = "lua51") -> dict[str, Any]:
+    lua = RUNTIMES[runtime].LuaRuntime(unpack_returned_tuples=True)
+    assert lua.lua_version[0] == 5 and lua.lua_version[1] == int(runtime[-1])
+    lua.globals().obj = to_lua(lua, obj)
+    result = lua.execute(HEALTH_LUA.read_text(encoding="utf-8"))
+    assert set(result.keys()) == {"status", "message"}
+    return {"status": result["status"], "message": result["message"]}
+
+
+def wai(
+    status: dict[str, Any] | None = None, generation: int = 1, **metadata: Any
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "whatsapp-operator.io/v1alpha1",
+        "kind": "WhatsAppInstance",
+        "metadata": {
+            "name": "shop-123",
+            "namespace": "default",
+            "generation": generation,
+            **metadata,
+        },
+        "spec": {"number": "5511987654321"},
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def rendered(state: InstanceState, generation: int = 1) -> dict[str, Any]:
+    """The status exactly as the operator writes it (JSON nulls dropped, like the API server)."""
+    status = state.render_status(generation, NOW)
+    return {key: value for key, value in status.items() if value is not None}
+
+
+def state_in(phase: str) -> InstanceState:
+    state = InstanceState(instance_name="default-shop-123")
+    if phase == "Pending":
+        return state
+    state.created("id-1")
+    if phase == "Creating":
+        return state
+    if phase == "AwaitingScan":
+        state.qr_received("2@abc,def,ghi,jkl", None, "WZYEH1YY", NOW)
+    elif phase == "Connecting":
+        state.connecting(NOW)
+    elif phase == "Connected":
+        state.connected("5511987654321@s.whatsapp.net", "ACME", None, NOW)
+    elif phase == "Disconnected":
+        state.qr_limit_reached("QR code limit reached", NOW)
+    elif phase == "LoggedOut":
+        state.connected("5511987654321@s.whatsapp.net", "ACME", None, NOW)
+        state.connection_updated(
+            ConnectionUpdated(
+                instance="default-shop-123",
+                state="close",
+                status_reason=401,
+                wuid=None,
+                profile_name=None,
+                profile_picture_url=None,
+            ),
+            NOW,
+        )
+    elif phase == "Failed":
+        state.failed("EvolutionRejectedInstance", "Evolution API rejected the instance: bad name.")
+    assert state.phase.value == phase
+    return state
+
+
+EXPECTED = {
+    "Pending": "Progressing",
+    "Creating": "Progressing",
+    "AwaitingScan": "Suspended",
+    "Connecting": "Progressing",
+    "Connected": "Healthy",
+    "Disconnected": "Degraded",
+    "LoggedOut": "Degraded",
+    "Failed": "Degraded",
+}
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("phase", list(EXPECTED))
+def test_every_phase_as_the_operator_renders_it(phase: str, runtime: str) -> None:
+    state = state_in(phase)
+    result = health(wai(rendered(state)), runtime)
+    assert result["status"] == EXPECTED[phase]
+    assert result["message"] == state.message
+    assert result["message"]  # never empty
+
+
+def test_messages_are_the_status_message() -> None:
+    assert (
+        health(wai(rendered(state_in("Connected"))))["message"]
+        == "Connected to WhatsApp as +5511987654321."
+    )
+    awaiting = health(wai(rendered(state_in("AwaitingScan"))))
+    assert awaiting == {
+        "status": "Suspended",
+        "message": "Waiting for a scan: enter pairing code WZYEH1YY "
+        "in WhatsApp on the phone, or scan the QR code.",
+    }
+    failed = health(wai(rendered(state_in("Failed"))))
+    assert failed == {
+        "status": "Degraded",
+        "message": "Evolution API rejected the instance: bad name.",
+    }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_no_status_yet(runtime: str) -> None:
+    expected = {"status": "Progressing", "message": "Waiting for the operator"}
+    assert health(wai(None), runtime) == expected
+    assert health(wai({}), runtime) == expected
+    assert health(wai({"observedGeneration": 1, "conditions": []}), runtime) == expected
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("phase", ["Connected", "Failed", "AwaitingScan"])
+def test_deletion_in_progress_is_progressing_whatever_the_phase(phase: str, runtime: str) -> None:
+    state = state_in(phase)
+    state.deleting = True
+    obj = wai(rendered(state), deletionTimestamp="2025-03-01T11:59:00Z", finalizers=["x"])
+    assert health(obj, runtime) == {
+        "status": "Progressing",
+        "message": "Removing the instance from Evolution API",
+    }
+
+
+def test_deletion_blocked_by_evolution_says_why() -> None:
+    state = state_in("Connected")
+    state.deleting = True
+    state.sync_failed("EvolutionUnreachable", "Evolution API is unreachable: connection refused")
+    obj = wai(rendered(state), deletionTimestamp="2025-03-01T11:59:00Z")
+    assert health(obj) == {
+        "status": "Progressing",
+        "message": "Removing the instance from Evolution API; waiting: "
+        "Evolution API is unreachable: connection refused",
+    }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_generation_lag_is_progressing(runtime: str) -> None:
+    status = rendered(state_in("Connected"), generation=2)
+    assert health(wai(status, generation=2), runtime)["status"] == "Healthy"
+    assert health(wai(status, generation=3), runtime) == {
+        "status": "Progressing",
+        "message": "Waiting for the operator to observe generation 3 (status is for generation 2)",
+    }
+    # A spec fix for a Failed instance shows as Progressing until the operator has looked at it.
+    failed = rendered(state_in("Failed"), generation=1)
+    assert health(wai(failed, generation=2), runtime)["status"] == "Progressing"
+    # Without a top-level observedGeneration, the Ready condition's is used.
+    no_top = copy.deepcopy(status)
+    del no_top["observedGeneration"]
+    assert health(wai(no_top, generation=3), runtime)["status"] == "Progressing"
+    del no_top["conditions"]
+    assert health(wai(no_top, generation=3), runtime)["status"] == "Healthy"
+
+
+def test_stalled_condition_degrades_even_outside_failed() -> None:
+    status = rendered(state_in("Creating"))
+    status["conditions"].append(
+        {
+            "type": "Stalled",
+            "status": "True",
+            "reason": "InvalidSpec",
+            "message": "instanceName is unusable",
+            "observedGeneration": 1,
+        }
+    )
+    assert health(wai(status)) == {"status": "Degraded", "message": "instanceName is unusable"}
+    status["conditions"][-1]["status"] = "False"
+    assert health(wai(status))["status"] == "Progressing"
+
+
+def test_evolution_unreachable_makes_health_unknown_but_keeps_the_reason() -> None:
+    state = state_in("Connected")
+    state.sync_failed("EvolutionUnreachable", "Evolution API is unreachable: connection refused")
+    result = health(wai(rendered(state)))
+    assert result == {
+        "status": "Unknown",
+        "message": "Evolution API is unreachable: connection refused (last known phase: Connected)",
+    }
+    # Other call failures leave Ready=True: the number is still connected, the message says what failed.
+    state = state_in("Connected")
+    state.sync_failed("EvolutionUnauthorized", "Evolution API refused the API key")
+    assert health(wai(rendered(state))) == {
+        "status": "Healthy",
+        "message": "Evolution API refused the API key (last known phase: Connected)",
+    }
+
+
+def test_unrecognised_phase_is_unknown() -> None:
+    result = health(wai({"phase": "Hibernating", "message": "zzz"}))
+    assert result == {"status": "Unknown", "message": "Unrecognised phase Hibernating: zzz"}
+
+
+def test_phase_without_message_uses_the_phase() -> None:
+    assert health(wai({"phase": "Connected"})) == {"status": "Healthy", "message": "Connected"}
+
+
+# -- the ConfigMap patch ---------------------------------------------------------------------------
+
+
+def test_configmap_patch_carries_health_lua_unchanged() -> None:
+    lua = HEALTH_LUA.read_text(encoding="utf-8")
+    patch = yaml.safe_load(PATCH_YAML.read_text(encoding="utf-8"))
+    assert patch["kind"] == "ConfigMap" and patch["metadata"]["name"] == "argocd-cm"
+    assert list(patch["data"]) == [HEALTH_KEY]
+    assert patch["data"][HEALTH_KEY] == lua, "regenerate with: python tests/test_argocd_health.py"
+    assert PATCH_YAML.read_text(encoding="utf-8") == render_patch(lua)
+
+
+def test_render_patch_round_trips_blank_lines_and_indentation() -> None:
+    lua = 'local a = 1\n\nif a then\n  return {status = "Healthy"}\nend\n'
+    assert yaml.safe_load(render_patch(lua))["data"][HEALTH_KEY] == lua
+
+
+if __name__ == "__main__":
+    PATCH_YAML.write_text(render_patch(HEALTH_LUA.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote {PATCH_YAML}", file=sys.stderr)

@@ -1,0 +1,578 @@
+"""The kubectl plugin: QR rendering (decoded back), status table, messages, and the CLI on a fake API."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from typing import Any
+
+import pytest
+import segno
+from kubernetes.client.exceptions import ApiException
+
+from whatsapp_operator import kubectl_plugin as plugin
+from whatsapp_operator.instance_state import RECONNECT_ANNOTATION, InstanceState
+
+NOW = datetime.datetime(2025, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
+# The shape of a Baileys QR payload: ref, noise key, identity key, adv secret.
+WHATSAPP_CODE = (
+    "2@y8sB0kX4pQ1m+T3rNzVh5JcL9wGdE7aUoYfK2iMbRnSxPqZe6vWtHlDjCgFuA0==,"
+    "Xn3vQk8Jt1Lp5Rz9Wb2Ys6Md4Hf7Cg0Ae3Ki8Uo1Ol5Nm=,"
+    "Vb7Yt2Wq9Xe4Rr1Tt6Yy3Uu8Ii5Oo0Pp7Aa2Ss9Dd4Ff=,"
+    "Gg6Hh1Jj8Kk3Ll0Zz5Xx2Cc7Vv4Bb9Nn1Mm6QqWwEe="
+)
+INK = {" ": (False, False), "▀": (True, False), "▄": (False, True), "█": (True, True)}
+
+
+def parse_half_blocks(text: str) -> list[list[bool]]:
+    """Rendered text back to rows of inked modules (two per character, top then bottom)."""
+    lines = text.split("\n")
+    assert len({len(line) for line in lines}) == 1, "every line must be as wide as the symbol"
+    rows: list[list[bool]] = []
+    for line in lines:
+        pairs = [INK[char] for char in line]  # KeyError on any other character
+        rows.append([top for top, _ in pairs])
+        rows.append([bottom for _, bottom in pairs])
+    return rows
+
+
+def segno_matrix(code: str) -> list[list[bool]]:
+    qr = segno.make_qr(code, error="L")
+    return [[bool(module) for module in row] for row in qr.matrix_iter(scale=1, border=4)]
+
+
+def decode_dark_modules(text: str, *, invert: bool, height: int) -> list[list[bool]]:
+    inked = parse_half_blocks(text)
+    assert len(inked) in (height, height + 1)
+    assert not any(any(row) for row in inked[height:]), "a padding half row must be background"
+    return [[cell == invert for cell in row] for row in inked[:height]]
+
+
+def wai(name: str = "shop-123", namespace: str = "default", **status: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "whatsapp-operator.io/v1alpha1",
+        "kind": "WhatsAppInstance",
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
+        "spec": {},
+    }
+    if status:
+        obj["status"] = status
+    return obj
+
+
+def awaiting(
+    code: str = WHATSAPP_CODE,
+    count: int = 2,
+    updated: str = "2025-03-01T11:59:48Z",
+    pairing: str | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    qr = {"code": code, "count": count, "updatedAt": updated}
+    if pairing:
+        qr["pairingCode"] = pairing
+    return wai(
+        phase="AwaitingScan",
+        message="Waiting for a scan: the QR code is in .status.qr.code.",
+        qr=qr,
+        **kw,
+    )
+
+
+def connected(
+    name: str = "shop-123", namespace: str = "default", profile: str | None = "ACME"
+) -> dict:
+    connection = {"state": "open", "number": "5511987654321"}
+    if profile:
+        connection["profileName"] = profile
+    return wai(
+        name,
+        namespace,
+        phase="Connected",
+        message="Connected to WhatsApp as +5511987654321.",
+        connection=connection,
+    )
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [WHATSAPP_CODE, "hello", "x" * 500])
+@pytest.mark.parametrize("invert", [False, True])
+def test_rendered_qr_decodes_back_to_segnos_matrix_with_quiet_zone(code: str, invert: bool) -> None:
+    expected = segno_matrix(code)
+    text = plugin.render_qr(code, invert=invert)
+    assert set(text) <= set(INK) | {"\n"}
+    assert len(text.split("\n")) == (len(expected) + 1) // 2  # two module rows per line
+    assert decode_dark_modules(text, invert=invert, height=len(expected)) == expected
+
+
+def test_default_rendering_draws_light_modules_as_blocks_for_dark_terminals() -> None:
+    text = plugin.render_qr(WHATSAPP_CODE)
+    lines = text.split("\n")
+    width = len(segno_matrix(WHATSAPP_CODE)[0])
+    # The quiet zone is light: the first two lines (four module rows) are solid blocks.
+    assert lines[0] == lines[1] == "█" * width
+    # Module rows 4 and 5: the upper-left finder pattern (a dark 7-module ring) after four
+    # modules of quiet zone; in row 5 its inside is light, so it is inked in the lower half.
+    assert lines[2].startswith("████ ▄▄▄▄▄ ")
+    inverted = plugin.render_qr(WHATSAPP_CODE, invert=True).split("\n")
+    assert inverted[0] == " " * width
+    assert inverted[2].startswith("    █▀▀▀▀▀█")
+
+
+def test_quiet_zone_is_four_modules_on_every_side() -> None:
+    dark = decode_dark_modules(
+        plugin.render_qr("hello"), invert=False, height=len(segno_matrix("hello"))
+    )
+    size = len(dark)
+    assert size == 21 + 8  # version 1 plus the quiet zone
+    for index in range(4):
+        assert not any(dark[index]) and not any(dark[size - 1 - index])
+        assert not any(row[index] for row in dark) and not any(
+            row[size - 1 - index] for row in dark
+        )
+    assert dark[4][4:11] == [True] * 7  # the top of the upper-left finder pattern
+
+
+# -- ages, messages, table -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (12, "12s"),
+        (59, "59s"),
+        (60, "1m"),
+        (200, "3m"),
+        (3599, "59m"),
+        (3600, "1h"),
+        (86399, "23h"),
+        (3 * 86400 + 5, "3d"),
+        (-5, "0s"),
+    ],
+)
+def test_format_age(seconds: int, text: str) -> None:
+    assert plugin.format_age(datetime.timedelta(seconds=seconds)) == text
+
+
+def test_qr_age_from_updated_at() -> None:
+    assert plugin.qr_age(awaiting(updated="2025-03-01T11:59:48Z"), NOW) == "12s"
+    assert plugin.qr_age(awaiting(updated="2025-03-01T11:57:00+00:00"), NOW) == "3m"
+    assert plugin.qr_age(awaiting(updated="not a time"), NOW) == "-"
+    assert plugin.qr_age(connected(), NOW) == "-"
+
+
+def test_describe_connected() -> None:
+    assert (
+        plugin.describe_connected(connected()) == "shop-123 is connected as +5511987654321 (ACME)"
+    )
+    assert (
+        plugin.describe_connected(connected(profile=None))
+        == "shop-123 is connected as +5511987654321"
+    )
+    bare = wai(phase="Connected", connection={"state": "open"})
+    assert plugin.describe_connected(bare) == "shop-123 is connected"
+
+
+def test_qr_view_shows_code_pairing_code_count_and_age() -> None:
+    view = plugin.qr_view(awaiting(pairing="WZYEH1YY", count=3), NOW)
+    qr_text = plugin.render_qr(WHATSAPP_CODE)
+    assert view.startswith(qr_text + "\n")
+    assert "Pairing code: WZYEH1YY" in view
+    assert "QR #3, issued 12s ago." in view
+    assert "Linked devices" in view
+
+
+def test_qr_view_without_qr_gives_phase_and_message_and_the_way_out() -> None:
+    obj = wai(phase="LoggedOut", message="The WhatsApp session was logged out.")
+    view = plugin.qr_view(obj, NOW)
+    assert "█" not in view
+    assert (
+        "shop-123 has no QR code to scan (LoggedOut): The WhatsApp session was logged out." in view
+    )
+    assert "kubectl whatsapp reconnect shop-123 -n default" in view
+    assert "no status yet" in plugin.qr_view(wai(), NOW)
+
+
+def test_qr_view_reads_the_status_the_operator_renders() -> None:
+    state = InstanceState(instance_name="default-shop-123")
+    state.qr_received(
+        WHATSAPP_CODE, "data:image/png;base64,AAAA", "ABCD1234", "2025-03-01T11:59:30Z"
+    )
+    obj = wai()
+    obj["status"] = state.render_status(1, "2025-03-01T11:59:30Z")
+    assert plugin.has_qr(obj)
+    view = plugin.qr_view(obj, NOW)
+    assert plugin.render_qr(WHATSAPP_CODE) in view
+    assert "Pairing code: ABCD1234" in view and "QR #1, issued 30s ago." in view
+    state.connected("5511987654321:7@s.whatsapp.net", "ACME", None, "2025-03-01T12:00:00Z")
+    obj["status"] = state.render_status(1, "2025-03-01T12:00:00Z")
+    assert plugin.is_connected(obj) and not plugin.has_qr(obj)
+    assert plugin.describe_connected(obj) == "shop-123 is connected as +5511987654321 (ACME)"
+
+
+def test_status_table() -> None:
+    items = [
+        connected("b-shop", "team-b"),
+        awaiting(name="a-shop", namespace="team-a"),
+        wai(
+            "c-shop",
+            "team-a",
+            phase="Disconnected",
+            message="The WhatsApp session is closed;\nset the annotation.",
+        ),
+    ]
+    table = plugin.format_status_table(items, NOW, all_namespaces=True)
+    lines = table.split("\n")
+    assert lines[0].split() == [
+        "NAMESPACE",
+        "NAME",
+        "PHASE",
+        "NUMBER",
+        "PROFILE",
+        "QR",
+        "AGE",
+        "MESSAGE",
+    ]
+    assert lines[1].split()[:6] == ["team-a", "a-shop", "AwaitingScan", "-", "-", "12s"]
+    assert lines[2].split()[:6] == ["team-a", "c-shop", "Disconnected", "-", "-", "-"]
+    assert lines[2].endswith("The WhatsApp session is closed; set the annotation.")
+    assert lines[3].split()[:6] == ["team-b", "b-shop", "Connected", "+5511987654321", "ACME", "-"]
+    # Columns line up: every MESSAGE starts at the same offset.
+    starts = {
+        line.index(word)
+        for line, word in zip(lines, ["MESSAGE", "Waiting", "The", "Connected to"], strict=True)
+    }
+    assert len(starts) == 1
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_status_table_without_namespace_column_and_empty() -> None:
+    table = plugin.format_status_table([connected()], NOW, all_namespaces=False)
+    assert table.split("\n")[0].startswith("NAME ")
+    assert "default" not in table
+    deleting = connected()
+    deleting["metadata"]["deletionTimestamp"] = "2025-03-01T11:00:00Z"
+    assert "Connected (deleting)" in plugin.format_status_table(
+        [deleting], NOW, all_namespaces=False
+    )
+    assert plugin.format_status_table([], NOW, all_namespaces=True) == ""
+
+
+def test_reconnect_patch_body() -> None:
+    body = plugin.reconnect_patch(
+        datetime.datetime(
+            2025, 3, 1, 9, 0, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=-3))
+        )
+    )
+    assert body == {
+        "metadata": {"annotations": {RECONNECT_ANNOTATION: "2025-03-01T12:00:05.123456Z"}}
+    }
+    assert RECONNECT_ANNOTATION == "whatsapp-operator.io/reconnect"
+
+
+# -- the CLI on a fake API -------------------------------------------------------------------------
+
+
+def not_found(name: str) -> ApiException:
+    body = {
+        "kind": "Status",
+        "status": "Failure",
+        "reason": "NotFound",
+        "code": 404,
+        "message": f'whatsappinstances.whatsapp-operator.io "{name}" not found',
+        "details": {"name": name, "group": "whatsapp-operator.io", "kind": "whatsappinstances"},
+    }
+    return ApiException(status=404, reason="Not Found", body=json.dumps(body))
+
+
+class FakeApi:
+    def __init__(
+        self,
+        objects: list[dict[str, Any]],
+        watch_events: list[list[tuple[str, dict]]] | None = None,
+    ):
+        self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
+        self.watch_events = list(watch_events or [])
+        self.calls: list[tuple[Any, ...]] = []
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get", namespace, name))
+        if len(self.calls) > 20:
+            raise AssertionError("runaway loop")
+        try:
+            return self.objects[(namespace, name)]
+        except KeyError:
+            raise not_found(name) from None
+
+    def list(self, namespace: str | None) -> list[dict[str, Any]]:
+        self.calls.append(("list", namespace))
+        return [o for (ns, _), o in self.objects.items() if namespace is None or ns == namespace]
+
+    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", namespace, name, body))
+        obj = self.get(namespace, name)
+        obj["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
+        return obj
+
+    def watch(self, namespace: str, name: str, resource_version: str | None):
+        self.calls.append(("watch", namespace, name, resource_version))
+        if not self.watch_events:
+            raise AssertionError("watched with no events left")
+        for kind, obj in self.watch_events.pop(0):
+            if isinstance(obj, Exception):
+                raise obj
+            if kind != "DELETED":
+                self.objects[(namespace, name)] = obj
+            yield kind, obj
+
+
+def run(argv: list[str], api: FakeApi, namespace: str = "default") -> tuple[int, str, str, dict]:
+    out, err = io.StringIO(), io.StringIO()
+    seen: dict[str, Any] = {}
+
+    def fake_connect(**kwargs: Any) -> tuple[FakeApi, str]:
+        seen.update(kwargs)
+        return api, namespace
+
+    code = plugin.main(argv, connect=fake_connect, out=out, err=err, now=lambda: NOW)
+    return code, out.getvalue(), err.getvalue(), seen
+
+
+def test_cli_status_all_namespaces() -> None:
+    api = FakeApi([connected("b", "team-b"), awaiting(namespace="team-a")])
+    code, out, err, _ = run(["status", "-A"], api)
+    assert code == 0 and err == ""
+    assert api.calls == [("list", None)]
+    assert out.split("\n")[0].startswith("NAMESPACE")
+    assert "team-a" in out and "team-b" in out and "12s" in out
+
+
+def test_cli_status_in_default_and_explicit_namespace() -> None:
+    api = FakeApi([connected("b", "team-b"), awaiting(namespace="team-a")])
+    code, out, err, seen = run(["status"], api, namespace="team-b")
+    assert code == 0 and api.calls == [("list", "team-b")]
+    assert out.split("\n")[0].startswith("NAME") and "+5511987654321" in out and "team-a" not in out
+    assert seen == {"kubeconfig": None, "context": None}
+    code, out, err, seen = run(
+        ["status", "-n", "nowhere", "--context", "prod"], api, namespace="team-b"
+    )
+    assert code == 0 and out == "" and err == "No WhatsAppInstances found in nowhere namespace.\n"
+    assert api.calls[-1] == ("list", "nowhere") and seen["context"] == "prod"
+
+
+def test_cli_qr_once_prints_the_code() -> None:
+    api = FakeApi([awaiting(pairing="WZYEH1YY")])
+    code, out, err, _ = run(["qr", "shop-123"], api)
+    assert code == 0 and err == ""
+    assert plugin.render_qr(WHATSAPP_CODE) in out and "Pairing code: WZYEH1YY" in out
+    code, out, _, _ = run(["qr", "shop-123", "--invert"], api)
+    assert plugin.render_qr(WHATSAPP_CODE, invert=True) in out
+
+
+def test_cli_qr_once_connected_and_without_qr() -> None:
+    api = FakeApi(
+        [
+            connected(namespace="team-a"),
+            wai("gone", "team-a", phase="Disconnected", message="No scan before the QR limit."),
+        ]
+    )
+    code, out, err, _ = run(["qr", "shop-123", "-n", "team-a"], api)
+    assert (code, out, err) == (0, "shop-123 is connected as +5511987654321 (ACME)\n", "")
+    code, out, err, _ = run(["qr", "gone", "-n", "team-a"], api)
+    assert code == 1 and "(Disconnected): No scan before the QR limit." in out
+
+
+def test_cli_qr_watch_redraws_on_rotation_and_exits_when_connected() -> None:
+    first = awaiting(count=1)
+    bookkeeping = awaiting(count=1)  # the same QR: kopf annotations changed, nothing to redraw
+    rotated = awaiting(code=WHATSAPP_CODE[::-1], count=2, updated="2025-03-01T11:59:58Z")
+    scanned = wai(phase="Connecting", message="Evolution is starting the WhatsApp session.")
+    api = FakeApi(
+        [first],
+        [
+            [("MODIFIED", bookkeeping), ("MODIFIED", rotated)],  # then the watch ends
+            [("MODIFIED", scanned), ("MODIFIED", connected())],
+        ],
+    )
+    code, out, err, _ = run(["qr", "shop-123", "--watch"], api)
+    assert code == 0 and err == ""
+    assert out.count(plugin.render_qr(WHATSAPP_CODE)) == 1
+    assert out.count(plugin.render_qr(WHATSAPP_CODE[::-1])) == 1
+    assert "QR #2, issued 2s ago." in out
+    assert "no QR code to scan (Connecting)" in out
+    assert out.rstrip().endswith("shop-123 is connected as +5511987654321 (ACME)")
+    assert "\x1b[" not in out  # not a terminal: no screen clearing
+    kinds = [call[0] for call in api.calls]
+    assert kinds == ["get", "watch", "get", "watch"]  # the object is read again after a watch ends
+    assert api.calls[1] == ("watch", "default", "shop-123", "1")
+
+
+def test_cli_qr_watch_survives_an_expired_watch_and_reports_deletion() -> None:
+    api = FakeApi(
+        [awaiting()],
+        [[("MODIFIED", ApiException(status=410, reason="Gone"))], [("DELETED", awaiting())]],
+    )
+    code, out, err, _ = run(["qr", "shop-123", "-w"], api)
+    assert code == 1 and out.count(plugin.render_qr(WHATSAPP_CODE)) == 1  # drawn once, not per read
+    assert err == 'error: whatsappinstances.whatsapp-operator.io "shop-123" was deleted\n'
+    assert [call[0] for call in api.calls] == ["get", "watch", "get", "watch"]
+
+
+def test_cli_reconnect_patches_the_annotation() -> None:
+    api = FakeApi([wai(phase="LoggedOut", message="logged out")])
+    code, out, err, _ = run(["reconnect", "shop-123"], api)
+    assert code == 0 and err == ""
+    expected = {"metadata": {"annotations": {RECONNECT_ANNOTATION: "2025-03-01T12:00:00.000000Z"}}}
+    assert api.calls[0] == ("patch", "default", "shop-123", expected)
+    assert "kubectl whatsapp qr shop-123 -n default --watch" in out
+    assert "nothing changes" not in out
+    api = FakeApi([connected()])
+    code, out, _, _ = run(["restart", "shop-123"], api)
+    assert code == 0 and api.calls[0][0] == "patch"
+    assert "nothing changes now" in out
+
+
+def test_cli_reconnect_help_says_there_is_no_logout(capsys: pytest.CaptureFixture[str]) -> None:
+    code = plugin.main(
+        ["reconnect", "--help"], connect=lambda **_: pytest.fail("no API for --help")
+    )
+    assert code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "There is no logout command" in help_text and RECONNECT_ANNOTATION in help_text
+
+
+def test_cli_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert plugin.main(["qr"], connect=lambda **_: pytest.fail("no API for usage errors")) == 2
+    assert plugin.main([], connect=lambda **_: pytest.fail("no API for usage errors")) == 2
+    assert "usage: kubectl whatsapp" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line_on_stderr() -> None:
+    code, out, err, _ = run(["qr", "missing", "-n", "team-a"], FakeApi([]))
+    assert (code, out) == (1, "")
+    assert (
+        err
+        == 'error: whatsappinstances.whatsapp-operator.io "missing" not found in namespace "team-a"\n'
+    )
+
+    class NoCrd(FakeApi):
+        def list(self, namespace: str | None) -> list[dict[str, Any]]:
+            raise ApiException(status=404, reason="Not Found", body="404 page not found")
+
+    code, _, err, _ = run(["status", "-A"], NoCrd([]))
+    assert code == 1 and err.count("\n") == 1 and "is the CRD installed?" in err
+
+    class Forbidden(FakeApi):
+        def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+            message = (
+                'whatsappinstances.whatsapp-operator.io "shop-123" is forbidden: User "dev" '
+                'cannot patch resource "whatsappinstances"'
+            )
+            raise ApiException(
+                status=403, reason="Forbidden", body=json.dumps({"message": message})
+            )
+
+    code, _, err, _ = run(["reconnect", "shop-123"], Forbidden([]))
+    assert code == 1 and err.startswith(
+        'error: whatsappinstances.whatsapp-operator.io "shop-123" is forbidden'
+    )
+    assert err.count("\n") == 1
+
+
+def test_cli_no_kubeconfig_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    code = plugin.main(["status"], out=out, err=err)  # the real connect()
+    assert code == 1 and out.getvalue() == ""
+    assert (
+        err.getvalue().startswith("error: no kubeconfig found") and err.getvalue().count("\n") == 1
+    )
+
+
+@pytest.fixture
+def restore_kubernetes_defaults():
+    """connect() loads a kubeconfig into the client's process-wide default configuration."""
+    import kubernetes.client
+
+    saved = kubernetes.client.Configuration.get_default_copy()
+    yield
+    kubernetes.client.Configuration.set_default(saved)
+
+
+def test_cli_unreachable_cluster_is_one_line(
+    tmp_path: Any, restore_kubernetes_defaults: None
+) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: shops}}]\n"
+    )
+    api, namespace = plugin.connect(kubeconfig=str(kubeconfig))
+    assert namespace == "shops" and isinstance(api, plugin.KubeApi)
+    out, err = io.StringIO(), io.StringIO()
+    code = plugin.main(
+        ["status", "--kubeconfig", str(kubeconfig)], out=out, err=err
+    )  # real connect()
+    assert code == 1 and out.getvalue() == ""
+    assert err.getvalue().startswith("error: cannot reach the Kubernetes API")
+    assert err.getvalue().count("\n") == 1
+
+
+# -- the thin Kubernetes layer ---------------------------------------------------------------------
+
+
+class RecordingCustomObjects:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, method: str):
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, args, kwargs))
+            return {"items": [connected()]} if method.startswith("list") else connected()
+
+        return call
+
+
+class FakeWatch:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.stream_calls: list[tuple[Any, ...]] = []
+
+    def stream(self, func: Any, *args: Any, **kwargs: Any):
+        self.stream_calls.append((func, args, kwargs))
+        return iter(self.events)
+
+
+def test_kube_api_calls_the_custom_objects_api_for_whatsappinstances() -> None:
+    custom = RecordingCustomObjects()
+    watch = FakeWatch([{"type": "MODIFIED", "raw_object": connected(), "object": None}])
+    api = plugin.KubeApi(custom, watch_factory=lambda: watch)
+    assert api.get("ns", "shop")["metadata"]["name"] == "shop-123"
+    assert len(api.list("ns")) == 1 and len(api.list(None)) == 1
+    api.patch("ns", "shop", {"metadata": {}})
+    group = ("whatsapp-operator.io", "v1alpha1")
+    assert custom.calls == [
+        ("get_namespaced_custom_object", (*group, "ns", "whatsappinstances", "shop"), {}),
+        ("list_namespaced_custom_object", (*group, "ns", "whatsappinstances"), {}),
+        ("list_cluster_custom_object", (*group, "whatsappinstances"), {}),
+        (
+            "patch_namespaced_custom_object",
+            (*group, "ns", "whatsappinstances", "shop", {"metadata": {}}),
+            {},
+        ),
+    ]
+    events = list(api.watch("ns", "shop", "42"))
+    assert events == [("MODIFIED", connected())]
+    func, args, kwargs = watch.stream_calls[0]
+    assert args == (*group, "ns", "whatsappinstances")
+    assert kwargs == {"field_selector": "metadata.name=shop", "resource_version": "42"}
+    func()  # the function watched is the API object's list_namespaced_custom_object
+    assert custom.calls[-1][0] == "list_namespaced_custom_object"
