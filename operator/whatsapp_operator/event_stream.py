@@ -42,6 +42,7 @@ class EventStream:
         on_event: Callable[[EvolutionEvent, float], None],
         on_connected: Callable[[], None],
         on_disconnected: Callable[[str], None],
+        on_instance_joined: Callable[[str], None] = lambda instance_name: None,
         backoff: Backoff | None = None,
         namespace_backoff: Backoff | None = None,
     ):
@@ -50,6 +51,7 @@ class EventStream:
         self._on_event = on_event
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
+        self._on_instance_joined = on_instance_joined
         self._instances: set[str] = set()
         self.stats = StreamStats()
         self.client = SocketIOClient(
@@ -86,7 +88,9 @@ class EventStream:
         self._on_disconnected(reason)
 
     def on_namespace_connected(self, namespace: str) -> None:
+        # Events emitted before the join (the first QR, typically) are lost for good.
         logger.debug("Joined Socket.IO namespace %s", namespace)
+        self._on_instance_joined(namespace[1:])
 
     def on_event(self, namespace: str, name: str, args: list[Any]) -> None:
         received_at = time.monotonic()

@@ -85,7 +85,8 @@ class Runtime:
         self.clock = clock
         self.writer = StatusWriter(self.kube.patch_status, concurrency=config.max_concurrent_status_writes)
         self.stream = EventStream(config, on_event=self.on_event, on_connected=self._stream_connected,
-                                  on_disconnected=self._stream_disconnected)
+                                  on_disconnected=self._stream_disconnected,
+                                  on_instance_joined=self._instance_namespace_joined)
         self.trackers: dict[Key, InstanceTracker] = {}
         self.by_instance: dict[str, InstanceTracker] = {}
         self.stats = RuntimeStats()
@@ -342,10 +343,7 @@ class Runtime:
 
         async def one(tracker: InstanceTracker) -> None:
             async with slots:
-                try:
-                    await self.reconcile(tracker)
-                except EvolutionError as error:
-                    logger.warning("Resync of %s/%s failed: %s", tracker.namespace, tracker.name, error)
+                await self._resync_one(tracker)
 
         await asyncio.gather(*(one(tracker) for tracker in trackers))
 
@@ -405,6 +403,18 @@ class Runtime:
             self._outage_timer = None
         logger.info("Following Evolution API events; resyncing %d instance(s)", len(self.trackers))
         self.request_resync()  # Evolution replays nothing: read the truth after every (re)connect
+
+    def _instance_namespace_joined(self, instance_name: str) -> None:
+        tracker = self.by_instance.get(instance_name)
+        if tracker is None or tracker.deleting:
+            return
+        self._spawn(self._resync_one(tracker), name=f"resync-{instance_name}")
+
+    async def _resync_one(self, tracker: InstanceTracker) -> None:
+        try:
+            await self.reconcile(tracker)
+        except EvolutionError as error:
+            logger.warning("Resync of %s/%s failed: %s", tracker.namespace, tracker.name, error)
 
     def _stream_disconnected(self, reason: str) -> None:
         self._outage_reason = reason
