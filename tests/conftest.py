@@ -11,13 +11,14 @@ from typing import Any
 import kopf
 import pytest
 
-from evolution_fake import FakeEvolution
-from kopf_harness import running_operator
-from kube_standin import KubeStandin
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.handlers import build_registry, configure_settings
 from whatsapp_operator.runtime import Runtime
 from whatsapp_operator.spec import GROUP, PLURAL, VERSION
+
+from evolution_fake import FakeEvolution
+from kopf_harness import running_operator
+from kube_standin import KubeStandin
 
 NAMESPACE = "default"
 
@@ -72,11 +73,11 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 
 def fast_config(evolution: FakeEvolution, **overrides: Any) -> OperatorConfig:
-    values: dict[str, Any] = dict(
-        evolution_url=evolution.url, evolution_api_key=evolution.api_key,
-        websocket_mode=WebsocketMode.AUTO, resync_interval=3600.0, request_timeout=5.0,
-        outage_grace=0.2, reconnect_initial_delay=0.02, reconnect_max_delay=0.2,
-        retry_initial_delay=0.05, retry_max_delay=0.3)
+    values: dict[str, Any] = {
+        "evolution_url": evolution.url, "evolution_api_key": evolution.api_key,
+        "websocket_mode": WebsocketMode.AUTO, "resync_interval": 3600.0, "request_timeout": 5.0,
+        "outage_grace": 0.2, "reconnect_initial_delay": 0.02, "reconnect_max_delay": 0.2,
+        "retry_initial_delay": 0.05, "retry_max_delay": 0.3}
     values.update(overrides)
     return OperatorConfig(**values)
 

@@ -51,7 +51,6 @@ def build_registry(
     runtime = runtime_factory(config)
     if on_runtime is not None:
         on_runtime(runtime)
-    resource = dict(group=GROUP, version=VERSION, plural=PLURAL)
 
     if login is not None:
         @kopf.on.login(registry=registry)
@@ -71,8 +70,8 @@ def build_registry(
     async def stop(**_: Any) -> None:
         await runtime.stop()
 
-    @kopf.on.resume(**resource, registry=registry)
-    @kopf.on.create(**resource, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     async def ensure_instance(body: kopf.Body, **_: Any) -> None:
         tracker = _track(runtime, body)
         try:
@@ -80,7 +79,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.update(**resource, field="spec", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     async def spec_changed(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
         tracker = _track(runtime, body)
         try:
@@ -90,7 +89,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.field(**resource, field=("metadata", "annotations", RECONNECT_ANNOTATION),
+    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RECONNECT_ANNOTATION),
                     registry=registry)  # a tuple: the annotation's name has dots in it
     async def reconnect_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
         if not new or str(reason) == "delete":
@@ -101,7 +100,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.delete(**resource, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def remove_instance(body: kopf.Body, **_: Any) -> None:
         try:
             tracker = _track(runtime, body)

@@ -93,7 +93,7 @@ class InstanceState:
         if not status:
             return state
         try:
-            state.phase = Phase(status.get("phase"))
+            state.phase = Phase(str(status.get("phase")))
         except ValueError:
             pass
         state.instance_id = _str(status.get("instanceId"))

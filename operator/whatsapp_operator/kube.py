@@ -38,10 +38,11 @@ def login_from_environment() -> kopf.ConnectionInfo:
     import kubernetes.config
 
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         try:
-            kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG") or None)
         except (kubernetes.config.ConfigException, OSError) as error:
             raise kopf.LoginError(f"no in-cluster service account and no usable kubeconfig: {error}") from None
     config = kubernetes.client.Configuration.get_default_copy()
@@ -105,7 +106,9 @@ class KubeClient:
 
     async def get_crd(self, name: str) -> dict[str, Any] | None:
         try:
-            return await self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}")
+            crd: dict[str, Any] = await self._call(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}")
+            return crd
         except KubeError as error:
             if error.status == 404:
                 return None

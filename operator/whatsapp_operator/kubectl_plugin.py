@@ -246,7 +246,7 @@ class KubeApi:
         self.watch_factory = watch_factory
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.custom_objects.get_namespaced_custom_object(
+        return self.custom_objects.get_namespaced_custom_object(  # type: ignore[no-any-return]
             GROUP, VERSION, namespace, PLURAL, name
         )
 
@@ -261,7 +261,7 @@ class KubeApi:
 
     def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         # The client sends a dict body to this endpoint as application/merge-patch+json.
-        return self.custom_objects.patch_namespaced_custom_object(
+        return self.custom_objects.patch_namespaced_custom_object(  # type: ignore[no-any-return]
             GROUP, VERSION, namespace, PLURAL, name, body
         )
 
@@ -290,13 +290,13 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[
 
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # no retry warnings on stderr
     try:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context)
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
         namespace = _kubeconfig_namespace(kubeconfig, context)
     except (kubernetes.config.ConfigException, OSError) as kube_error:
         if kubeconfig or context:
             raise PluginError(f"cannot use the kubeconfig: {_one_line(kube_error)}") from None
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             raise PluginError(
                 "no kubeconfig found (set KUBECONFIG or create ~/.kube/config) "
@@ -310,7 +310,8 @@ def _kubeconfig_namespace(kubeconfig: str | None, context: str | None) -> str:
     import kubernetes.config
 
     try:
-        contexts, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+        contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig)
     except (kubernetes.config.ConfigException, OSError):
         return "default"
     chosen = (
