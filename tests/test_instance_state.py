@@ -206,3 +206,15 @@ def test_number_from_jid():
     assert number_from_jid("5511987654321@s.whatsapp.net") == "5511987654321"
     assert number_from_jid("5511987654321:12@s.whatsapp.net") == "5511987654321"
     assert number_from_jid("123-456@g.us") is None
+
+
+def test_stream_outage_is_independent_of_rest_success():
+    state = awaiting_scan()
+    assert [n.reason for n in state.stream_lost("Evolution API event stream is down")] == ["EvolutionUnreachable"]
+    assert state.sync_succeeded() == []  # a REST success does not end a stream outage
+    status = state.render_status(1, T1)
+    assert condition(status, "Synced")["reason"] == "EvolutionUnreachable"
+    assert condition(status, "Ready")["status"] == "Unknown"
+    assert state.stream_lost("still down") == []
+    assert [n.reason for n in state.stream_restored()] == ["EventStreamRestored"]
+    assert condition(state.render_status(1, T2), "Synced")["status"] == "True"

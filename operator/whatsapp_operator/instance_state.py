@@ -80,7 +80,8 @@ class InstanceState:
     number: str | None = None
     profile_name: str | None = None
     profile_picture_url: str | None = None
-    sync_error: SyncError | None = None
+    sync_error: SyncError | None = None  # the last REST call to Evolution failed
+    stream_error: str | None = None  # the Socket.IO event stream is down (server-wide)
     deleting: bool = False
     condition_times: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -269,12 +270,31 @@ class InstanceState:
         self.sync_error = None
         return [Notice("Normal", "Synced", f"Evolution API answers again for instance {self.instance_name}.")]
 
+    def stream_lost(self, message: str) -> list[Notice]:
+        changed = self.stream_error is None
+        self.stream_error = message
+        return [Notice("Warning", "EvolutionUnreachable", message)] if changed else []
+
+    def stream_restored(self) -> list[Notice]:
+        if self.stream_error is None:
+            return []
+        self.stream_error = None
+        return [Notice("Normal", "EventStreamRestored", "Following Evolution API events again.")]
+
+    def _sync_problem(self) -> SyncError | None:
+        if self.sync_error is not None:
+            return self.sync_error
+        if self.stream_error is not None:
+            return SyncError("EvolutionUnreachable", self.stream_error)
+        return None
+
     # -- status ----------------------------------------------------------------------------------
 
     def render_status(self, generation: int | None, now: str) -> dict[str, Any]:
         message = self.message
-        if self.sync_error is not None:
-            message = f"{self.sync_error.message} (last known phase: {self.phase.value})"
+        problem = self._sync_problem()
+        if problem is not None:
+            message = f"{problem.message} (last known phase: {self.phase.value})"
         connection = {"state": self.state, "statusReason": self.status_reason, "number": self.number,
                       "profileName": self.profile_name, "profilePictureUrl": self.profile_picture_url,
                       "since": self.since}
@@ -290,15 +310,15 @@ class InstanceState:
         }
 
     def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
-        unreachable = self.sync_error is not None and self.sync_error.reason == "EvolutionUnreachable"
-        if unreachable:
+        problem = self._sync_problem()
+        if problem is not None and problem.reason == "EvolutionUnreachable":
             ready = ("Unknown", "EvolutionUnreachable", "Evolution API is unreachable; the connection state is unknown.")
         elif self.phase is Phase.CONNECTED:
             ready = ("True", "Connected", self.message)
         else:
             ready = ("False", self.reason, self.message)
-        if self.sync_error is not None:
-            synced = ("False", self.sync_error.reason, self.sync_error.message)
+        if problem is not None:
+            synced = ("False", problem.reason, problem.message)
         else:
             synced = ("True", "Synced", "The last call to Evolution API succeeded.")
         wanted: list[tuple[str, tuple[str, str, str]]] = [("Ready", ready), ("Synced", synced)]

@@ -402,6 +402,10 @@ class Runtime:
             self._outage_timer.cancel()
             self._outage_timer = None
         logger.info("Following Evolution API events; resyncing %d instance(s)", len(self.trackers))
+        for tracker in list(self.trackers.values()):
+            notices = tracker.state.stream_restored()
+            if notices:
+                self.publish(tracker, notices)
         self.request_resync()  # Evolution replays nothing: read the truth after every (re)connect
 
     def _instance_namespace_joined(self, instance_name: str) -> None:
@@ -428,7 +432,7 @@ class Runtime:
             return
         message = f"Evolution API event stream is down ({self._outage_reason}); reconnecting"
         for tracker in list(self.trackers.values()):
-            self.publish(tracker, tracker.state.sync_failed("EvolutionUnreachable", message))
+            self.publish(tracker, tracker.state.stream_lost(message))
 
     # -- output ----------------------------------------------------------------------------------
 
