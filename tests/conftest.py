@@ -77,7 +77,8 @@ def fast_config(evolution: FakeEvolution, **overrides: Any) -> OperatorConfig:
         "evolution_url": evolution.url, "evolution_api_key": evolution.api_key,
         "websocket_mode": WebsocketMode.AUTO, "resync_interval": 3600.0, "request_timeout": 5.0,
         "outage_grace": 0.2, "reconnect_initial_delay": 0.02, "reconnect_max_delay": 0.2,
-        "retry_initial_delay": 0.05, "retry_max_delay": 0.3}
+        "retry_initial_delay": 0.05, "retry_max_delay": 0.3,
+        "metrics_port": 0}
     values.update(overrides)
     return OperatorConfig(**values)
 

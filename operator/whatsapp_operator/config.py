@@ -35,6 +35,7 @@ class OperatorConfig:
     reconnect_max_delay: float = 30.0
     retry_initial_delay: float = 2.0  # kopf handler retries (create, delete) while Evolution fails
     retry_max_delay: float = 120.0
+    metrics_port: int = 9090  # 0 turns the endpoint off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -56,6 +57,7 @@ class OperatorConfig:
             resync_interval=_positive_float(env, "WHATSAPP_OPERATOR_RESYNC_SECONDS", 300.0),
             request_timeout=_positive_float(env, "EVOLUTION_REQUEST_TIMEOUT_SECONDS", 30.0),
             max_concurrent_requests=int(_positive_float(env, "EVOLUTION_MAX_CONCURRENT_REQUESTS", 8)),
+            metrics_port=_port(env, "WHATSAPP_OPERATOR_METRICS_PORT", 9090),
         )
 
 
@@ -86,3 +88,12 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{name} must be a port number (0 turns it off), got {raw!r}")
+    return int(raw)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from whatsapp_operator.backoff import Backoff
@@ -29,7 +29,6 @@ ROOT = "/"
 
 @dataclass
 class StreamStats:
-    events_by_type: dict[str, int] = field(default_factory=dict)
     malformed_events: int = 0
     ignored_events: int = 0
 
@@ -94,7 +93,6 @@ class EventStream:
 
     def on_event(self, namespace: str, name: str, args: list[Any]) -> None:
         received_at = time.monotonic()
-        self.stats.events_by_type[name] = self.stats.events_by_type.get(name, 0) + 1
         if namespace == ROOT:
             if self.mode is WebsocketMode.INSTANCE:
                 self.stats.ignored_events += 1

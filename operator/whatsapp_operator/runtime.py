@@ -32,6 +32,7 @@ from whatsapp_operator.evolution.events import (
 )
 from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, Notice, Phase
 from whatsapp_operator.kube import KubeClient, KubeError
+from whatsapp_operator.metrics import Metrics
 from whatsapp_operator.spec import InstanceSpec, InvalidSpec
 from whatsapp_operator.status_writer import Key, StatusWriter
 
@@ -83,7 +84,9 @@ class Runtime:
             config.evolution_url, config.evolution_api_key, timeout=config.request_timeout,
             max_concurrent_requests=config.max_concurrent_requests)
         self.clock = clock
-        self.writer = StatusWriter(self.kube.patch_status, concurrency=config.max_concurrent_status_writes)
+        self.metrics = Metrics(self)
+        self.writer = StatusWriter(self.kube.patch_status, concurrency=config.max_concurrent_status_writes,
+                                   on_written=self.metrics.event_to_status.observe)
         self.stream = EventStream(config, on_event=self.on_event, on_connected=self._stream_connected,
                                   on_disconnected=self._stream_disconnected,
                                   on_instance_joined=self._instance_namespace_joined)
@@ -99,6 +102,8 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.config.metrics_port:
+            await self.metrics.serve("0.0.0.0", self.config.metrics_port)
         self.writer.start()
         for coro, name in ((self.stream.run(), "evolution-events"), (self._resync_loop(), "resync"),
                            (self._post_events(), "kubernetes-events")):
@@ -111,6 +116,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stream.client.close()
+        await self.metrics.close()
         await self.writer.stop()
         await self.evolution.aclose()
         await self.kube.aclose()

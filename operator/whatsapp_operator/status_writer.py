@@ -50,7 +50,7 @@ class _Slot:
     queued: bool = False
     version: int = 0
     written_version: int = 0
-    received_at: float | None = None  # monotonic arrival time of the oldest unwritten change
+    received_at: float | None = None  # monotonic arrival time of the oldest unwritten event
     flushed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -100,8 +100,8 @@ class StatusWriter:
             return
         slot.wanted = status
         slot.version += 1
-        if slot.received_at is None:
-            slot.received_at = received_at if received_at is not None else time.monotonic()
+        if received_at is not None and slot.received_at is None:
+            slot.received_at = received_at
         slot.flushed.clear()
         if not slot.queued:
             slot.queued = True
