@@ -12,6 +12,7 @@ import aiohttp
 import kopf
 import kubernetes
 import pytest
+
 from kopf_harness import running_operator
 from kube_standin import KubeApiError, KubeStandin, json_patch, merge_patch, parse_label_selector
 

@@ -18,6 +18,7 @@ import pytest
 import socketio
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
+
 from whatsapp_operator.backoff import Backoff
 from whatsapp_operator.socketio import SocketIOClient, build_socketio_url
 

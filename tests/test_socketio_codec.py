@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from whatsapp_operator.redaction import register_secret
 from whatsapp_operator.socketio import (
     ClientSession,
