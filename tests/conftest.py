@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.handlers import build_registry, configure_settings
+from whatsapp_operator.leadership import PeeringIdentity
 from whatsapp_operator.runtime import Runtime
 from whatsapp_operator.spec import GROUP, PLURAL, VERSION
 
@@ -21,6 +23,17 @@ from kopf_harness import running_operator
 from kube_standin import KubeStandin
 
 NAMESPACE = "default"
+# Every Kubernetes API request the operator made in this session (checked against RBAC last).
+OPERATOR_REQUESTS: list[Any] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The RBAC coverage check reads what the integration tests recorded: it goes last.
+    items.sort(key=lambda item: item.get_closest_marker("after_integration_tests") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "after_integration_tests: runs after every other test")
 
 
 @dataclasses.dataclass
@@ -112,22 +125,34 @@ async def evolution(evolution_factory: Callable[..., Any]) -> FakeEvolution:
     return await evolution_factory()
 
 
+@contextlib.asynccontextmanager
+async def run_operator(kube: KubeStandin, evolution: FakeEvolution, *, peering: PeeringIdentity | None = None,
+                       **overrides: Any) -> AsyncIterator[OperatorUnderTest]:
+    """The product's registry, run by kopf in this event loop; standalone unless `peering` is given."""
+    runtimes: list[Runtime] = []
+    registry = build_registry(fast_config(evolution, **overrides), peering=peering,
+                              login=lambda: kopf.ConnectionInfo(server=kube.url),
+                              on_runtime=runtimes.append, leadership_interval=0.05)
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    settings.watching.server_timeout = 10
+    settings.watching.client_timeout = 15
+    settings.queueing.exit_timeout = 0.2
+    first_request = len(kube.requests)
+    try:
+        async with running_operator(registry, server_url=kube.url, settings=settings, add_login=False,
+                                    standalone=peering is None,
+                                    peering_name=peering.name if peering else None,
+                                    identity=peering.identity if peering else None,
+                                    priority=peering.priority if peering else None):
+            yield OperatorUnderTest(kube, evolution, runtimes[0])
+    finally:
+        OPERATOR_REQUESTS.extend(kube.requests[first_request:])
+
+
 @pytest.fixture
 def operator_factory(kube: KubeStandin) -> Callable[..., Any]:
-    @contextlib.asynccontextmanager
-    async def run(evolution: FakeEvolution, **overrides: Any) -> AsyncIterator[OperatorUnderTest]:
-        runtimes: list[Runtime] = []
-        registry = build_registry(fast_config(evolution, **overrides),
-                                  login=lambda: kopf.ConnectionInfo(server=kube.url),
-                                  on_runtime=runtimes.append)
-        settings = kopf.OperatorSettings()
-        configure_settings(settings)
-        settings.watching.server_timeout = 10
-        settings.watching.client_timeout = 15
-        async with running_operator(registry, server_url=kube.url, settings=settings, add_login=False):
-            yield OperatorUnderTest(kube, evolution, runtimes[0])
-
-    return run
+    return functools.partial(run_operator, kube)
 
 
 @pytest.fixture

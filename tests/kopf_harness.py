@@ -98,6 +98,8 @@ async def running_operator(
     namespaces: list[str] | None = None,
     standalone: bool = True,
     peering_name: str | None = None,
+    identity: str | None = None,
+    priority: int | None = None,
     add_login: bool = True,
     stop_timeout: float = 10.0,
 ) -> AsyncIterator[None]:
@@ -123,6 +125,8 @@ async def running_operator(
             settings=settings,
             standalone=standalone,
             peering_name=peering_name,
+            identity=identity,  # type: ignore[arg-type]
+            priority=priority,
             clusterwide=not namespaces,
             namespaces=namespaces or (),
             ready_flag=ready_flag,

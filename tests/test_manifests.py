@@ -375,22 +375,15 @@ def test_resources_scraping_and_spreading(deployment: dict, container: dict) -> 
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_replicas_only_above_one_with_distinct_peering_priorities(deployment: dict) -> None:
-    # kopf pauses ALL peers that share a priority. More than one replica is safe only if every
-    # process picks its own priority (configure_settings is where the operator sets kopf's).
-    replicas = deployment["spec"]["replicas"]
-    assert replicas >= 1
-    if replicas > 1:
-        import kopf
+def test_two_replicas_with_distinct_peering_priorities(deployment: dict, container: dict) -> None:
+    # kopf pauses ALL peers that share a priority: two replicas make an active/standby pair only
+    # because every process draws its own priority (no fixed --priority in the args).
+    from whatsapp_operator.cli import peering_identity
 
-        from whatsapp_operator.handlers import configure_settings
-        priorities = set()
-        for _ in range(3):
-            settings = kopf.OperatorSettings()
-            configure_settings(settings)
-            priorities.add(settings.peering.priority)
-        assert len(priorities) == 3, (
-            f"replicas={replicas} but every pod gets peering priority {priorities}: kopf would pause them all")
+    assert deployment["spec"]["replicas"] == 2
+    assert "--priority" not in container["args"] and "--standalone" not in container["args"]
+    priorities = {peering_identity("whatsapp-operator").priority for _ in range(5)}
+    assert len(priorities) == 5
 
 
 def test_image_is_tagged_with_the_project_version(container: dict) -> None:

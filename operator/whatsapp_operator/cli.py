@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
+import random
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +20,7 @@ from whatsapp_operator import __version__
 from whatsapp_operator.config import ConfigError, OperatorConfig
 from whatsapp_operator.handlers import build_registry, configure_settings
 from whatsapp_operator.kube import KubeClient, KubeError, login_from_environment
+from whatsapp_operator.leadership import PeeringIdentity
 from whatsapp_operator.redaction import install_log_filter
 
 logger = logging.getLogger("whatsapp_operator")
@@ -32,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="watch this namespace (repeatable; globs allowed)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     run.add_argument("--standalone", action="store_true", help="no peering: do not coordinate with other replicas")
-    run.add_argument("--peering", default=None, metavar="NAME", help="peering object name for HA (default: kopf's)")
+    run.add_argument("--peering", default="whatsapp-operator", metavar="NAME",
+                     help="name of the ClusterKopfPeering shared by the replicas (default: whatsapp-operator)")
+    run.add_argument("--priority", type=int, default=None, metavar="N",
+                     help="peering priority; the live replica with the highest one acts (default: random)")
     run.add_argument("--liveness", default=None, metavar="URL",
                      help="serve health checks, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--install-crds", action="store_true", help="create the CRDs from crds/ when they are missing")
@@ -56,7 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (KubeError, kopf.LoginError, OSError) as error:
             print(f"whatsapp-operator: cannot install the CRDs: {error}", file=sys.stderr)
             return 1
-    registry = build_registry(config)
+    peering = None if args.standalone else peering_identity(args.peering, args.priority)
+    if peering is not None:
+        if args.namespace:
+            logger.warning("Peering follows the ClusterKopfPeering %r; in --namespace mode run one replica "
+                           "or --standalone", args.peering)
+    registry = build_registry(config, peering=peering if not args.namespace else None)
     settings = kopf.OperatorSettings()
     configure_settings(settings)
     kopf.run(
@@ -66,9 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=args.namespace,
         standalone=args.standalone,
         peering_name=args.peering,
+        priority=peering.priority if peering else None,
+        identity=peering.identity if peering else None,  # type: ignore[arg-type]  # kopf.Identity is a NewType of str
         liveness_endpoint=args.liveness,
     )
     return 0
+
+
+def peering_identity(name: str, priority: int | None = None) -> PeeringIdentity:
+    """This process's entry in kopf's peering; replicas of one Deployment differ by pod and priority."""
+    return PeeringIdentity(
+        name=name,
+        identity=os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}",
+        # kopf pauses every replica when priorities tie: each process draws its own.
+        priority=priority if priority is not None else random.SystemRandom().randint(1, 1_000_000),
+    )
 
 
 def default_crds_dir() -> Path:

@@ -17,6 +17,7 @@ from whatsapp_operator.config import OperatorConfig
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.instance_state import RECONNECT_ANNOTATION
 from whatsapp_operator.kube import login_from_environment
+from whatsapp_operator.leadership import PeeringIdentity
 from whatsapp_operator.runtime import Runtime
 from whatsapp_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
 
@@ -43,12 +44,14 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 def build_registry(
     config: OperatorConfig,
     *,
-    runtime_factory: Callable[[OperatorConfig], Runtime] = Runtime,
+    peering: PeeringIdentity | None = None,
     login: Callable[[], kopf.ConnectionInfo] | None = login_from_environment,
     on_runtime: Callable[[Runtime], None] | None = None,
+    leadership_interval: float = 5.0,
 ) -> kopf.OperatorRegistry:
+    """Handlers bound to a new Runtime. `peering` names this process in kopf's peering (HA)."""
     registry = kopf.OperatorRegistry()
-    runtime = runtime_factory(config)
+    runtime = Runtime(config, peering=peering, leadership_interval=leadership_interval)
     if on_runtime is not None:
         on_runtime(runtime)
 

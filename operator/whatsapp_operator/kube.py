@@ -104,15 +104,24 @@ class KubeClient:
         await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", json=body,
                          content_type="application/json")
 
-    async def get_crd(self, name: str) -> dict[str, Any] | None:
+    async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")
+
+    async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
+
+    async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
-            crd: dict[str, Any] = await self._call(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}")
-            return crd
+            found: dict[str, Any] = await self._call("GET", path)
         except KubeError as error:
             if error.status == 404:
                 return None
             raise
+        return found
+
+    async def get_crd(self, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}")
 
     async def create_crd(self, body: dict[str, Any]) -> None:
         await self._call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=body,

@@ -32,6 +32,7 @@ from whatsapp_operator.evolution.events import (
 )
 from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, Notice, Phase
 from whatsapp_operator.kube import KubeClient, KubeError
+from whatsapp_operator.leadership import PeeringIdentity, PeeringLeadership
 from whatsapp_operator.metrics import Metrics
 from whatsapp_operator.spec import InstanceSpec, InvalidSpec
 from whatsapp_operator.status_writer import Key, StatusWriter
@@ -77,7 +78,8 @@ class RuntimeStats:
 
 class Runtime:
     def __init__(self, config: OperatorConfig, *, kube: KubeClient | None = None,
-                 evolution: EvolutionClient | None = None, clock: Callable[[], str] = utc_now):
+                 evolution: EvolutionClient | None = None, clock: Callable[[], str] = utc_now,
+                 peering: PeeringIdentity | None = None, leadership_interval: float = 5.0):
         self.config = config
         self.kube = kube or KubeClient()
         self.evolution = evolution or EvolutionClient(
@@ -98,6 +100,10 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outage_timer: asyncio.TimerHandle | None = None
         self._outage_reason = ""
+        # Standalone, or until the peering object says a higher-priority replica is alive.
+        self.active = True
+        self.leadership = None if peering is None else PeeringLeadership(
+            self.kube, peering, on_change=self._leadership_changed, interval=leadership_interval)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -108,6 +114,8 @@ class Runtime:
         for coro, name in ((self.stream.run(), "evolution-events"), (self._resync_loop(), "resync"),
                            (self._post_events(), "kubernetes-events")):
             self._spawn(coro, name=name)
+        if self.leadership is not None:
+            self._spawn(self.leadership.run(), name="leadership")
 
     async def stop(self) -> None:
         if self._outage_timer is not None:
@@ -220,6 +228,8 @@ class Runtime:
 
     async def _create_locked(self, tracker: InstanceTracker) -> None:
         recreated = tracker.exists or tracker.state.instance_id is not None
+        if recreated and not await self._still_wanted(tracker):
+            return
         spec = tracker.spec
         try:
             created = await self._evolution_call(tracker, self.evolution.create_instance(
@@ -241,6 +251,20 @@ class Runtime:
         self.publish(tracker, notices)
         result = await self._evolution_call(tracker, self.evolution.connect(spec.instance_name, number=spec.number))
         await self._apply_connect_result_locked(tracker, result)
+
+    async def _still_wanted(self, tracker: InstanceTracker) -> bool:
+        """Before recreating, make sure the object was not deleted meanwhile (by another replica too)."""
+        try:
+            body = await self.kube.get_instance(tracker.namespace, tracker.name)
+        except KubeError as error:
+            raise EvolutionError("KubernetesUnavailable", f"cannot confirm the resource still exists: {error}") from None
+        meta = (body or {}).get("metadata") or {}
+        if body is None or meta.get("uid") != tracker.uid or meta.get("deletionTimestamp"):
+            logger.info("Not recreating %s: %s/%s is gone or being deleted", tracker.spec.instance_name,
+                        tracker.namespace, tracker.name)
+            self.untrack(tracker)
+            return False
+        return True
 
     async def _adopt_locked(self, tracker: InstanceTracker) -> None:
         name = tracker.spec.instance_name
@@ -344,6 +368,8 @@ class Runtime:
             await self.resync_all()
 
     async def resync_all(self) -> None:
+        if not self.active:
+            return
         trackers = [t for t in self.trackers.values() if not t.deleting and t.state.phase is not Phase.FAILED]
         slots = asyncio.Semaphore(self.config.max_concurrent_requests)
 
@@ -357,7 +383,7 @@ class Runtime:
 
     def on_event(self, event: EvolutionEvent, received_at: float) -> None:
         tracker = self.by_instance.get(event.instance)
-        if tracker is None or tracker.deleting:
+        if tracker is None or tracker.deleting or not self.active:
             return
         now = self.clock()
         state = tracker.state
@@ -393,13 +419,37 @@ class Runtime:
                 except EvolutionError:
                     pass
                 await asyncio.sleep(wait.next_delay())
-            if tracker.deleting or self.trackers.get(tracker.key) is not tracker:
+            if tracker.deleting or self.trackers.get(tracker.key) is not tracker or not self.active:
                 return
             try:
                 await self._reconcile_locked(tracker)
             except EvolutionError as error:
                 logger.warning("Recreating %s/%s failed (the next resync retries): %s",
                                tracker.namespace, tracker.name, error)
+
+    # -- leadership --------------------------------------------------------------------------------
+
+    def _leadership_changed(self, active: bool) -> None:
+        self.active = active
+        if active:
+            self._spawn(self._take_over(), name="take-over")
+
+    async def _take_over(self) -> None:
+        """Objects may have changed while another replica acted: drop trackers of deleted ones, resync."""
+        for tracker in list(self.trackers.values()):
+            try:
+                body = await self.kube.get_instance(tracker.namespace, tracker.name)
+            except KubeError as error:
+                logger.warning("Cannot check %s/%s after taking over: %s", tracker.namespace, tracker.name, error)
+                continue
+            if body is None or body.get("metadata", {}).get("uid") != tracker.uid:
+                self.untrack(tracker)
+            else:
+                tracker.generation = body["metadata"].get("generation")
+                tracker.state = InstanceState.from_status(tracker.spec.instance_name, body.get("status"))
+                self.writer.forget(tracker.key)
+                self.writer.track(tracker.key, body.get("status"))
+        self.request_resync()
 
     # -- event stream health -----------------------------------------------------------------------
 
@@ -443,6 +493,8 @@ class Runtime:
     # -- output ----------------------------------------------------------------------------------
 
     def publish(self, tracker: InstanceTracker, notices: list[Notice], *, received_at: float | None = None) -> None:
+        if not self.active:
+            return  # another replica writes status now
         status = tracker.state.render_status(tracker.generation, self.clock())
         self.writer.submit(tracker.key, status, received_at=received_at)
         self._queue_notices(tracker.involved, notices)
