@@ -72,13 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = build_registry(config, peering=peering if not args.namespace else None)
     settings = kopf.OperatorSettings()
     configure_settings(settings)
+    # Named, but not mandatory (kopf.run's peering_name would make it so): without the peering
+    # CRDs, as on a developer's cluster, the operator runs alone instead of waiting for them.
+    settings.peering.name = args.peering
     kopf.run(
         registry=registry,
         settings=settings,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.standalone,
-        peering_name=args.peering,
         priority=peering.priority if peering else None,
         identity=peering.identity if peering else None,  # type: ignore[arg-type]  # kopf.Identity is a NewType of str
         liveness_endpoint=args.liveness,
