@@ -8,10 +8,12 @@ import signal
 import socket
 import sys
 
+from test_metrics import scrape
+
+from whatsapp_operator.spec import GROUP, PLURAL, VERSION
+
 from conftest import NAMESPACE
 from kube_standin import KubeStandin
-from test_metrics import scrape
-from whatsapp_operator.spec import GROUP, PLURAL, VERSION
 
 
 def free_port() -> int:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from whatsapp_operator.leadership import PeeringIdentity, is_leader
+
 from conftest import run_operator
 from kube_standin import KubeStandin
-from whatsapp_operator.leadership import PeeringIdentity, is_leader
 
 PEERING = "whatsapp-operator"
 

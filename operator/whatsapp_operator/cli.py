@@ -65,10 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"whatsapp-operator: cannot install the CRDs: {error}", file=sys.stderr)
             return 1
     peering = None if args.standalone else peering_identity(args.peering, args.priority)
-    if peering is not None:
-        if args.namespace:
-            logger.warning("Peering follows the ClusterKopfPeering %r; in --namespace mode run one replica "
-                           "or --standalone", args.peering)
+    if peering is not None and args.namespace:
+        logger.warning("Peering follows the ClusterKopfPeering %r; in --namespace mode run one replica "
+                       "or --standalone", args.peering)
     registry = build_registry(config, peering=peering if not args.namespace else None)
     settings = kopf.OperatorSettings()
     configure_settings(settings)
