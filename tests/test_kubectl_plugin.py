@@ -435,13 +435,22 @@ def test_cli_reconnect_patches_the_annotation() -> None:
     assert "nothing changes now" in out
 
 
-def test_cli_reconnect_help_says_there_is_no_logout(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_logout_patches_the_logout_annotation() -> None:
+    api = FakeApi([connected()])
+    code, out, err, _ = run(["logout", "shop-123"], api)
+    assert code == 0 and err == ""
+    expected = {"metadata": {"annotations": {"whatsapp-operator.io/logout": "2025-03-01T12:00:00.000000Z"}}}
+    assert api.calls[0] == ("patch", "default", "shop-123", expected)
+    assert "kubectl whatsapp reconnect shop-123" in out
+
+
+def test_cli_reconnect_help_names_the_annotation(capsys: pytest.CaptureFixture[str]) -> None:
     code = plugin.main(
         ["reconnect", "--help"], connect=lambda **_: pytest.fail("no API for --help")
     )
     assert code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "There is no logout command" in help_text and RECONNECT_ANNOTATION in help_text
+    assert RECONNECT_ANNOTATION in help_text
 
 
 def test_cli_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -63,9 +63,37 @@ async def test_reconnect_annotation_after_logout_issues_a_new_qr(operator):
     await operator.wait_phase("shop", "Connected")
     await operator.evolution.phone_logout("shop")
     await operator.wait_phase("shop", "LoggedOut")
+    old_id = operator.get("shop")["status"]["instanceId"]
     operator.patch("shop", {"metadata": {"annotations": {"whatsapp-operator.io/reconnect": "1"}}})
     status = await operator.wait_phase("shop", "AwaitingScan")
     assert status["qr"]["code"] != first["qr"]["code"]
+    # A fresh instance, not a re-pair of the logged-out one (Evolution 2.3.6 would stop processing
+    # its messages): deleted, released, created again under the same name.
+    assert status["instanceId"] == operator.evolution.instances["shop"].id != old_id
+    await operator.evolution.wait_for_request("DELETE", "/instance/delete/shop")
+    await operator.wait_event("shop", "Renewed")
+    assert "Recreated" not in operator.event_reasons("shop")
+
+
+async def test_logout_annotation_unlinks_a_connected_number(operator):
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_phase("shop", "AwaitingScan")
+    await operator.evolution.scan("shop")
+    await operator.wait_phase("shop", "Connected")
+    operator.patch("shop", {"metadata": {"annotations": {"whatsapp-operator.io/logout": "1"}}})
+    status = await operator.wait_phase("shop", "LoggedOut")
+    await operator.evolution.wait_for_request("DELETE", "/instance/logout/shop")
+    assert condition(status, "Synced")["status"] == "True"
+    assert operator.evolution.instances["shop"].state == "close"
+
+
+async def test_logout_annotation_stops_a_qr_cycle(operator):
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_phase("shop", "AwaitingScan")
+    operator.patch("shop", {"metadata": {"annotations": {"whatsapp-operator.io/logout": "now"}}})
+    status = await operator.wait_phase("shop", "LoggedOut")
+    assert "qr" not in status
+    assert operator.evolution.instances["shop"].state == "close"
 
 
 async def test_qr_limit_stops_at_disconnected_until_asked(operator):

@@ -15,7 +15,7 @@ import kopf
 
 from whatsapp_operator.config import OperatorConfig
 from whatsapp_operator.evolution.errors import EvolutionError
-from whatsapp_operator.instance_state import RECONNECT_ANNOTATION
+from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTATION
 from whatsapp_operator.kube import login_from_environment
 from whatsapp_operator.leadership import PeeringIdentity
 from whatsapp_operator.runtime import Runtime
@@ -100,6 +100,17 @@ def build_registry(
         tracker = _track(runtime, body)
         try:
             await runtime.request_reconnect(tracker)
+        except EvolutionError as error:
+            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+
+    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", LOGOUT_ANNOTATION),
+                    registry=registry)
+    async def logout_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
+        if not new or str(reason) == "delete":
+            return
+        tracker = _track(runtime, body)
+        try:
+            await runtime.request_logout(tracker)
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 

@@ -15,6 +15,7 @@ from typing import Any
 from whatsapp_operator.evolution.events import ConnectionUpdated
 
 RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
+LOGOUT_ANNOTATION = "whatsapp-operator.io/logout"
 # Closes after which Evolution does not reconnect and wipes the session (CONTRACT §4.7, §4.8).
 _SESSION_ENDING_CLOSES = {401: "LoggedOut", 403: "Forbidden", 402: "SessionEnded", 406: "SessionEnded"}
 
@@ -125,11 +126,15 @@ class InstanceState:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def created(self, instance_id: str | None, *, adopted: bool = False, recreated: bool = False) -> list[Notice]:
+    def created(self, instance_id: str | None, *, adopted: bool = False, recreated: bool = False,
+                renewed: bool = False) -> list[Notice]:
         self.instance_id = instance_id or self.instance_id
         self.qr = None
         name = self.instance_name
-        if recreated:
+        if renewed:
+            notice = Notice("Normal", "Renewed",
+                            f"Instance {name} was created afresh in Evolution API for a new pairing.")
+        elif recreated:
             notice = Notice("Warning", "Recreated",
                             f"Instance {name} had disappeared from Evolution API and was created again.")
         elif adopted:

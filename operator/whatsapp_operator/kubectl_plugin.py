@@ -1,4 +1,4 @@
-"""`kubectl whatsapp`: a kubectl plugin to scan, list and reconnect WhatsAppInstances.
+"""`kubectl whatsapp`: a kubectl plugin to scan, list, reconnect and log out WhatsAppInstances.
 
 Installed as the console script `kubectl-whatsapp`; kubectl finds it on PATH and runs it for
 `kubectl whatsapp ...`:
@@ -6,6 +6,7 @@ Installed as the console script `kubectl-whatsapp`; kubectl finds it on PATH and
     kubectl whatsapp qr NAME [-n NS] [--watch] [--invert]   the QR code, drawn in the terminal
     kubectl whatsapp status [-n NS | -A]                     a table of instances
     kubectl whatsapp reconnect NAME [-n NS]                  ask the operator for a new QR code
+    kubectl whatsapp logout NAME [-n NS]                     ask the operator to unlink the number
 
 The QR code is drawn with Unicode half blocks (two module rows per text line) around a quiet zone
 of four modules. By default light modules are printed as foreground blocks and dark modules are
@@ -13,7 +14,7 @@ left as terminal background, which gives the dark-on-light code phones expect on
 dark background; `--invert` is for terminals with a light background.
 
 Everything that decides what is printed is a pure function of the object and the clock
-(`render_qr`, `qr_view`, `describe_connected`, `format_status_table`, `reconnect_patch`); the
+(`render_qr`, `qr_view`, `describe_connected`, `format_status_table`, `annotation_patch`); the
 Kubernetes calls sit behind `KubeApi`, and `main()` accepts a replacement for tests.
 """
 
@@ -31,7 +32,7 @@ import segno
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_operator.instance_state import RECONNECT_ANNOTATION
+from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTATION
 from whatsapp_operator.spec import GROUP, PLURAL, VERSION
 
 QUIET_ZONE = 4  # modules of light margin the QR specification asks for around the symbol
@@ -187,13 +188,17 @@ def format_status_table(
     )
 
 
-def reconnect_patch(now: datetime.datetime) -> dict[str, Any]:
-    """The merge patch that asks for a new QR cycle: the annotation set to a new UTC timestamp.
+def annotation_patch(annotation: str, now: datetime.datetime) -> dict[str, Any]:
+    """The merge patch that asks the operator for an action: the annotation set to a new UTC timestamp.
 
     Microseconds make two requests within one second still differ (the operator reacts to a change).
     """
     stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {"metadata": {"annotations": {RECONNECT_ANNOTATION: stamp}}}
+    return {"metadata": {"annotations": {annotation: stamp}}}
+
+
+def reconnect_patch(now: datetime.datetime) -> dict[str, Any]:
+    return annotation_patch(RECONNECT_ANNOTATION, now)
 
 
 def _status(obj: dict[str, Any]) -> dict[str, Any]:
@@ -462,11 +467,22 @@ _RECONNECT_HELP = f"""\
 Ask the operator for a new QR code cycle: sets the annotation {RECONNECT_ANNOTATION} to the
 current UTC time (a merge patch). The operator acts on it when the WhatsApp session is closed
 (phase Disconnected or LoggedOut); a connected instance, or one already showing a QR code, is
-left as it is.
+left as it is. A logged-out instance is replaced by a fresh one in Evolution API first."""
 
-There is no logout command: the operator offers no logout action. To unlink the number, remove
-the linked device on the phone (WhatsApp > Linked devices), or delete the WhatsAppInstance
-(the instance is then removed from Evolution API too)."""
+
+def _cmd_logout(ctx: _Context, args: argparse.Namespace) -> int:
+    body = annotation_patch(LOGOUT_ANNOTATION, ctx.now())
+    ctx.api.patch(ctx.namespace, args.name, body)
+    stamp = body["metadata"]["annotations"][LOGOUT_ANNOTATION]
+    ctx.print(f"{RESOURCE}/{args.name} annotated {LOGOUT_ANNOTATION}={stamp}: the number is being unlinked")
+    ctx.print(f"Ask for a new QR code later with: kubectl whatsapp reconnect {args.name} -n {ctx.namespace}")
+    return 0
+
+
+_LOGOUT_HELP = f"""\
+Ask the operator to log the WhatsApp session out: sets the annotation {LOGOUT_ANNOTATION} to the
+current UTC time (a merge patch). The number is unlinked (or a running QR code cycle stopped) and
+the instance goes to LoggedOut; it stays in Evolution API until the WhatsAppInstance is deleted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -481,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="kubectl whatsapp",
-        description="Scan, list and reconnect WhatsAppInstances (whatsapp-operator).",
+        description="Scan, list, reconnect and log out WhatsAppInstances (whatsapp-operator).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -523,12 +539,22 @@ def build_parser() -> argparse.ArgumentParser:
         "reconnect",
         aliases=["restart"],
         parents=[common],
-        help="ask the operator for a new QR code (there is no logout)",
+        help="ask the operator for a new QR code",
         description=_RECONNECT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     reconnect.add_argument("name", metavar="NAME")
     reconnect.set_defaults(handler=_cmd_reconnect)
+
+    logout = commands.add_parser(
+        "logout",
+        parents=[common],
+        help="ask the operator to unlink the number",
+        description=_LOGOUT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    logout.add_argument("name", metavar="NAME")
+    logout.set_defaults(handler=_cmd_logout)
     return parser
 
 

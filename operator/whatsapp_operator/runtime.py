@@ -57,6 +57,7 @@ class InstanceTracker:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     exists: bool = False  # confirmed present in Evolution since this operator started
     deleting: bool = False
+    expect_removal: bool = False  # the operator itself is replacing the instance
     reconnect_requested: bool = False
     retry: Backoff = field(default_factory=Backoff)
 
@@ -187,8 +188,41 @@ class Runtime:
             await self._reconcile_locked(tracker)
 
     async def request_reconnect(self, tracker: InstanceTracker) -> None:
-        tracker.reconnect_requested = True
-        await self.reconcile(tracker)
+        """A person asks for a new QR cycle (the reconnect annotation)."""
+        async with tracker.lock:
+            if tracker.state.phase is Phase.LOGGED_OUT:
+                await self._renew_locked(tracker)
+            tracker.reconnect_requested = True
+            await self._reconcile_locked(tracker)
+
+    async def request_logout(self, tracker: InstanceTracker) -> None:
+        """A person asks to unlink the number (the logout annotation); also stops a QR cycle."""
+        async with tracker.lock:
+            try:
+                await self.evolution.logout(tracker.spec.instance_name)
+            except EvolutionError as error:
+                if error.status != 400:  # 400: "not connected", the wanted outcome already
+                    raise self._fail_sync(tracker, error) from None
+            notices = tracker.state.sync_succeeded() + tracker.state.logged_out(self.clock())
+            self.publish(tracker, notices)
+
+    async def _renew_locked(self, tracker: InstanceTracker) -> None:
+        """Replace a logged-out instance by a fresh one before pairing again.
+
+        Evolution 2.3.6 stops processing the messages of an instance that logs out and pairs again
+        in the same process (CONTRACT §3.7); a new instance under the same name has no such past.
+        """
+        name = tracker.spec.instance_name
+        tracker.expect_removal = True
+        try:
+            await self._evolution_call(tracker, self.evolution.delete_instance(name))
+            await self._wait_until_released(tracker)
+            spec = tracker.spec
+            created = await self._evolution_call(tracker, self.evolution.create_instance(
+                name, integration=spec.integration, settings=spec.settings))
+        finally:
+            tracker.expect_removal = False
+        self.publish(tracker, tracker.state.created(created.instance_id, renewed=True))
 
     async def apply_settings(self, tracker: InstanceTracker) -> None:
         async with tracker.lock:
@@ -397,6 +431,8 @@ class Runtime:
         elif isinstance(event, InstanceLoggedOut):
             notices = state.logged_out(now)
         elif isinstance(event, InstanceRemoved):
+            if tracker.expect_removal:
+                return
             state.removed()
             self.publish(tracker, [], received_at=received_at)
             self._spawn(self._recreate_after_removal(tracker), name=f"recreate-{event.instance}")
@@ -405,20 +441,23 @@ class Runtime:
             return
         self.publish(tracker, notices, received_at=received_at)
 
-    async def _recreate_after_removal(self, tracker: InstanceTracker) -> None:
-        """Evolution's cleanup runs after REMOVE_INSTANCE; the name is free only once it answers 404."""
+    async def _wait_until_released(self, tracker: InstanceTracker) -> None:
+        """Evolution's cleanup runs after a removal; the name is free only once it answers 404."""
         wait = Backoff(initial=0.2, maximum=2.0)
         deadline = time.monotonic() + _REMOVAL_WAIT_SECONDS
+        while not tracker.deleting and time.monotonic() < deadline:
+            try:
+                await self.evolution.connection_state(tracker.spec.instance_name)
+            except InstanceNotFound:
+                return
+            except EvolutionError:
+                pass
+            await asyncio.sleep(wait.next_delay())
+
+    async def _recreate_after_removal(self, tracker: InstanceTracker) -> None:
         async with tracker.lock:
             tracker.exists = True  # it existed: what follows is a recreation
-            while not tracker.deleting and time.monotonic() < deadline:
-                try:
-                    await self.evolution.connection_state(tracker.spec.instance_name)
-                except InstanceNotFound:
-                    break
-                except EvolutionError:
-                    pass
-                await asyncio.sleep(wait.next_delay())
+            await self._wait_until_released(tracker)
             if tracker.deleting or self.trackers.get(tracker.key) is not tracker or not self.active:
                 return
             try:
