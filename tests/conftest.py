@@ -6,6 +6,9 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -79,6 +82,14 @@ class OperatorUnderTest:
     async def wait_event(self, name: str, reason: str, namespace: str = NAMESPACE, timeout: float = 10) -> None:
         await self.kube.wait_until(lambda: reason in self.event_reasons(name, namespace), timeout=timeout,
                                    describe=lambda: f"events of {name}: {self.event_reasons(name, namespace)}")
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`whatsapp-operator ARGS` of this checkout in a child process, without Evolution settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "WHATSAPP_OPERATOR_"))}
+    code = "import sys; from whatsapp_operator.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, env=env, capture_output=True,
+                          text=True, timeout=60)
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:

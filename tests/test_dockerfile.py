@@ -9,8 +9,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 import types
 from pathlib import Path
@@ -20,6 +18,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -280,12 +280,6 @@ def test_cmd_is_accepted_by_the_real_command_line(final: Stage) -> None:
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr, bad.stderr
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    # The console script of this checkout, as the image's ENTRYPOINT would run it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "WHATSAPP_OPERATOR_"))}
-    code = "import sys; from whatsapp_operator.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], check=False, env=env, capture_output=True, text=True,
-                          timeout=60)
 
 
 def test_environment_ports_and_liveness(final: Stage) -> None:

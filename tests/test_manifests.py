@@ -7,11 +7,9 @@ kustomization with it and compares the result with what these tests read.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import run_cli
 from rbac import (
     MANIFESTS,
     REPO,
@@ -327,11 +326,6 @@ def test_deployment_args_are_accepted_by_the_real_command_line() -> None:
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr, bad.stderr
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "WHATSAPP_OPERATOR_"))}
-    code = "import sys; from whatsapp_operator.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], check=False, env=env, capture_output=True, text=True,
-                          timeout=60)
 
 
 def test_configuration_reaches_the_operator(docs: list[dict], deployment: dict, container: dict) -> None:
