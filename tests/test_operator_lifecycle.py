@@ -164,3 +164,13 @@ async def test_reserved_instance_name_fails_with_a_reason(operator):
     assert not [r for r in operator.evolution.requests if r.path == "/instance/create"]
     operator.delete("bad")
     await operator.wait_gone("bad")
+
+
+async def test_two_resources_cannot_share_one_evolution_instance(operator):
+    operator.create("first", {"instanceName": "shared"})
+    await operator.wait_phase("first", "AwaitingScan")
+    operator.create("second", {"instanceName": "shared"})
+    status = await operator.wait_phase("second", "Failed")
+    assert "already used by default/first" in status["message"]
+    assert operator.get("first")["status"]["phase"] == "AwaitingScan"
+    assert len([r for r in operator.evolution.requests if r.path == "/instance/create"]) == 1

@@ -145,6 +145,10 @@ class Runtime:
         status = body.get("status") or {}
         # The name is fixed once written to status: a later default change must not orphan it.
         instance_name = status.get("instanceName") or spec.instance_name
+        owner = self.by_instance.get(instance_name)
+        if owner is not None and owner.key != key:
+            raise InvalidSpec(f"instance name {instance_name!r} is already used by "
+                              f"{owner.namespace}/{owner.name}; choose another spec.instanceName")
         spec = InstanceSpec(instance_name, spec.integration, spec.number, spec.settings)
         tracker = InstanceTracker(
             namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=meta.get("generation"),
