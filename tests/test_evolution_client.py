@@ -133,3 +133,34 @@ async def test_create_request_body():
     assert seen["instanceName"] == "acme" and seen["integration"] == "WHATSAPP-BAILEYS"
     assert seen["qrcode"] is False and seen["rejectCall"] is True
     assert "QRCODE_UPDATED" in seen["websocket"]["events"]
+
+
+async def test_follow_up_calls_are_served_before_new_entries():
+    import asyncio
+
+    from whatsapp_operator.evolution.client import PrioritySlots
+
+    slots = PrioritySlots(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with slots.slot(1):
+            await release.wait()
+
+    async def call(name: str, priority: int) -> None:
+        async with slots.slot(priority):
+            order.append(name)
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)  # the holder takes the only slot
+    waiting = [asyncio.create_task(call("entry-1", 1)), asyncio.create_task(call("entry-2", 1)),
+               asyncio.create_task(call("follow-up", 0))]
+    cancelled = asyncio.create_task(call("cancelled", 0))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    release.set()
+    await asyncio.gather(holder, *waiting)
+    assert order == ["follow-up", "entry-1", "entry-2"]
+    async with slots.slot(5):  # every slot came back, the cancelled waiter's too
+        pass

@@ -40,6 +40,10 @@ from whatsapp_operator.status_writer import Key, StatusWriter
 logger = logging.getLogger("whatsapp_operator.runtime")
 T = TypeVar("T")
 _REMOVAL_WAIT_SECONDS = 30.0
+# An Evolution restart moves every instance at once (two Events each): room for thousands, posted
+# by a few workers so a burst drains in seconds.
+_EVENT_BACKLOG = 10_000
+_EVENT_POSTERS = 4
 
 
 def utc_now() -> str:
@@ -96,7 +100,7 @@ class Runtime:
         self.trackers: dict[Key, InstanceTracker] = {}
         self.by_instance: dict[str, InstanceTracker] = {}
         self.stats = RuntimeStats()
-        self._events: asyncio.Queue[tuple[dict[str, Any], Notice]] = asyncio.Queue(maxsize=2_000)
+        self._events: asyncio.Queue[tuple[dict[str, Any], Notice]] = asyncio.Queue(maxsize=_EVENT_BACKLOG)
         self._resync_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outage_timer: asyncio.TimerHandle | None = None
@@ -112,9 +116,10 @@ class Runtime:
         if self.config.metrics_port:
             await self.metrics.serve("0.0.0.0", self.config.metrics_port)
         self.writer.start()
-        for coro, name in ((self.stream.run(), "evolution-events"), (self._resync_loop(), "resync"),
-                           (self._post_events(), "kubernetes-events")):
+        for coro, name in ((self.stream.run(), "evolution-events"), (self._resync_loop(), "resync")):
             self._spawn(coro, name=name)
+        for index in range(_EVENT_POSTERS):
+            self._spawn(self._post_events(), name=f"kubernetes-events-{index}")
         if self.leadership is not None:
             self._spawn(self.leadership.run(), name="leadership")
 

@@ -9,7 +9,11 @@ the API key or an instance token reach a message. Instance tokens returned by Ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -91,6 +95,48 @@ class InstanceRecord:
         )
 
 
+# A reconciliation starts with a connectionState read and continues with create/connect/fetch.
+# Serving the follow-ups first finishes instances one by one: with 1,000 new resources the first
+# QR codes appear at once instead of after every instance's first read (bench/README.md).
+FOLLOW_UP_PRIORITY = 0
+ENTRY_PRIORITY = 1
+
+
+class PrioritySlots:
+    """A semaphore that lets waiters in by priority (lower first), then by arrival."""
+
+    def __init__(self, capacity: int):
+        self._free = capacity
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiters, (priority, next(self._arrivals), granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self._release()  # the slot was handed over just as the waiter was cancelled
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, granted = heapq.heappop(self._waiters)
+            if not granted.done():  # cancelled waiters are skipped
+                granted.set_result(None)
+                return
+        self._free += 1
+
+
 class InstanceAlreadyExists(EvolutionError):
     def __init__(self, message: str):
         super().__init__("InstanceAlreadyExists", message, status=403, endpoint="create instance")
@@ -114,7 +160,7 @@ class EvolutionClient:
             transport=transport,
             limits=httpx.Limits(max_connections=max_concurrent_requests * 2),
         )
-        self._slots = asyncio.Semaphore(max_concurrent_requests)
+        self._slots = PrioritySlots(max_concurrent_requests)
         self.calls: dict[tuple[str, str], int] = {}  # (endpoint, outcome) -> count
 
     async def aclose(self) -> None:
@@ -172,7 +218,7 @@ class EvolutionClient:
     async def connection_state(self, name: str) -> str | None:
         """The live in-memory state (open/connecting/close); None while Evolution is still loading it."""
         data = await self._request("GET", f"/instance/connectionState/{_segment(name)}",
-                                   "read connection state", instance=name)
+                                   "read connection state", instance=name, priority=ENTRY_PRIORITY)
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
             raise EvolutionError("EvolutionBadResponse", "read connection state: the answer has no instance object",
@@ -225,8 +271,9 @@ class EvolutionClient:
         params: dict[str, str] | None = None,
         instance: str | None = None,
         allow_empty: bool = False,
+        priority: int = FOLLOW_UP_PRIORITY,
     ) -> Any:
-        async with self._slots:
+        async with self._slots.slot(priority):
             try:
                 response = await self._http.request(method, path, json=json, params=params)
             except httpx.TimeoutException:
