@@ -73,8 +73,9 @@ def build_registry(
     async def stop(**_: Any) -> None:
         await runtime.stop()
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    # Explicit ids: kopf names its progress annotations after them, and they must stay stable.
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="ensure-instance", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="ensure-instance", registry=registry)
     async def ensure_instance(body: kopf.Body, **_: Any) -> None:
         tracker = _track(runtime, body)
         try:
@@ -82,7 +83,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="apply-spec", registry=registry)
     async def spec_changed(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
         tracker = _track(runtime, body)
         try:
@@ -92,7 +93,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RECONNECT_ANNOTATION),
+    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RECONNECT_ANNOTATION), id="reconnect",
                     registry=registry)  # a tuple: the annotation's name has dots in it
     async def reconnect_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
         if not new or str(reason) == "delete":
@@ -103,7 +104,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", LOGOUT_ANNOTATION),
+    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", LOGOUT_ANNOTATION), id="logout",
                     registry=registry)
     async def logout_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
         if not new or str(reason) == "delete":
@@ -114,7 +115,7 @@ def build_registry(
         except EvolutionError as error:
             raise _retry_or_stop(tracker.retry.next_delay(), error) from None
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="remove-instance", registry=registry)
     async def remove_instance(body: kopf.Body, **_: Any) -> None:
         try:
             tracker = _track(runtime, body)
