@@ -56,6 +56,8 @@ def build_registry(
         on_runtime(runtime)
 
     if login is not None:
+        runtime.kube.login = login
+
         @kopf.on.login(registry=registry)
         async def log_in(**_: Any) -> kopf.ConnectionInfo:
             # Loading a kubeconfig may run an exec plugin: keep it off the event loop. The

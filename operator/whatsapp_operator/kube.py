@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -64,9 +65,11 @@ def login_from_environment() -> kopf.ConnectionInfo:
 
 
 class KubeClient:
-    def __init__(self) -> None:
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo] | None = None) -> None:
         self._http: httpx.AsyncClient | None = None
         self._ready = asyncio.Event()
+        # Service-account tokens rotate: on a 401 the credentials are loaded again, once per call.
+        self.login = login
 
     def use_credentials(self, info: kopf.ConnectionInfo) -> None:
         old = self._http
@@ -129,12 +132,19 @@ class KubeClient:
 
     async def _call(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
         await self._ready.wait()
-        assert self._http is not None
         headers = {"content-type": content_type} if content_type else None
-        try:
-            response = await self._http.request(method, path, json=json, headers=headers)
-        except httpx.TransportError as error:
-            raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
+        for attempt in (1, 2):
+            assert self._http is not None
+            try:
+                response = await self._http.request(method, path, json=json, headers=headers)
+            except httpx.TransportError as error:
+                raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
+            if response.status_code != 401 or self.login is None or attempt == 2:
+                break
+            try:
+                self.use_credentials(await asyncio.to_thread(self.login))
+            except kopf.LoginError as error:
+                raise KubeError(401, f"{method} {path}: HTTP 401 and no fresh credentials: {error}") from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("message", "")

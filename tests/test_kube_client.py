@@ -1,0 +1,59 @@
+"""The operator's own Kubernetes client: status patches and a fresh login after a 401."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+from aiohttp import web
+
+from whatsapp_operator.kube import KubeClient, KubeError
+
+
+@pytest.fixture
+async def apiserver():
+    seen: list[tuple[str, str, dict]] = []
+
+    async def patch_status(request: web.Request) -> web.Response:
+        if request.headers.get("authorization") != "Bearer rotated-token":
+            return web.json_response({"kind": "Status", "code": 401, "message": "Unauthorized"}, status=401)
+        seen.append((request.path, request.content_type, await request.json()))
+        return web.json_response({"status": {}})
+
+    app = web.Application()
+    app.router.add_patch("/apis/whatsapp-operator.io/v1alpha1/namespaces/{ns}/whatsappinstances/{name}/status",
+                         patch_status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+async def test_a_401_loads_fresh_credentials_and_retries_once(apiserver):
+    url, seen = apiserver
+    logins = []
+
+    def login() -> kopf.ConnectionInfo:
+        logins.append(1)
+        return kopf.ConnectionInfo(server=url, token="rotated-token")
+
+    kube = KubeClient(login=login)
+    kube.use_credentials(kopf.ConnectionInfo(server=url, token="expired-token"))
+    await kube.patch_status("default", "shop", {"phase": "Connected"})
+    assert seen == [("/apis/whatsapp-operator.io/v1alpha1/namespaces/default/whatsappinstances/shop/status",
+                     "application/merge-patch+json", {"status": {"phase": "Connected"}})]
+    assert len(logins) == 1
+    await kube.aclose()
+
+
+async def test_a_401_that_persists_is_an_error_without_the_token(apiserver):
+    url, _ = apiserver
+    kube = KubeClient(login=lambda: kopf.ConnectionInfo(server=url, token="still-wrong-token"))
+    kube.use_credentials(kopf.ConnectionInfo(server=url, token="expired-token"))
+    with pytest.raises(KubeError) as caught:
+        await kube.patch_status("default", "shop", {"phase": "Connected"})
+    assert caught.value.status == 401
+    assert "still-wrong-token" not in str(caught.value) and "expired-token" not in str(caught.value)
+    await kube.aclose()
