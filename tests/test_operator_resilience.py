@@ -206,3 +206,18 @@ async def test_api_key_never_appears_in_status_events_or_logs(operator, caplog):
     assert token not in everything
     assert "apikey=***" in caplog.text or "apikey" not in caplog.text
     assert any(r.levelno >= logging.INFO for r in caplog.records)
+
+
+async def test_instances_not_loaded_yet_after_a_restart_are_read_again(operator):
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_phase("shop", "AwaitingScan")
+    await operator.evolution.scan("shop")
+    await operator.wait_phase("shop", "Connected")
+    # Evolution is back but has not loaded its instances yet (CONTRACT §7.7): no state, errors.
+    await operator.evolution.restart(load=False)
+    status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["reason"] == "EvolutionNotReady")
+    assert "not loaded" in condition(status, "Synced")["message"]
+    await operator.evolution.load_instances()
+    status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["status"] == "True"
+                                        and s.get("phase") == "Connected")
+    assert condition(status, "Ready")["status"] == "True"

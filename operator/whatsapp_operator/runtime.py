@@ -62,6 +62,7 @@ class InstanceTracker:
     exists: bool = False  # confirmed present in Evolution since this operator started
     deleting: bool = False
     expect_removal: bool = False  # the operator itself is replacing the instance
+    resync_retry: asyncio.TimerHandle | None = None
     reconnect_requested: bool = False
     retry: Backoff = field(default_factory=Backoff)
 
@@ -126,6 +127,9 @@ class Runtime:
     async def stop(self) -> None:
         if self._outage_timer is not None:
             self._outage_timer.cancel()
+        for tracker in self.trackers.values():
+            if tracker.resync_retry is not None:
+                tracker.resync_retry.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -183,6 +187,8 @@ class Runtime:
 
     def untrack(self, tracker: InstanceTracker) -> None:
         self.trackers.pop(tracker.key, None)
+        if tracker.resync_retry is not None:
+            tracker.resync_retry.cancel()
         if self.by_instance.get(tracker.spec.instance_name) is tracker:
             del self.by_instance[tracker.spec.instance_name]
             self.stream.unwatch(tracker.spec.instance_name)
@@ -523,6 +529,21 @@ class Runtime:
             await self.reconcile(tracker)
         except EvolutionError as error:
             logger.warning("Resync of %s/%s failed: %s", tracker.namespace, tracker.name, error)
+            if error.retryable:
+                self._retry_resync_later(tracker)
+
+    def _retry_resync_later(self, tracker: InstanceTracker) -> None:
+        """A resync that met a passing failure (Evolution still loading its instances after a restart,
+        a 5xx) is tried again with backoff rather than at the next periodic resync."""
+        if tracker.resync_retry is not None or tracker.deleting:
+            return
+
+        def retry() -> None:
+            tracker.resync_retry = None
+            if self.trackers.get(tracker.key) is tracker and self.active and not tracker.deleting:
+                self._spawn(self._resync_one(tracker), name=f"resync-{tracker.spec.instance_name}")
+
+        tracker.resync_retry = asyncio.get_running_loop().call_later(tracker.retry.next_delay(), retry)
 
     def _stream_disconnected(self, reason: str) -> None:
         self._outage_reason = reason
