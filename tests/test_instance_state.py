@@ -218,3 +218,15 @@ def test_stream_outage_is_independent_of_rest_success():
     assert state.stream_lost("still down") == []
     assert [n.reason for n in state.stream_restored()] == ["EventStreamRestored"]
     assert condition(state.render_status(1, T2), "Synced")["status"] == "True"
+
+
+def test_overdue_qr_is_reported_once_through_a_reconnect_loop():
+    state = InstanceState("shop")
+    state.created("id-1")
+    state.connecting(T0)
+    assert state.reason == "WaitingForQRCode"
+    assert [n.reason for n in state.qr_overdue(90)] == ["QRCodeOverdue"]
+    assert state.connection_updated(ConnectionUpdated("shop", "connecting", 200), T1) == []
+    assert state.reason == "QRCodeOverdue" and state.qr_overdue(90) == []
+    state.qr_received("2@x", "data:x", None, T2)
+    assert state.phase is Phase.AWAITING_SCAN

@@ -174,3 +174,16 @@ async def test_two_resources_cannot_share_one_evolution_instance(operator):
     assert "already used by default/first" in status["message"]
     assert operator.get("first")["status"]["phase"] == "AwaitingScan"
     assert len([r for r in operator.evolution.requests if r.path == "/instance/create"]) == 1
+
+
+async def test_a_qr_code_that_never_comes_is_reported(evolution_factory, operator_factory):
+    evolution = await evolution_factory(auto_qr=False)  # Evolution reconnects without QR codes (§7.2)
+    async with operator_factory(evolution, qr_overdue_after=0.3) as operator:
+        operator.create("shop", {"instanceName": "shop"})
+        status = await operator.wait_status("shop", lambda s: (condition(s, "Ready") or {}).get("reason") == "QRCodeOverdue")
+        assert status["phase"] == "Connecting"
+        assert "No QR code from Evolution" in status["message"]
+        await operator.wait_event("shop", "QRCodeOverdue")
+        code = await evolution.issue_qr("shop")  # it recovers by itself once a QR arrives
+        status = await operator.wait_phase("shop", "AwaitingScan")
+        assert status["qr"]["code"] == code

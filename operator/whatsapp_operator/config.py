@@ -36,6 +36,7 @@ class OperatorConfig:
     retry_initial_delay: float = 2.0  # kopf handler retries (create, delete) while Evolution fails
     retry_max_delay: float = 120.0
     metrics_port: int = 9090  # 0 turns the endpoint off
+    qr_overdue_after: float = 90.0  # Evolution normally shows the first QR within seconds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -229,6 +229,8 @@ class InstanceState:
     def _connecting(self) -> list[Notice]:
         if self.phase is Phase.AWAITING_SCAN:
             return []  # a silent socket renewal during the QR cycle; the QR in status still applies
+        if self.phase is Phase.CONNECTING and self.reason == "QRCodeOverdue":
+            return []  # the reconnect loop goes on; it was reported once
         was_connected = self.phase is Phase.CONNECTED
         self._move(Phase.CONNECTING, "Reconnecting" if was_connected else "WaitingForQRCode",
                    "Evolution is re-establishing the WhatsApp session." if was_connected
@@ -236,6 +238,15 @@ class InstanceState:
         if was_connected:
             return [Notice("Warning", "Disconnected", f"Instance {self.instance_name} lost its WhatsApp connection; Evolution is reconnecting.")]
         return []
+
+    def qr_overdue(self, waited_seconds: float) -> list[Notice]:
+        """Still no QR code long after the session started: say what usually causes it."""
+        if self.phase is not Phase.CONNECTING or self.reason != "WaitingForQRCode":
+            return []
+        text = (f"No QR code from Evolution after {waited_seconds:.0f} s; Evolution may be unable to reach "
+                "WhatsApp (a stale WhatsApp Web version or blocked egress makes it reconnect without QR codes)")
+        self._move(Phase.CONNECTING, "QRCodeOverdue", f"{text}.")
+        return [Notice("Warning", "QRCodeOverdue", f"Instance {self.instance_name}: {text}.")]
 
     def closed(self, status_reason: int | None, now: str) -> list[Notice]:
         self._set_state("close", status_reason, now)

@@ -63,6 +63,7 @@ class InstanceTracker:
     deleting: bool = False
     expect_removal: bool = False  # the operator itself is replacing the instance
     resync_retry: asyncio.TimerHandle | None = None
+    qr_watch: asyncio.TimerHandle | None = None
     reconnect_requested: bool = False
     retry: Backoff = field(default_factory=Backoff)
 
@@ -128,8 +129,9 @@ class Runtime:
         if self._outage_timer is not None:
             self._outage_timer.cancel()
         for tracker in self.trackers.values():
-            if tracker.resync_retry is not None:
-                tracker.resync_retry.cancel()
+            for timer in (tracker.resync_retry, tracker.qr_watch):
+                if timer is not None:
+                    timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -187,8 +189,9 @@ class Runtime:
 
     def untrack(self, tracker: InstanceTracker) -> None:
         self.trackers.pop(tracker.key, None)
-        if tracker.resync_retry is not None:
-            tracker.resync_retry.cancel()
+        for timer in (tracker.resync_retry, tracker.qr_watch):
+            if timer is not None:
+                timer.cancel()
         if self.by_instance.get(tracker.spec.instance_name) is tracker:
             del self.by_instance[tracker.spec.instance_name]
             self.stream.unwatch(tracker.spec.instance_name)
@@ -564,9 +567,31 @@ class Runtime:
     def publish(self, tracker: InstanceTracker, notices: list[Notice], *, received_at: float | None = None) -> None:
         if not self.active:
             return  # another replica writes status now
+        self._watch_for_overdue_qr(tracker)
         status = tracker.state.render_status(tracker.generation, self.clock())
         self.writer.submit(tracker.key, status, received_at=received_at)
         self._queue_notices(tracker.involved, notices)
+
+    def _watch_for_overdue_qr(self, tracker: InstanceTracker) -> None:
+        """Evolution can reconnect forever without a QR code (CONTRACT §7.2): tell the user after a while."""
+        waiting = tracker.state.phase is Phase.CONNECTING and tracker.state.reason == "WaitingForQRCode"
+        if not waiting:
+            if tracker.qr_watch is not None:
+                tracker.qr_watch.cancel()
+                tracker.qr_watch = None
+            return
+        if tracker.qr_watch is not None:
+            return
+        waited = self.config.qr_overdue_after
+
+        def check() -> None:
+            tracker.qr_watch = None
+            if self.trackers.get(tracker.key) is tracker:
+                notices = tracker.state.qr_overdue(waited)
+                if notices:
+                    self.publish(tracker, notices)
+
+        tracker.qr_watch = asyncio.get_running_loop().call_later(waited, check)
 
     def _queue_notices(self, involved: dict[str, Any], notices: list[Notice]) -> None:
         for notice in notices:
