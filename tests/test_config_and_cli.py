@@ -74,3 +74,13 @@ def test_python_dash_m_entry_point():
                             timeout=60, check=False)
     assert result.returncode == 0
     assert result.stdout.startswith("whatsapp-operator ")
+
+
+def test_crds_are_found_from_the_working_directory(tmp_path, monkeypatch):
+    from whatsapp_operator import cli
+
+    (tmp_path / "crds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    fake_globals = {**cli.default_crds_dir.__globals__, "__file__": str(tmp_path / "site" / "pkg" / "cli.py")}
+    relocated = type(cli.default_crds_dir)(cli.default_crds_dir.__code__, fake_globals)
+    assert relocated() == tmp_path / "crds"

@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--liveness", default=None, metavar="URL",
                      help="serve health checks, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--install-crds", action="store_true", help="create the CRDs from crds/ when they are missing")
-    run.add_argument("--crds-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--crds-dir", type=Path, default=None, metavar="DIR",
+                     help="where --install-crds reads the CRDs (default: the image's copy, the source "
+                          "checkout's crds/, or ./crds)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
@@ -98,12 +100,12 @@ def peering_identity(name: str, priority: int | None = None) -> PeeringIdentity:
 
 
 def default_crds_dir() -> Path:
-    """crds/ beside the package in a source checkout, or the copy installed with the package."""
+    """The copy installed with the package (container image), crds/ of a source checkout, or ./crds."""
     package_dir = Path(__file__).resolve().parent
-    for candidate in (package_dir / "crds", package_dir.parent.parent / "crds"):
+    for candidate in (package_dir / "crds", package_dir.parent.parent / "crds", Path.cwd() / "crds"):
         if candidate.is_dir():
             return candidate
-    raise OSError("no crds/ directory found; pass the manifests with kubectl apply -f crds/")
+    raise OSError("no crds/ directory found; pass --crds-dir, or apply them with kubectl apply -f crds/")
 
 
 async def install_crds(directory: Path) -> None:
