@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 from whatsapp_operator.backoff import Backoff
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.event_stream import EventStream
-from whatsapp_operator.evolution.client import ConnectResult, EvolutionClient, InstanceAlreadyExists
+from whatsapp_operator.evolution.client import (
+    ConnectResult,
+    CreatedInstance,
+    EvolutionClient,
+    InstanceAlreadyExists,
+)
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound
 from whatsapp_operator.evolution.events import (
     ConnectionUpdated,
@@ -235,9 +240,7 @@ class Runtime:
         try:
             await self._evolution_call(tracker, self.evolution.delete_instance(name))
             await self._wait_until_released(tracker)
-            spec = tracker.spec
-            created = await self._evolution_call(tracker, self.evolution.create_instance(
-                name, integration=spec.integration, settings=spec.settings))
+            created = await self._create_in_evolution(tracker)
         finally:
             tracker.expect_removal = False
         self.publish(tracker, tracker.state.created(created.instance_id, renewed=True))
@@ -282,6 +285,15 @@ class Runtime:
         recreated = tracker.exists or tracker.state.instance_id is not None
         if recreated and not await self._still_wanted(tracker):
             return
+        created = await self._create_in_evolution(tracker)
+        if recreated:
+            self.stats.recreations += 1
+        self.publish(tracker, tracker.state.created(created.instance_id, recreated=recreated))
+        spec = tracker.spec
+        result = await self._evolution_call(tracker, self.evolution.connect(spec.instance_name, number=spec.number))
+        await self._apply_connect_result_locked(tracker, result)
+
+    async def _create_in_evolution(self, tracker: InstanceTracker) -> CreatedInstance:
         spec = tracker.spec
         try:
             created = await self._evolution_call(tracker, self.evolution.create_instance(
@@ -297,12 +309,7 @@ class Runtime:
                                                            f"Evolution API refused to create the instance: {error.message}."))
             raise
         tracker.exists = True
-        if recreated:
-            self.stats.recreations += 1
-        notices = tracker.state.created(created.instance_id, recreated=recreated)
-        self.publish(tracker, notices)
-        result = await self._evolution_call(tracker, self.evolution.connect(spec.instance_name, number=spec.number))
-        await self._apply_connect_result_locked(tracker, result)
+        return created
 
     async def _still_wanted(self, tracker: InstanceTracker) -> bool:
         """Before recreating, make sure the object was not deleted meanwhile (by another replica too)."""
@@ -339,12 +346,7 @@ class Runtime:
         if state == "open":
             notices: list[Notice] = []
             if current.phase is not Phase.CONNECTED or current.number is None:
-                record = await self._evolution_call(tracker, self.evolution.fetch_instance(name))
-                if record is not None:
-                    notices = current.connected(record.owner_jid, record.profile_name,
-                                                record.profile_picture_url, now)
-                else:
-                    notices = current.connected(None, None, None, now)
+                notices = await self._connected_locked(tracker, now)
             tracker.reconnect_requested = False
             self.publish(tracker, notices)
         elif state == "connecting":
@@ -374,10 +376,7 @@ class Runtime:
         now = self.clock()
         current = tracker.state
         if result.state == "open":
-            record = await self._evolution_call(tracker, self.evolution.fetch_instance(tracker.spec.instance_name))
-            notices = current.connected(record.owner_jid if record else None,
-                                        record.profile_name if record else None,
-                                        record.profile_picture_url if record else None, now)
+            notices = await self._connected_locked(tracker, now)
         elif result.qr is not None and (result.qr.code or result.qr.pairing_code):
             notices = current.qr_received(result.qr.code, result.qr.base64, result.qr.pairing_code, now,
                                           count=result.qr.count)
@@ -386,6 +385,13 @@ class Runtime:
         else:
             notices = current.connecting(now)  # {"count":0}: the first QR is not ready yet (CONTRACT §7.1)
         self.publish(tracker, notices)
+
+    async def _connected_locked(self, tracker: InstanceTracker, now: str) -> list[Notice]:
+        """Evolution says open: the stored row has the number and profile the state misses."""
+        record = await self._evolution_call(tracker, self.evolution.fetch_instance(tracker.spec.instance_name))
+        if record is None:
+            return tracker.state.connected(None, None, None, now)
+        return tracker.state.connected(record.owner_jid, record.profile_name, record.profile_picture_url, now)
 
     async def _evolution_call(self, tracker: InstanceTracker, call: Awaitable[T]) -> T:
         try:
