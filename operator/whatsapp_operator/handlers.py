@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -18,7 +18,7 @@ from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTATION
 from whatsapp_operator.kube import login_from_environment
 from whatsapp_operator.leadership import PeeringIdentity
-from whatsapp_operator.runtime import Runtime
+from whatsapp_operator.runtime import InstanceTracker, Runtime
 from whatsapp_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
 
 logger = logging.getLogger("whatsapp_operator.handlers")
@@ -79,43 +79,28 @@ def build_registry(
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="ensure-instance", registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, id="ensure-instance", registry=registry)
     async def ensure_instance(body: kopf.Body, **_: Any) -> None:
-        tracker = _track(runtime, body)
-        try:
-            await runtime.reconcile(tracker)
-        except EvolutionError as error:
-            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+        await _act(runtime, body, runtime.reconcile)
 
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="apply-spec", registry=registry)
     async def spec_changed(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
-        tracker = _track(runtime, body)
-        try:
+        async def apply(tracker: InstanceTracker) -> None:
             if (old or {}).get("settings") != (new or {}).get("settings"):
                 await runtime.apply_settings(tracker)
             await runtime.reconcile(tracker)
-        except EvolutionError as error:
-            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+
+        await _act(runtime, body, apply)
 
     @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RECONNECT_ANNOTATION), id="reconnect",
                     registry=registry)  # a tuple: the annotation's name has dots in it
     async def reconnect_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
-        if not new or str(reason) == "delete":
-            return
-        tracker = _track(runtime, body)
-        try:
-            await runtime.request_reconnect(tracker)
-        except EvolutionError as error:
-            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+        if new and str(reason) != "delete":
+            await _act(runtime, body, runtime.request_reconnect)
 
     @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", LOGOUT_ANNOTATION), id="logout",
                     registry=registry)
     async def logout_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
-        if not new or str(reason) == "delete":
-            return
-        tracker = _track(runtime, body)
-        try:
-            await runtime.request_logout(tracker)
-        except EvolutionError as error:
-            raise _retry_or_stop(tracker.retry.next_delay(), error) from None
+        if new and str(reason) != "delete":
+            await _act(runtime, body, runtime.request_logout)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="remove-instance", registry=registry)
     async def remove_instance(body: kopf.Body, **_: Any) -> None:
@@ -139,7 +124,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _track(runtime: Runtime, body: kopf.Body) -> Any:
+def _track(runtime: Runtime, body: kopf.Body) -> InstanceTracker:
     raw = _plain(body)
     try:
         return runtime.track(raw)
@@ -148,7 +133,13 @@ def _track(runtime: Runtime, body: kopf.Body) -> Any:
         raise kopf.PermanentError(f"invalid spec: {error}") from None
 
 
-def _retry_or_stop(delay: float, error: EvolutionError) -> kopf.TemporaryError | kopf.PermanentError:
-    if error.reason in {"EvolutionRejectedInstance"} or (error.status == 400 and error.endpoint == "create instance"):
-        return kopf.PermanentError(str(error))
-    return kopf.TemporaryError(str(error), delay=delay)
+async def _act(runtime: Runtime, body: kopf.Body, action: Callable[[InstanceTracker], Awaitable[None]]) -> None:
+    """Run one runtime action for the object; Evolution failures become kopf retries, or a stop
+    when Evolution refused the instance itself (only a spec change helps then)."""
+    tracker = _track(runtime, body)
+    try:
+        await action(tracker)
+    except EvolutionError as error:
+        if error.status == 400 and error.endpoint == "create instance":
+            raise kopf.PermanentError(str(error)) from None
+        raise kopf.TemporaryError(str(error), delay=tracker.retry.next_delay()) from None
