@@ -116,11 +116,12 @@ class InstanceState:
             state.profile_name = _str(connection.get("profileName"))
             state.profile_picture_url = _str(connection.get("profilePictureUrl"))
         for condition in status.get("conditions") or []:
-            if isinstance(condition, dict) and condition.get("type") and condition.get("lastTransitionTime"):
+            if not isinstance(condition, dict) or not condition.get("type"):
+                continue
+            if condition.get("lastTransitionTime"):
                 state.condition_times[condition["type"]] = (str(condition.get("status")),
                                                             str(condition["lastTransitionTime"]))
-        for condition in status.get("conditions") or []:
-            if isinstance(condition, dict) and condition.get("type") == "Ready":
+            if condition["type"] == "Ready":
                 state.reason = _str(condition.get("reason")) or state.reason
         return state
 
