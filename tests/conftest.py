@@ -14,6 +14,8 @@ from typing import Any
 
 import kopf
 import pytest
+from hypothesis import HealthCheck, settings
+
 
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.handlers import build_registry, configure_settings
@@ -24,6 +26,14 @@ from whatsapp_operator.spec import GROUP, PLURAL, VERSION
 from evolution_fake import FakeEvolution
 from kopf_harness import running_operator
 from kube_standin import KubeStandin
+
+# Property-based tests take their budget from a profile, never from their own decorator, so that
+# bench/fuzz.py can run the very same properties with 100,000 inputs each.
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=False,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=100_000, deadline=None, database=None,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 NAMESPACE = "default"
 # Every Kubernetes API request the operator made in this session (checked against RBAC last).

@@ -1,0 +1,54 @@
+"""Scalars from outside (Evolution's JSON, persisted status) checked before they reach our state.
+
+Evolution's answers and events are parsed by Python's json module, which accepts integers of any
+size, `NaN`, and strings with lone UTF-16 surrogates. None of these may reach a status patch: the
+apiserver refuses integers beyond int64 (422), and a lone surrogate cannot be encoded as UTF-8 at
+all, so the patch would fail before it is sent. Every value is checked here once, where it is
+parsed, and what does not fit is dropped (machine values) or shortened (human text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# Human text (profile names, Evolution's messages): shortened, never dropped.
+TEXT_LIMIT = 1024
+# Machine values (ids, QR payloads, pairing codes, URLs): dropped when longer, a cut one is useless.
+TOKEN_LIMIT = 4096
+# A QR code as a PNG data URI is ~10-30 KB; far beyond that it is not a QR image.
+IMAGE_LIMIT = 256 * 1024
+
+
+def int64(value: Any) -> int | None:
+    """`value` if it is a JSON integer within int64 (what the CRD's `integer` holds), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX:
+        return value
+    return None
+
+
+def valid_unicode(value: str) -> str:
+    """`value` with lone surrogates replaced by U+FFFD, so that it can be encoded as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
+    return value
+
+
+def text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
+    """A non-empty string, valid Unicode, shortened to `limit` characters (with an ellipsis)."""
+    if not isinstance(value, str) or not value:
+        return None
+    value = valid_unicode(value)
+    if len(value) > limit:
+        return value[: limit - 1] + "…"
+    return value
+
+
+def token(value: Any, limit: int = TOKEN_LIMIT) -> str | None:
+    """A non-empty string of at most `limit` characters and valid Unicode, else None."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        return None
+    return valid_unicode(value)
