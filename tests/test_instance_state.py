@@ -230,3 +230,72 @@ def test_overdue_qr_is_reported_once_through_a_reconnect_loop():
     assert state.reason == "QRCodeOverdue" and state.qr_overdue(90) == []
     state.qr_received("2@x", "data:x", None, T2)
     assert state.phase is Phase.AWAITING_SCAN
+
+
+def outage_status_of(state: InstanceState) -> dict:
+    state.stream_lost("Evolution API event stream is down (connection lost); reconnecting")
+    return state.render_status(1, T1)
+
+
+def connected() -> InstanceState:
+    state = awaiting_scan()
+    state.connected("5511987654321@s.whatsapp.net", "ACME", None, T1)
+    return state
+
+
+def test_restart_after_an_outage_derives_the_message_again():
+    for before in (awaiting_scan(), connected()):
+        persisted = outage_status_of(before)
+        assert "stream is down" in persisted["message"]
+        assert condition(persisted, "Ready")["reason"] == "EvolutionUnreachable"
+        restored = InstanceState.from_status("shop-123", persisted)  # the operator restarted; all is well
+        status = restored.render_status(1, T2)
+        assert "down" not in status["message"] and "last known phase" not in status["message"]
+        assert condition(status, "Ready")["reason"] != "EvolutionUnreachable"
+        assert condition(status, "Synced")["status"] == "True"
+        assert status["phase"] == persisted["phase"]
+
+
+def test_restart_keeps_the_phase_description_when_it_was_persisted():
+    state = awaiting_scan()
+    state.qr_limit_reached("QR code limit reached, please login again", T1)
+    persisted = state.render_status(1, T1)
+    restored = InstanceState.from_status("shop-123", persisted)
+    assert (restored.reason, restored.message) == (state.reason, state.message)
+    failed = InstanceState("shop-123")
+    failed.failed("InvalidSpec", "The spec cannot be used: bad.")
+    failed.sync_failed("EvolutionServerError", "boom")
+    restored = InstanceState.from_status("shop-123", failed.render_status(1, T1))
+    assert (restored.reason, restored.message) == ("InvalidSpec", "The spec cannot be used: bad.")
+
+
+def test_restored_state_ignores_hostile_persisted_values():
+    hostile = {"phase": "Connected", "message": 7, "qr": {"code": 5, "count": 2**70},
+               "connection": {"statusReason": True, "number": ["x"]},
+               "conditions": [None, {"type": 3}, {"type": "Ready", "status": "True", "reason": {}, "message": []}]}
+    status = InstanceState.from_status("shop-123", hostile).render_status(1, T2)
+    assert status["phase"] == "Connected" and status["message"] == "Connected to WhatsApp."
+    assert "statusReason" not in status["connection"] and status["qr"] is None
+
+
+def test_integers_beyond_int64_never_reach_the_status():
+    state = awaiting_scan()
+    state.qr_received("2@def", None, None, T1, count=2**64)
+    state.connection_updated(ConnectionUpdated("shop-123", "connecting", 2**63), T1)
+    status = state.render_status(2**63, T1)
+    assert "statusReason" not in status["connection"]
+    assert status["qr"]["count"] == 2  # the one before was 1: the out-of-range count is not believed
+    assert "observedGeneration" not in status
+
+
+def test_lone_surrogates_are_replaced_in_the_rendered_status():
+    state = awaiting_scan()
+    state.connected("5511987654321@s.whatsapp.net", "bad \ud800 name", None, T1)
+    status = state.render_status(1, T1)
+    status_json = __import__("json").dumps(status, ensure_ascii=False)
+    status_json.encode("utf-8")  # raises on a lone surrogate
+    assert status["connection"]["profileName"] == "bad \ufffd name"
+
+
+def test_number_from_jid_takes_ascii_digits_only():
+    assert number_from_jid("٥٥١١@s.whatsapp.net") is None

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from whatsapp_operator.evolution.events import ConnectionUpdated
+from whatsapp_operator.values import int64, valid_unicode
 
 RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
 LOGOUT_ANNOTATION = "whatsapp-operator.io/logout"
@@ -35,6 +36,8 @@ class Phase(StrEnum):
 # or a spec fix); the operator does not start QR cycles on its own from these.
 WAITING_FOR_PERSON = frozenset({Phase.DISCONNECTED, Phase.LOGGED_OUT, Phase.FAILED})
 _RECONCILING = frozenset({Phase.PENDING, Phase.CREATING, Phase.CONNECTING})
+# Ready's reason while Evolution cannot be reached: it describes the outage, not the phase.
+_OUTAGE_REASON = "EvolutionUnreachable"
 
 
 @dataclass(frozen=True)
@@ -99,31 +102,72 @@ class InstanceState:
         except ValueError:
             pass
         state.instance_id = _str(status.get("instanceId"))
-        state.message = _str(status.get("message")) or state.message
         qr = status.get("qr")
-        if isinstance(qr, dict) and (qr.get("code") or qr.get("pairingCode")):
-            count = qr.get("count")
+        if isinstance(qr, dict) and (_str(qr.get("code")) or _str(qr.get("pairingCode"))):
             state.qr = QRCode(_str(qr.get("code")), _str(qr.get("base64")), _str(qr.get("pairingCode")),
-                              count if isinstance(count, int) else 1, _str(qr.get("updatedAt")) or "")
+                              int64(qr.get("count")) or 1, _str(qr.get("updatedAt")) or "")
             state.last_qr_code = state.qr.code
         connection = status.get("connection")
         if isinstance(connection, dict):
             state.state = _str(connection.get("state"))
-            reason = connection.get("statusReason")
-            state.status_reason = reason if isinstance(reason, int) else None
+            state.status_reason = int64(connection.get("statusReason"))
             state.since = _str(connection.get("since"))
             state.number = _str(connection.get("number"))
             state.profile_name = _str(connection.get("profileName"))
             state.profile_picture_url = _str(connection.get("profilePictureUrl"))
+        conditions: dict[str, dict[str, Any]] = {}
         for condition in status.get("conditions") or []:
-            if not isinstance(condition, dict) or not condition.get("type"):
+            kind = _str(condition.get("type")) if isinstance(condition, dict) else None
+            if kind is None:
                 continue
-            if condition.get("lastTransitionTime"):
-                state.condition_times[condition["type"]] = (str(condition.get("status")),
-                                                            str(condition["lastTransitionTime"]))
-            if condition["type"] == "Ready":
-                state.reason = _str(condition.get("reason")) or state.reason
+            conditions[kind] = condition
+            changed = _str(condition.get("lastTransitionTime"))
+            if changed:
+                state.condition_times[kind] = (str(condition.get("status")), changed)
+        state.reason, state.message = state._restored_description(conditions)
         return state
+
+    def _restored_description(self, conditions: dict[str, dict[str, Any]]) -> tuple[str, str]:
+        """The phase's reason and message as persisted, taken only from where they describe the phase.
+
+        `.status.message` is not used: during an outage it describes the outage, and a restarted
+        operator must not keep saying "the event stream is down" once everything has recovered.
+        """
+        ready, reconciling, stalled = (conditions.get(kind) or {} for kind in ("Ready", "Reconciling", "Stalled"))
+        if self.phase is Phase.FAILED:
+            source = stalled
+        elif self.phase in _RECONCILING and _str(reconciling.get("reason")) != "Deleting":
+            source = reconciling
+        elif ready.get("status") in ("True", "False") and _str(ready.get("reason")) != _OUTAGE_REASON:
+            source = ready
+        else:
+            source = {}
+        reason, message = _str(source.get("reason")), _str(source.get("message"))
+        if reason is not None and message is not None:
+            return reason, message
+        return self._phase_description()
+
+    def _phase_description(self) -> tuple[str, str]:
+        """A reason and message for the phase alone, when nothing better was persisted."""
+        if self.phase is Phase.PENDING:
+            return "Pending", "Waiting to create the instance in Evolution API."
+        if self.phase is Phase.CREATING:
+            return "Created", f"Instance {self.instance_name} exists in Evolution API; waiting for its QR code or state."
+        if self.phase is Phase.AWAITING_SCAN:
+            return "QRCodeIssued", _awaiting_scan_message(self.qr.pairing_code if self.qr else None)
+        if self.phase is Phase.CONNECTING:
+            return "WaitingForQRCode", "Evolution is starting the WhatsApp session; the QR code follows."
+        if self.phase is Phase.CONNECTED:
+            return "Connected", self._connected_message()
+        if self.phase is Phase.DISCONNECTED:
+            if self.status_reason == 428:
+                return "QRCodeLimitReached", (f"No scan before Evolution's QR code limit; set the annotation "
+                                              f"{RECONNECT_ANNOTATION} to get a new QR code.")
+            return "ConnectionClosed", _closed_message()
+        if self.phase is Phase.LOGGED_OUT:
+            reason = _SESSION_ENDING_CLOSES.get(self.status_reason or 401, "LoggedOut")
+            return reason, _logged_out_message(reason)
+        return "Failed", "The operator cannot go on without a change of the spec."
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -168,15 +212,12 @@ class InstanceState:
         if code is not None and code == self.last_qr_code and self.phase in WAITING_FOR_PERSON:
             return []  # Evolution's cached QR outlives the session that issued it
         previous_count = self.qr.count if self.qr else 0
-        self.qr = QRCode(code, base64, pairing_code, count if count else previous_count + 1, now)
+        count = int64(count)
+        self.qr = QRCode(code, base64, pairing_code, count if count and count > 0 else previous_count + 1, now)
         self.last_qr_code = code
         entering = self.phase is not Phase.AWAITING_SCAN
         self._set_state("connecting", self.status_reason, now)
-        if pairing_code:
-            message = f"Waiting for a scan: enter pairing code {pairing_code} in WhatsApp on the phone, or scan the QR code."
-        else:
-            message = "Waiting for a scan: the QR code is in .status.qr.code."
-        self._move(Phase.AWAITING_SCAN, "QRCodeIssued", message)
+        self._move(Phase.AWAITING_SCAN, "QRCodeIssued", _awaiting_scan_message(pairing_code))
         if entering:
             return [Notice("Normal", "QRCodeIssued", f"QR code issued for instance {self.instance_name}; waiting for a scan.")]
         return []
@@ -217,7 +258,7 @@ class InstanceState:
         self.profile_name = profile_name or self.profile_name
         self.profile_picture_url = picture or self.profile_picture_url
         who = f" as +{self.number}" if self.number else ""
-        self._move(Phase.CONNECTED, "Connected", f"Connected to WhatsApp{who}.")
+        self._move(Phase.CONNECTED, "Connected", self._connected_message())
         if entering:
             return [Notice("Normal", "Connected", f"Instance {self.instance_name} connected to WhatsApp{who}.")]
         return []
@@ -255,8 +296,7 @@ class InstanceState:
             return self.logged_out(now, reason=_SESSION_ENDING_CLOSES[status_reason], status_reason=status_reason)
         entering = self.phase is not Phase.DISCONNECTED
         self.qr = None
-        self._move(Phase.DISCONNECTED, "ConnectionClosed",
-                   f"The WhatsApp session is closed; set the annotation {RECONNECT_ANNOTATION} to connect again.")
+        self._move(Phase.DISCONNECTED, "ConnectionClosed", _closed_message())
         if entering:
             return [Notice("Warning", "Disconnected", f"Instance {self.instance_name} is disconnected from WhatsApp.")]
         return []
@@ -265,13 +305,9 @@ class InstanceState:
         entering = self.phase is not Phase.LOGGED_OUT
         self._set_state("close", status_reason if status_reason is not None else self.status_reason, now)
         self.qr = None
-        if reason == "Forbidden":
-            text = "WhatsApp refused the session (403 forbidden; the number may be banned)"
-        else:
-            text = "The WhatsApp session was logged out (unlinked on the phone or logged out in Evolution)"
-        self._move(Phase.LOGGED_OUT, reason, f"{text}; set the annotation {RECONNECT_ANNOTATION} for a new QR code.")
+        self._move(Phase.LOGGED_OUT, reason, _logged_out_message(reason))
         if entering:
-            return [Notice("Warning", reason, f"Instance {self.instance_name}: {text}.")]
+            return [Notice("Warning", reason, f"Instance {self.instance_name}: {_logged_out_text(reason)}.")]
         return []
 
     # -- calls to Evolution ----------------------------------------------------------------------
@@ -302,8 +338,12 @@ class InstanceState:
         if self.sync_error is not None:
             return self.sync_error
         if self.stream_error is not None:
-            return SyncError("EvolutionUnreachable", self.stream_error)
+            return SyncError(_OUTAGE_REASON, self.stream_error)
         return None
+
+    def _connected_message(self) -> str:
+        who = f" as +{self.number}" if self.number else ""
+        return f"Connected to WhatsApp{who}."
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -315,7 +355,7 @@ class InstanceState:
         connection = {"state": self.state, "statusReason": self.status_reason, "number": self.number,
                       "profileName": self.profile_name, "profilePictureUrl": self.profile_picture_url,
                       "since": self.since}
-        return {
+        return _within_schema({
             "phase": self.phase.value,
             "message": message,
             "observedGeneration": generation,
@@ -324,11 +364,11 @@ class InstanceState:
             "qr": self.qr.to_status() if self.qr else None,
             "connection": {key: value for key, value in connection.items() if value is not None},
             "conditions": self._conditions(generation, now),
-        }
+        })
 
     def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
         problem = self._sync_problem()
-        if problem is not None and problem.reason == "EvolutionUnreachable":
+        if problem is not None and problem.reason == _OUTAGE_REASON:
             ready = ("Unknown", "EvolutionUnreachable", "Evolution API is unreachable; the connection state is unknown.")
         elif self.phase is Phase.CONNECTED:
             ready = ("True", "Connected", self.message)
@@ -374,10 +414,50 @@ class InstanceState:
         self.status_reason = status_reason
 
 
+def _awaiting_scan_message(pairing_code: str | None) -> str:
+    if pairing_code:
+        return f"Waiting for a scan: enter pairing code {pairing_code} in WhatsApp on the phone, or scan the QR code."
+    return "Waiting for a scan: the QR code is in .status.qr.code."
+
+
+def _closed_message() -> str:
+    return f"The WhatsApp session is closed; set the annotation {RECONNECT_ANNOTATION} to connect again."
+
+
+def _logged_out_text(reason: str) -> str:
+    if reason == "Forbidden":
+        return "WhatsApp refused the session (403 forbidden; the number may be banned)"
+    return "The WhatsApp session was logged out (unlinked on the phone or logged out in Evolution)"
+
+
+def _logged_out_message(reason: str) -> str:
+    return f"{_logged_out_text(reason)}; set the annotation {RECONNECT_ANNOTATION} for a new QR code."
+
+
+def _within_schema(value: Any) -> Any:
+    """The rendered status with every integer within int64 and every string encodable as UTF-8.
+
+    Values are checked where they are parsed; this is the last guard before the apiserver, which
+    refuses an out-of-range integer (422) and could not even be sent a lone surrogate.
+    """
+    if isinstance(value, dict):
+        cleaned = {key: _within_schema(item) for key, item in value.items()}
+        return {key: item for key, item in cleaned.items() if item is not None or value[key] is None}
+    if isinstance(value, list):
+        return [_within_schema(item) for item in value]
+    if isinstance(value, str):
+        return valid_unicode(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int64(value)
+    return value
+
+
 def number_from_jid(jid: str) -> str | None:
     """`5511987654321:12@s.whatsapp.net` -> `5511987654321` (device suffix and server dropped)."""
     user = jid.split("@", 1)[0].split(":", 1)[0]
-    return user if user.isdigit() else None
+    return user if user.isascii() and user.isdigit() else None
 
 
 def _str(value: Any) -> str | None:

@@ -40,7 +40,8 @@ from whatsapp_operator.kube import KubeClient, KubeError
 from whatsapp_operator.leadership import PeeringIdentity, PeeringLeadership
 from whatsapp_operator.metrics import Metrics
 from whatsapp_operator.spec import InstanceSpec, InvalidSpec
-from whatsapp_operator.status_writer import Key, StatusWriter
+from whatsapp_operator.status_writer import STATUS_REJECTED, Key, StatusWriter
+from whatsapp_operator.supervisor import Supervisor
 
 logger = logging.getLogger("whatsapp_operator.runtime")
 T = TypeVar("T")
@@ -49,6 +50,8 @@ _REMOVAL_WAIT_SECONDS = 30.0
 # by a few workers so a burst drains in seconds.
 _EVENT_BACKLOG = 10_000
 _EVENT_POSTERS = 4
+# An Event refused for a passing reason (429, 5xx, the API unreachable) is tried again a few times.
+_EVENT_ATTEMPTS = 3
 
 
 def utc_now() -> str:
@@ -71,6 +74,7 @@ class InstanceTracker:
     qr_watch: asyncio.TimerHandle | None = None
     reconnect_requested: bool = False
     retry: Backoff = field(default_factory=Backoff)
+    status_rejection: str | None = None  # the last refusal of this object's status, reported once
 
     @property
     def key(self) -> Key:
@@ -98,9 +102,12 @@ class Runtime:
             config.evolution_url, config.evolution_api_key, timeout=config.request_timeout,
             max_concurrent_requests=config.max_concurrent_requests)
         self.clock = clock
+        self.supervisor = Supervisor(initial_delay=config.reconnect_initial_delay,
+                                     max_delay=config.reconnect_max_delay)
         self.metrics = Metrics(self)
         self.writer = StatusWriter(self.kube.patch_status, concurrency=config.max_concurrent_status_writes,
-                                   on_written=self.metrics.event_to_status.observe)
+                                   on_written=self.metrics.event_to_status.observe,
+                                   on_rejected=self._status_rejected, supervisor=self.supervisor)
         self.stream = EventStream(config, on_event=self.on_event, on_connected=self._stream_connected,
                                   on_disconnected=self._stream_disconnected,
                                   on_instance_joined=self._instance_namespace_joined)
@@ -109,7 +116,6 @@ class Runtime:
         self.stats = RuntimeStats()
         self._events: asyncio.Queue[tuple[dict[str, Any], Notice]] = asyncio.Queue(maxsize=_EVENT_BACKLOG)
         self._resync_wanted = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._outage_timer: asyncio.TimerHandle | None = None
         self._outage_reason = ""
         # Standalone, or until the peering object says a higher-priority replica is alive.
@@ -123,12 +129,12 @@ class Runtime:
         if self.config.metrics_port:
             await self.metrics.serve("0.0.0.0", self.config.metrics_port)
         self.writer.start()
-        for coro, name in ((self.stream.run(), "evolution-events"), (self._resync_loop(), "resync")):
-            self._spawn(coro, name=name)
+        self.supervisor.run("evolution-events", self.stream.run)
+        self.supervisor.run("resync", self._resync_loop)
         for index in range(_EVENT_POSTERS):
-            self._spawn(self._post_events(), name=f"kubernetes-events-{index}")
+            self.supervisor.run("kubernetes-events", self._post_events, name=f"kubernetes-events-{index}")
         if self.leadership is not None:
-            self._spawn(self.leadership.run(), name="leadership")
+            self.supervisor.run("leadership", self.leadership.run)
 
     async def stop(self) -> None:
         if self._outage_timer is not None:
@@ -137,9 +143,7 @@ class Runtime:
             for timer in (tracker.resync_retry, tracker.qr_watch):
                 if timer is not None:
                     timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()
         await self.stream.client.close()
         await self.metrics.close()
         await self.writer.stop()
@@ -433,7 +437,13 @@ class Runtime:
 
         async def one(tracker: InstanceTracker) -> None:
             async with slots:
-                await self._resync_one(tracker)
+                try:
+                    await self._resync_one(tracker)
+                except Exception:  # noqa: BLE001 - one instance's surprise must not stop the others
+                    self.supervisor.restarts["instance-resync"] = self.supervisor.restarts.get("instance-resync", 0) + 1
+                    logger.exception("Resync of %s/%s failed unexpectedly; retrying it", tracker.namespace,
+                                     tracker.name)
+                    self._retry_resync_later(tracker)
 
         await asyncio.gather(*(one(tracker) for tracker in trackers))
 
@@ -459,7 +469,8 @@ class Runtime:
                 return
             state.removed()
             self.publish(tracker, [], received_at=received_at)
-            self._spawn(self._recreate_after_removal(tracker), name=f"recreate-{event.instance}")
+            self.supervisor.run("recreate", lambda: self._recreate_after_removal(tracker),
+                                name=f"recreate-{event.instance}", once=True)
             return
         else:
             return
@@ -495,7 +506,7 @@ class Runtime:
     def _leadership_changed(self, active: bool) -> None:
         self.active = active
         if active:
-            self._spawn(self._take_over(), name="take-over")
+            self.supervisor.run("take-over", self._take_over, once=True)
 
     async def _take_over(self) -> None:
         """Objects may have changed while another replica acted: drop trackers of deleted ones, resync."""
@@ -531,7 +542,8 @@ class Runtime:
         tracker = self.by_instance.get(instance_name)
         if tracker is None or tracker.deleting:
             return
-        self._spawn(self._resync_one(tracker), name=f"resync-{instance_name}")
+        self.supervisor.run("instance-resync", lambda: self._resync_one(tracker), name=f"resync-{instance_name}",
+                            once=True)
 
     async def _resync_one(self, tracker: InstanceTracker) -> None:
         try:
@@ -550,7 +562,8 @@ class Runtime:
         def retry() -> None:
             tracker.resync_retry = None
             if self.trackers.get(tracker.key) is tracker and self.active and not tracker.deleting:
-                self._spawn(self._resync_one(tracker), name=f"resync-{tracker.spec.instance_name}")
+                self.supervisor.run("instance-resync", lambda: self._resync_one(tracker),
+                                    name=f"resync-{tracker.spec.instance_name}", once=True)
 
         tracker.resync_retry = asyncio.get_running_loop().call_later(tracker.retry.next_delay(), retry)
 
@@ -611,18 +624,27 @@ class Runtime:
     async def _post_events(self) -> None:
         while True:
             involved, notice = await self._events.get()
+            await self._post_event(involved, notice)
+
+    async def _post_event(self, involved: dict[str, Any], notice: Notice) -> None:
+        retry = Backoff(initial=0.5, maximum=5.0)
+        for attempt in range(1, _EVENT_ATTEMPTS + 1):
             try:
                 await self.kube.post_event(involved, type=notice.type, reason=notice.reason, message=notice.message)
+                return
             except KubeError as error:
-                logger.warning("Could not post a Kubernetes Event: %s", error)
+                passing = error.status is None or error.status == 429 or error.status >= 500
+                if not passing or attempt == _EVENT_ATTEMPTS:
+                    self.stats.events_dropped += 1
+                    logger.warning("Could not post a Kubernetes Event (%s %s): %s", notice.reason,
+                                   involved["name"], error)
+                    return
+            await asyncio.sleep(retry.next_delay())
 
-    def _spawn(self, coro: Awaitable[Any], *, name: str) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("Background task %s failed: %s", task.get_name(), task.exception())
+    def _status_rejected(self, key: Key, message: str) -> None:
+        """The apiserver refused a status as invalid: say so once per distinct refusal, as an Event."""
+        tracker = self.trackers.get(key)
+        if tracker is None or tracker.status_rejection == message:
+            return
+        tracker.status_rejection = message
+        self._queue_notices(tracker.involved, [Notice("Warning", STATUS_REJECTED, message)])

@@ -4,6 +4,12 @@ Events for one instance can arrive faster than the apiserver accepts patches (QR
 reconnect storm after an Evolution restart). Callers `submit()` the full wanted status; a bounded
 pool of workers sends, per instance, one merge patch with the difference from what was last
 written. Whatever arrived in the meantime is folded into the next patch.
+
+A patch the apiserver refuses as invalid (422, or 400) is not retried: the same document would be
+refused again forever. The writer reports it through `on_rejected` and writes a small fallback
+instead (the conditions with `Synced=False`, reason `StatusRejected`), so the refusal is visible on
+the object; the next submission is tried in full again. Other failures (409, 429, 5xx, the API
+unreachable) are retried with backoff until they pass.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from typing import Any
 
 from whatsapp_operator.backoff import Backoff
 from whatsapp_operator.kube import KubeError
+from whatsapp_operator.supervisor import Supervisor
 
 logger = logging.getLogger("whatsapp_operator.status")
 
 Key = tuple[str, str]  # (namespace, name)
 PatchFn = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+STATUS_REJECTED = "StatusRejected"
+_REJECTED_STATUSES = frozenset({400, 422})
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -54,17 +63,46 @@ class _Slot:
     flushed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def apply_merge_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386: `document` with `patch` applied (a new dict; the inputs are not changed)."""
+    result = dict(document)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            previous = result.get(key)
+            result[key] = apply_merge_patch(previous if isinstance(previous, dict) else {}, value)
+        else:
+            result[key] = value
+    return result
+
+
+def rejection_fallback(wanted: dict[str, Any], message: str, generation: Any) -> dict[str, Any]:
+    """The smallest status patch that says a status was refused: Synced=False and the message."""
+    conditions = [c for c in wanted.get("conditions") or [] if isinstance(c, dict) and c.get("type") != "Synced"]
+    previous = next((c for c in wanted.get("conditions") or []
+                     if isinstance(c, dict) and c.get("type") == "Synced"), {})
+    synced = {"type": "Synced", "status": "False", "reason": STATUS_REJECTED, "message": message,
+              "observedGeneration": generation}
+    if previous.get("lastTransitionTime"):
+        synced["lastTransitionTime"] = previous["lastTransitionTime"]
+    return {"message": message, "conditions": [*conditions, {k: v for k, v in synced.items() if v is not None}]}
+
+
 @dataclass
 class WriterStats:
     patches: int = 0
     skipped: int = 0
     failures: int = 0
+    rejected: int = 0  # patches the apiserver refused as invalid (not retried)
     latencies: list[float] = field(default_factory=list)  # seconds from submit to accepted patch
 
 
 class StatusWriter:
     def __init__(self, patch: PatchFn, *, concurrency: int = 16, retry: Backoff | None = None,
-                 on_written: Callable[[float], None] | None = None):
+                 on_written: Callable[[float], None] | None = None,
+                 on_rejected: Callable[[Key, str], None] | None = None,
+                 supervisor: Supervisor | None = None):
         self._patch = patch
         self._concurrency = concurrency
         self._retry_template = retry or Backoff(initial=0.2, maximum=10.0)
@@ -72,11 +110,13 @@ class StatusWriter:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._on_written = on_written
+        self._on_rejected = on_rejected
+        self._supervisor = supervisor or Supervisor()
         self.stats = WriterStats()
 
     def start(self) -> None:
         for index in range(self._concurrency):
-            self._workers.append(asyncio.create_task(self._work(), name=f"status-writer-{index}"))
+            self._workers.append(self._supervisor.run("status-writer", self._work, name=f"status-writer-{index}"))
 
     async def stop(self) -> None:
         for worker in self._workers:
@@ -120,7 +160,14 @@ class StatusWriter:
             slot = self._slots.get(key)
             if slot is None:
                 continue
-            await self._write(key, slot)
+            try:
+                await self._write(key, slot)
+            except BaseException:
+                # The slot is still marked queued: hand the key to another worker before this one
+                # goes (the supervisor restarts it), or the instance's status would never be written.
+                if self._slots.get(key) is slot and slot.queued:
+                    self._queue.put_nowait(key)
+                raise
 
     async def _write(self, key: Key, slot: _Slot) -> None:
         backoff = Backoff(self._retry_template.initial, self._retry_template.maximum)
@@ -138,6 +185,14 @@ class StatusWriter:
                     if error.status == 404:
                         self.forget(key)  # the object is gone; nothing left to report on
                         return
+                    if error.status in _REJECTED_STATUSES:
+                        await self._rejected(key, slot, wanted, str(error))
+                        slot.written_version = version
+                        if slot.version == version:
+                            slot.queued = False
+                            slot.flushed.set()
+                            return
+                        continue
                     self.stats.failures += 1
                     logger.warning("Status patch for %s/%s failed (will retry): %s", key[0], key[1], error)
                     slot.received_at = received_at
@@ -157,3 +212,21 @@ class StatusWriter:
                 slot.queued = False
                 slot.flushed.set()
                 return
+
+    async def _rejected(self, key: Key, slot: _Slot, wanted: dict[str, Any], error: str) -> None:
+        self.stats.rejected += 1
+        message = f"Kubernetes refused the status this operator rendered ({error}); reporting only this error"
+        logger.error("Status patch for %s/%s refused: %s", key[0], key[1], error)
+        if self._on_rejected is not None:
+            self._on_rejected(key, message)
+        fallback = merge_patch(slot.written, apply_merge_patch(slot.written, rejection_fallback(
+            wanted, message, wanted.get("observedGeneration"))))
+        if not fallback:
+            return
+        try:
+            await self._patch(key[0], key[1], fallback)
+        except KubeError as second:
+            logger.error("Status patch for %s/%s refused again, even reduced to the error: %s", key[0], key[1],
+                         second)
+            return
+        slot.written = apply_merge_patch(slot.written, fallback)
