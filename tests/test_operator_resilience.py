@@ -221,3 +221,22 @@ async def test_instances_not_loaded_yet_after_a_restart_are_read_again(operator)
     status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["status"] == "True"
                                         and s.get("phase") == "Connected")
     assert condition(status, "Ready")["status"] == "True"
+
+
+async def test_a_restart_after_an_outage_reports_what_is_true_now(operator_factory, evolution):
+    async with operator_factory(evolution) as first:
+        first.create("shop", {"instanceName": "shop"})
+        await first.wait_phase("shop", "AwaitingScan")
+        await evolution.scan("shop")
+        await first.wait_phase("shop", "Connected")
+        await evolution.stop()
+        await first.wait_status("shop", lambda s: condition(s, "Ready")["reason"] == "EvolutionUnreachable")
+    await evolution.start()
+    async with operator_factory(evolution) as second:
+        await second.runtime.stream.client.wait_connected()
+        status = await second.wait_status(
+            "shop", lambda s: condition(s, "Synced")["status"] == "True" and "down" not in s["message"])
+        assert status["phase"] == "Connected"
+        assert status["message"] == "Connected to WhatsApp as +5511987654321."
+        assert condition(status, "Ready") | {"lastTransitionTime": None} == condition(status, "Ready") | {
+            "status": "True", "reason": "Connected", "lastTransitionTime": None}

@@ -82,7 +82,14 @@ class RuntimeCollector(Collector):
         patches.add_metric(["written"], writer.patches)
         patches.add_metric(["skipped_noop"], writer.skipped)
         patches.add_metric(["failed"], writer.failures)
+        patches.add_metric(["rejected"], writer.rejected)
         yield patches
+
+        restarts = CounterMetricFamily(f"{PREFIX}_task_restarts",
+                                       "Background tasks started again after an unexpected failure", labels=["task"])
+        for task, count in sorted(runtime.supervisor.restarts.items()):
+            restarts.add_metric([task], count)
+        yield restarts
 
 
 class Metrics:
