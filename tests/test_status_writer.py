@@ -82,3 +82,61 @@ async def test_failed_patch_is_retried_and_a_vanished_object_is_forgotten():
     await writer.stop()
     assert calls.count("flaky") == 2 and writer.stats.failures == 1
     assert calls.count("gone") == 1
+
+
+async def test_a_status_refused_as_invalid_is_reported_and_not_retried():
+    patches, rejections = [], []
+
+    async def patch(namespace, name, body):
+        patches.append(body)
+        if "connection" in body:  # the apiserver refuses the rendered status
+            raise KubeError(422, 'WhatsAppInstance "shop" is invalid: status.connection.statusReason: Invalid value')
+
+    writer = StatusWriter(patch, on_rejected=lambda key, message: rejections.append((key, message)))
+    writer.start()
+    key = ("default", "shop")
+    ready = {"type": "Ready", "status": "True", "reason": "Connected", "message": "Connected."}
+    synced = {"type": "Synced", "status": "True", "reason": "Synced", "message": "ok",
+              "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    writer.track(key, {"phase": "AwaitingScan"})
+    writer.submit(key, {"phase": "Connected", "connection": {"statusReason": 1}, "observedGeneration": 3,
+                        "conditions": [ready, synced]})
+    await writer.flush(key)
+    assert len(patches) == 2  # the refused one, then the fallback; no retry of the refused document
+    fallback = patches[1]
+    assert "connection" not in fallback and "phase" not in fallback
+    synced_after = next(c for c in fallback["conditions"] if c["type"] == "Synced")
+    assert synced_after["status"] == "False" and synced_after["reason"] == "StatusRejected"
+    assert synced_after["lastTransitionTime"] == "2026-01-01T00:00:00Z" and synced_after["observedGeneration"] == 3
+    assert "statusReason" in synced_after["message"] and fallback["message"] == synced_after["message"]
+    assert [c["type"] for c in fallback["conditions"]] == ["Ready", "Synced"]
+    assert rejections == [(key, synced_after["message"])]
+    assert writer.stats.rejected == 1 and writer.stats.failures == 0
+    writer.submit(key, {"phase": "Connected", "conditions": [ready, synced]})  # a valid one goes through
+    await writer.flush(key)
+    await writer.stop()
+    assert patches[2] == {"phase": "Connected", "conditions": [ready, synced], "message": None}
+
+
+async def test_a_worker_that_dies_mid_write_hands_its_key_over():
+    from whatsapp_operator.supervisor import Supervisor
+
+    patches = []
+    failed = []
+
+    async def patch(namespace, name, body):
+        if not failed:
+            failed.append(body)
+            raise RuntimeError("a bug nobody foresaw")
+        patches.append(body)
+
+    supervisor = Supervisor(initial_delay=0.01, max_delay=0.02)
+    writer = StatusWriter(patch, concurrency=1, supervisor=supervisor)
+    writer.start()
+    key = ("default", "shop")
+    writer.track(key, {})
+    writer.submit(key, {"phase": "Creating"})
+    await asyncio.wait_for(writer.flush(key), 5)
+    await writer.stop()
+    assert patches == [{"phase": "Creating"}]
+    assert supervisor.restarts == {"status-writer": 1}
