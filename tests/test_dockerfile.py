@@ -275,7 +275,7 @@ def test_entrypoint_is_the_exec_form_console_script(final: Stage) -> None:
 def test_cmd_is_accepted_by_the_real_command_line(final: Stage) -> None:
     cmd = final.last("CMD").exec_form()
     ok = run_cli(cmd)
-    assert ok.returncode == 2 and "EVOLUTION_API_URL is not set" in ok.stderr, ok.stderr
+    assert ok.returncode == 2 and "EVOLUTION_API_URL: not set" in ok.stderr, ok.stderr
     bad = run_cli([*cmd, "--bogus"])
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr, bad.stderr
 

@@ -321,7 +321,7 @@ def test_deployment_args_are_accepted_by_the_real_command_line() -> None:
     deployment = only(load_kustomization(MANIFESTS), "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     ok = run_cli(args)
-    assert ok.returncode == 2 and "EVOLUTION_API_URL is not set" in ok.stderr, ok.stderr
+    assert ok.returncode == 2 and "EVOLUTION_API_URL: not set" in ok.stderr, ok.stderr
     bad = run_cli([*args, "--no-such-option"])
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr, bad.stderr
 

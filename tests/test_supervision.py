@@ -13,6 +13,9 @@ from conftest import run_operator
 from kube_standin import KubeStandin
 
 
+PEERING = "whatsapp-operator"  # the name the ClusterRole grants
+
+
 class Injected(RuntimeError):
     """The failure a test injects; nothing in the operator expects it."""
 
@@ -143,14 +146,14 @@ async def test_instance_resync_retry_comes_back(operator):
 async def test_leadership_watch_comes_back(evolution):
     async with KubeStandin(peering=True) as kube:
         kube.create("kopf.dev", "v1", "clusterkopfpeerings",
-                    {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "p"}})
-        async with run_operator(kube, evolution, peering=PeeringIdentity("p", "replica-a", 200)) as running:
+                    {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
+        async with run_operator(kube, evolution, peering=PeeringIdentity(PEERING, "replica-a", 200)) as running:
             runtime = running.runtime
             await asyncio.wait_for(runtime.leadership.wait_until(True), 10)
             runtime.kube.get_cluster_peering = fail_once(runtime.kube.get_cluster_peering)
             await wait_restarts(runtime, "leadership")
-            calls = len([r for r in kube.requests if "clusterkopfpeerings/p" in r.path])
-            while len([r for r in kube.requests if "clusterkopfpeerings/p" in r.path]) == calls:
+            calls = len([r for r in kube.requests if f"clusterkopfpeerings/{PEERING}" in r.path])
+            while len([r for r in kube.requests if f"clusterkopfpeerings/{PEERING}" in r.path]) == calls:
                 await asyncio.sleep(0.01)
             assert runtime.leadership.active is True
 

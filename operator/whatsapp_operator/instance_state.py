@@ -8,11 +8,19 @@ unchanged state, so a status writer can skip no-op patches.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from whatsapp_operator.evolution.events import ConnectionUpdated
+from whatsapp_operator.evolution.events import (
+    ConnectionUpdated,
+    EvolutionEvent,
+    InstanceLoggedOut,
+    InstanceRemoved,
+    QRLimitReached,
+    QRUpdated,
+)
 from whatsapp_operator.values import int64, valid_unicode
 
 RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
@@ -105,23 +113,24 @@ class InstanceState:
         qr = status.get("qr")
         if isinstance(qr, dict) and (_str(qr.get("code")) or _str(qr.get("pairingCode"))):
             state.qr = QRCode(_str(qr.get("code")), _str(qr.get("base64")), _str(qr.get("pairingCode")),
-                              int64(qr.get("count")) or 1, _str(qr.get("updatedAt")) or "")
+                              int64(qr.get("count")) or 1, _timestamp(qr.get("updatedAt")) or "")
             state.last_qr_code = state.qr.code
         connection = status.get("connection")
         if isinstance(connection, dict):
             state.state = _str(connection.get("state"))
             state.status_reason = int64(connection.get("statusReason"))
-            state.since = _str(connection.get("since"))
+            state.since = _timestamp(connection.get("since"))
             state.number = _str(connection.get("number"))
             state.profile_name = _str(connection.get("profileName"))
             state.profile_picture_url = _str(connection.get("profilePictureUrl"))
         conditions: dict[str, dict[str, Any]] = {}
-        for condition in status.get("conditions") or []:
+        listed = status.get("conditions")
+        for condition in listed if isinstance(listed, list) else []:
             kind = _str(condition.get("type")) if isinstance(condition, dict) else None
             if kind is None:
                 continue
             conditions[kind] = condition
-            changed = _str(condition.get("lastTransitionTime"))
+            changed = _timestamp(condition.get("lastTransitionTime"))
             if changed:
                 state.condition_times[kind] = (str(condition.get("status")), changed)
         state.reason, state.message = state._restored_description(conditions)
@@ -204,6 +213,20 @@ class InstanceState:
         return [Notice("Warning", reason, message)] if entering else []
 
     # -- Socket.IO events and REST observations --------------------------------------------------
+
+    def apply_event(self, event: EvolutionEvent, now: str) -> list[Notice]:
+        """One event from Evolution's stream. A removal only resets the state: the caller recreates."""
+        if isinstance(event, QRUpdated):
+            return self.qr_received(event.code, event.base64, event.pairing_code, now)
+        if isinstance(event, QRLimitReached):
+            return self.qr_limit_reached(event.message, now)
+        if isinstance(event, ConnectionUpdated):
+            return self.connection_updated(event, now)
+        if isinstance(event, InstanceLoggedOut):
+            return self.logged_out(now)
+        if isinstance(event, InstanceRemoved):
+            self.removed()
+        return []
 
     def qr_received(self, code: str | None, base64: str | None, pairing_code: str | None, now: str,
                     *, count: int | None = None) -> list[Notice]:
@@ -411,7 +434,7 @@ class InstanceState:
         if state != self.state:
             self.since = now
         self.state = state
-        self.status_reason = status_reason
+        self.status_reason = int64(status_reason)
 
 
 def _awaiting_scan_message(pairing_code: str | None) -> str:
@@ -447,10 +470,10 @@ def _within_schema(value: Any) -> Any:
         return [_within_schema(item) for item in value]
     if isinstance(value, str):
         return valid_unicode(value)
-    if isinstance(value, bool) or value is None:
-        return value
+    if value is None:
+        return None
     if isinstance(value, int):
-        return int64(value)
+        return int64(value)  # a bool too: the status declares no boolean field
     return value
 
 
@@ -458,6 +481,18 @@ def number_from_jid(jid: str) -> str | None:
     """`5511987654321:12@s.whatsapp.net` -> `5511987654321` (device suffix and server dropped)."""
     user = jid.split("@", 1)[0].split(":", 1)[0]
     return user if user.isascii() and user.isdigit() else None
+
+
+def _timestamp(value: Any) -> str | None:
+    """A persisted RFC 3339 time as this operator writes them, else None (it would be refused)."""
+    text = _str(value)
+    if text is None or len(text) > 40:
+        return None
+    try:
+        datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return text if "T" in text and text[-1] in "Zz0123456789" else None
 
 
 def _str(value: Any) -> str | None:

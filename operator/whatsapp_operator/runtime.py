@@ -27,14 +27,7 @@ from whatsapp_operator.evolution.client import (
     InstanceAlreadyExists,
 )
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound
-from whatsapp_operator.evolution.events import (
-    ConnectionUpdated,
-    EvolutionEvent,
-    InstanceLoggedOut,
-    InstanceRemoved,
-    QRLimitReached,
-    QRUpdated,
-)
+from whatsapp_operator.evolution.events import EvolutionEvent, InstanceRemoved
 from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, Notice, Phase
 from whatsapp_operator.kube import KubeClient, KubeError
 from whatsapp_operator.leadership import PeeringIdentity, PeeringLeadership
@@ -439,10 +432,8 @@ class Runtime:
             async with slots:
                 try:
                     await self._resync_one(tracker)
-                except Exception:  # noqa: BLE001 - one instance's surprise must not stop the others
-                    self.supervisor.restarts["instance-resync"] = self.supervisor.restarts.get("instance-resync", 0) + 1
-                    logger.exception("Resync of %s/%s failed unexpectedly; retrying it", tracker.namespace,
-                                     tracker.name)
+                except Exception as error:  # noqa: BLE001 - one instance's surprise must not stop the others
+                    self.supervisor.count_failure("instance-resync", error)
                     self._retry_resync_later(tracker)
 
         await asyncio.gather(*(one(tracker) for tracker in trackers))
@@ -453,28 +444,13 @@ class Runtime:
         tracker = self.by_instance.get(event.instance)
         if tracker is None or tracker.deleting or not self.active:
             return
-        now = self.clock()
-        state = tracker.state
-        notices: list[Notice]
-        if isinstance(event, QRUpdated):
-            notices = state.qr_received(event.code, event.base64, event.pairing_code, now)
-        elif isinstance(event, QRLimitReached):
-            notices = state.qr_limit_reached(event.message, now)
-        elif isinstance(event, ConnectionUpdated):
-            notices = state.connection_updated(event, now)
-        elif isinstance(event, InstanceLoggedOut):
-            notices = state.logged_out(now)
-        elif isinstance(event, InstanceRemoved):
-            if tracker.expect_removal:
-                return
-            state.removed()
-            self.publish(tracker, [], received_at=received_at)
+        if isinstance(event, InstanceRemoved) and tracker.expect_removal:
+            return  # the operator itself is replacing the instance
+        notices = tracker.state.apply_event(event, self.clock())
+        self.publish(tracker, notices, received_at=received_at)
+        if isinstance(event, InstanceRemoved):
             self.supervisor.run("recreate", lambda: self._recreate_after_removal(tracker),
                                 name=f"recreate-{event.instance}", once=True)
-            return
-        else:
-            return
-        self.publish(tracker, notices, received_at=received_at)
 
     async def _wait_until_released(self, tracker: InstanceTracker) -> None:
         """Evolution's cleanup runs after a removal; the name is free only once it answers 404."""

@@ -44,6 +44,13 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def count_failure(self, kind: str, error: BaseException, delay: float | None = None) -> None:
+        """Log and count one unexpected failure of a task of `kind` that its caller will run again."""
+        self.restarts[kind] = self.restarts.get(kind, 0) + 1
+        when = "" if delay is None else f" in {delay:.1f} s"
+        logger.error("Background task %s failed; starting it again%s", kind, when,
+                     exc_info=(type(error), error, error.__traceback__))
+
     async def stop(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
@@ -65,13 +72,12 @@ class Supervisor:
             else:
                 if once:
                     return
-            self.restarts[kind] = self.restarts.get(kind, 0) + 1
             if loop.time() - started >= self._stable_after:
                 backoff.reset()
             delay = backoff.next_delay()
             if failure is None:
+                self.restarts[kind] = self.restarts.get(kind, 0) + 1
                 logger.error("Background task %s ended unexpectedly; starting it again in %.1f s", kind, delay)
             else:
-                logger.error("Background task %s failed; starting it again in %.1f s", kind, delay,
-                             exc_info=(type(failure), failure, failure.__traceback__))
+                self.count_failure(kind, failure, delay)
             await asyncio.sleep(delay)
