@@ -33,7 +33,12 @@ settings.register_profile("ci", max_examples=150, deadline=None, derandomize=Fal
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=100_000, deadline=None, database=None,
                           suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+if os.environ.get("HYPOTHESIS_MAX_EXAMPLES"):  # bench/fuzz.py --examples N
+    settings.register_profile("sized", parent=settings.get_profile("long"),
+                              max_examples=int(os.environ["HYPOTHESIS_MAX_EXAMPLES"]))
+    settings.load_profile("sized")
+else:
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 NAMESPACE = "default"
 # Every Kubernetes API request the operator made in this session (checked against RBAC last).
