@@ -240,3 +240,24 @@ async def test_a_restart_after_an_outage_reports_what_is_true_now(operator_facto
         assert status["message"] == "Connected to WhatsApp as +5511987654321."
         assert condition(status, "Ready") | {"lastTransitionTime": None} == condition(status, "Ready") | {
             "status": "True", "reason": "Connected", "lastTransitionTime": None}
+
+
+async def test_a_status_the_apiserver_refuses_is_reported_once_and_not_retried(operator):
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_phase("shop", "AwaitingScan")
+    await operator.runtime.writer.flush(("default", "shop"))
+    status_path = "/apis/whatsapp-operator.io/v1alpha1/namespaces/default/whatsappinstances/shop/status"
+    patches_before = len([r for r in operator.kube.requests if r.path == status_path])
+    operator.kube.fail_next("PATCH", status_path, 422)  # the rendered status refused, once
+    await operator.evolution.scan("shop")
+    status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["status"] == "False")
+    synced = condition(status, "Synced")
+    assert synced["reason"] == "StatusRejected" and "422" in synced["message"]
+    assert status["phase"] == "AwaitingScan"  # the refused status was not written
+    await operator.wait_event("shop", "StatusRejected")
+    # The refused document was sent once, then the fallback: no retry loop.
+    assert len([r for r in operator.kube.requests if r.path == status_path]) == patches_before + 2
+    # The next change is written in full again and clears the report.
+    await operator.evolution.phone_logout("shop")
+    status = await operator.wait_status("shop", lambda s: s.get("phase") == "LoggedOut")
+    assert condition(status, "Synced")["status"] == "True"
