@@ -321,6 +321,7 @@ class _Failure:
     status: int
     body: Any
     times: int
+    headers: dict[str, str] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -611,11 +612,12 @@ class FakeEvolution:
                 await sio.eio.send(eio_sid, text)
 
     def fail_next(self, method: str, path_prefix: str, status: int, body: object | None = None,
-                  times: int = 1) -> None:
+                  times: int = 1, headers: dict[str, str] | None = None) -> None:
         """The next ``times`` requests whose method matches and whose path starts with ``path_prefix`` are
         answered with ``status`` and ``body`` (dict/list -> JSON; str -> raw text/html, bytes -> raw;
-        None -> Evolution's envelope for that status) without any side effect."""
-        self._failures.append(_Failure(method.upper(), path_prefix, status, body, times))
+        None -> Evolution's envelope for that status) without any side effect. ``headers`` are added
+        to the answer (a proxy in front of Evolution may add odd ones: a wrong Content-Encoding...)."""
+        self._failures.append(_Failure(method.upper(), path_prefix, status, body, times, headers))
 
     def hold_cleanups(self) -> None:
         """Keep the asynchronous delete / failed-create cleanup (§3.8) pending, so the window in which the
@@ -1048,6 +1050,8 @@ class FakeEvolution:
                 response = web.Response(status=failure.status, text=body, content_type="text/html")
             else:
                 response = self._json_response(failure.status, body)
+            for header, value in (failure.headers or {}).items():
+                response.headers[header] = value
             rec.status, rec.response = failure.status, body
             await self._notify()
             return response

@@ -261,3 +261,27 @@ async def test_a_status_the_apiserver_refuses_is_reported_once_and_not_retried(o
     await operator.evolution.phone_logout("shop")
     status = await operator.wait_status("shop", lambda s: s.get("phase") == "LoggedOut")
     assert condition(status, "Synced")["status"] == "True"
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param({"body": b"not gzip at all", "headers": {"Content-Encoding": "gzip"}}, id="bad-gzip"),
+    pytest.param({"body": b"[" * 1000 + b"]" * 1000, "headers": {"Content-Type": "application/json"}}, id="deep-json"),
+    pytest.param({"body": b'{"instance": {"state": "open"}}',
+                  "headers": {"Content-Type": "application/json; charset=utf-16"}}, id="bad-charset"),
+])
+async def test_a_bad_answer_during_a_resync_does_not_end_the_resyncs(operator, answer):
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_phase("shop", "AwaitingScan")
+    runtime = operator.runtime
+    operator.evolution.fail_next("GET", "/instance/connectionState/shop", 200, **answer)
+    reads = len([r for r in operator.evolution.requests if r.path == "/instance/connectionState/shop"])
+    runtime.request_resync()
+    await operator.evolution.wait_for_request("GET", "/instance/connectionState/shop", count=reads + 1)
+    # Evolution changed behind our back; a later resync (periodic or after a reconnect) must see it.
+    instance = operator.evolution.instances["shop"]
+    instance.state, instance.paired = "open", True
+    instance.owner_jid, instance.profile_name = "5511911112222@s.whatsapp.net", "Seen Later"
+    runtime.request_resync()
+    status = await operator.wait_status("shop", lambda s: s.get("phase") == "Connected")
+    assert status["connection"]["number"] == "5511911112222"
+    assert runtime.supervisor.restarts.get("resync", 0) == 0  # handled where it happened, not by a restart
