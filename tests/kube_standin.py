@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
+import schema_check
 from aiohttp import web
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -79,6 +80,8 @@ RESOURCES: tuple[ResourceType, ...] = (
                  namespaced=True, custom=True, peering=True),
 )
 # fmt: on
+# Where a request keeps (index in KubeStandin.requests, record) of its RecordedRequest.
+_RECORD_KEY = web.RequestKey("kube_standin.record", tuple)
 _NAMESPACES = next(rt for rt in RESOURCES if (rt.group, rt.plural) == ("", "namespaces"))
 
 
@@ -123,6 +126,19 @@ def _invalid(message: str) -> KubeApiError:
     return KubeApiError(422, "Invalid", message)
 
 
+def _schema_invalid(rt: ResourceType, name: str, causes: list[schema_check.Cause]) -> KubeApiError:
+    """The apiserver's 422 for a custom resource its CRD schema refuses."""
+    return KubeApiError(
+        422,
+        "Invalid",
+        schema_check.invalid_message(rt.kind, rt.group, name, causes),
+        name=name,
+        group=rt.group,
+        kind=rt.kind,
+        causes=[cause.as_status_cause() for cause in causes],
+    )
+
+
 def _bad_request(message: str) -> KubeApiError:
     return KubeApiError(400, "BadRequest", message)
 
@@ -141,6 +157,43 @@ class RecordedRequest:
     name: str | None
     content_type: str | None
     body: Any = None  # the parsed JSON body, if any
+    status: int | None = None  # the HTTP status answered (a watch: once its stream started)
+
+
+# The reason and message a real apiserver puts in the Status of each injectable failure.
+_FAULT_REASONS: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "the server rejected our request for an unknown reason"),
+    401: ("Unauthorized", "Unauthorized"),
+    403: ("Forbidden", "forbidden: injected fault"),
+    404: ("NotFound", "the server could not find the requested resource"),
+    409: ("Conflict", "the object has been modified; please apply your changes to the latest version and try again"),
+    410: ("Expired", "too old resource version"),
+    422: ("Invalid", "the object is invalid (injected fault)"),
+    429: ("TooManyRequests", "Too many requests, please try again later."),
+    500: ("InternalError", "Internal error occurred: injected fault"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    504: ("Timeout", "the server was unable to return a response in the time allotted"),
+}
+
+
+@dataclasses.dataclass(eq=False)
+class _FaultRule:
+    method: str  # upper case, or "*"
+    path: str | re.Pattern[str]
+    status: int
+    times: int
+    body: Obj | None
+    retry_after: int | None
+    content_type: str | None
+
+    def matches(self, method: str, path: str, content_type: str | None) -> bool:
+        if self.method != "*" and self.method != method.upper():
+            return False
+        if self.content_type is not None and self.content_type != content_type:
+            return False
+        if isinstance(self.path, str):
+            return path.startswith(self.path)
+        return self.path.search(path) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,15 +384,27 @@ class KubeStandin:
         """``crds_installed=False`` serves the custom resources only once their CRD is created
         through the API (to test installing CRDs). ``history_size`` bounds the watch history:
         a watch from an older resourceVersion gets 410 Gone. ``bookmark_interval``: how long a
-        watch-stream that asked for bookmarks may stay silent before it gets one."""
+        watch-stream that asked for bookmarks may stay silent before it gets one.
+
+        Custom resources are pruned, defaulted and validated against their CRD's structural
+        schema on every write, as on the apiserver (see tests/schema_check.py): the schemas
+        come from the repository's crds/ directory when ``crds_installed``, and from each CRD
+        created or updated through the API. CEL rules are not evaluated."""
         self.url = ""
         self.requests: list[RecordedRequest] = []
         self.bookmark_interval = bookmark_interval
+        self.failures_served = 0  # how many requests fail_next() rules have answered
+        self._faults: list[_FaultRule] = []
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         self._store: dict[ResourceType, dict[tuple[str, str], Obj]] = {}
+        # (group, version, plural) -> the served version's openAPIV3Schema
+        self._schemas: dict[tuple[str, str, str], schema_check.Schema] = {}
         for rt in RESOURCES:
             if (peering or not rt.peering) and (crds_installed or not rt.custom or rt.peering):
                 self._register(rt)
+        if crds_installed:
+            for crd in schema_check.repo_crds():
+                self._learn_schemas(crd, only_served=True)
         self._rv = 0
         self._history: collections.deque[_Change] = collections.deque(maxlen=history_size)
         self._compacted_rv = 0  # watches from before this resourceVersion get 410 Gone
@@ -351,6 +416,111 @@ class KubeStandin:
     def _register(self, rt: ResourceType) -> None:
         self._types.setdefault((rt.group, rt.version, rt.plural), rt)
         self._store.setdefault(self._types[rt.group, rt.version, rt.plural], {})
+
+    def _learn_schemas(self, crd: Obj, *, only_served: bool = False) -> None:
+        """Take the schemas of a CRD's served versions (``only_served``: of those the stand-in
+        already serves). A version without a schema is then written unchecked."""
+        spec = crd.get("spec") or {}
+        plural = (spec.get("names") or {}).get("plural")
+        schemas = schema_check.crd_schemas(crd)
+        for version, schema in schemas.items():
+            if schema is not None:
+                try:
+                    schema_check.check_supported(schema)
+                except schema_check.UnsupportedSchema as e:  # the stand-in's limit, not Kubernetes'
+                    raise _invalid(f"spec.versions[{version}].schema.openAPIV3Schema: {e}") from None
+        for version, schema in schemas.items():
+            key = (str(spec.get("group")), version, str(plural))
+            if only_served and key not in self._types:
+                continue
+            if schema is None:
+                self._schemas.pop(key, None)
+            else:
+                self._schemas[key] = copy.deepcopy(schema)
+
+    # ---- fault injection ----------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        method: str,
+        path: str | re.Pattern[str],
+        status: int,
+        *,
+        times: int = 1,
+        body: Obj | None = None,
+        retry_after: int | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` HTTP requests that match with ``status`` and no side effect.
+
+        A request matches when its method equals ``method`` (``"*"``: any), its URL path starts
+        with ``path`` (a ``str``) or ``re.search``-matches it (a compiled pattern), and, when
+        ``content_type`` is given, its Content-Type (without parameters) equals it, e.g.
+        ``application/json-patch+json`` for kopf's finalizer patches. Watch requests
+        (``?watch=true``) never match. Rules are used in the order they were added; a request
+        uses up one answer of the first rule it matches. The answer is a Kubernetes ``Status``
+        (``Conflict``, ``TooManyRequests``, ``InternalError``, ``Invalid``, ...) or ``body`` if
+        given; ``retry_after`` (1 by default for 429) sets the ``Retry-After`` header and
+        ``details.retryAfterSeconds``. The request is still recorded in ``requests``, with the
+        status it got. Only HTTP requests are affected, not the Python API (``create``,
+        ``patch``, ...)."""
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        if not 400 <= status <= 599:
+            raise ValueError(f"not an error status: {status}")
+        self._faults.append(
+            _FaultRule(method.upper(), path, status, times, body, retry_after, content_type)
+        )
+
+    def clear_failures(self) -> None:
+        """Forget every fail_next() rule not used up yet (failures_served keeps its count)."""
+        self._faults.clear()
+
+    def _injected_failure(
+        self, request: web.Request, target: _Target | None, query: dict[str, str]
+    ) -> web.Response | None:
+        if not self._faults or query.get("watch") in ("true", "1"):
+            return None
+        content_type = _content_type(request)
+        rule = next(
+            (r for r in self._faults if r.matches(request.method, request.path, content_type)),
+            None,
+        )
+        if rule is None:
+            return None
+        rule.times -= 1
+        if rule.times <= 0:
+            self._faults.remove(rule)
+        self.failures_served += 1
+        retry_after = rule.retry_after
+        if retry_after is None and rule.status == 429:
+            retry_after = 1
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if rule.body is not None:
+            return web.json_response(rule.body, status=rule.status, headers=headers)
+        reason, message = _FAULT_REASONS.get(rule.status, ("", "injected fault"))
+        details: Obj = {}
+        rt = target.rt if target is not None else None
+        if rt is not None:
+            details.update(group=rt.group, kind=rt.plural)
+            if target is not None and target.name is not None:
+                details["name"] = target.name
+                if rule.status == 409:
+                    message = (
+                        f'Operation cannot be fulfilled on {rt.qualified} "{target.name}": {message}'
+                    )
+                elif rule.status == 422:
+                    message = f'{rt.kind}.{rt.group} "{target.name}" is invalid: injected fault'
+                    details["kind"] = rt.kind
+                    details["causes"] = [
+                        {"reason": "FieldValueInvalid", "message": "injected fault", "field": ""}
+                    ]
+        if rule.status == 500:
+            details["causes"] = [{"message": "injected fault"}]
+        if retry_after is not None:
+            details["retryAfterSeconds"] = retry_after
+        error = KubeApiError(rule.status, reason, message, **details)
+        return web.json_response(error.status, status=rule.status, headers=headers)
 
     # ---- Python API for tests -----------------------------------------------------------------
 
@@ -577,6 +747,10 @@ class KubeStandin:
                 raise _invalid("metadata.name: Required value: name or generateName is required")
             meta["name"] = meta["generateName"] + _secrets.token_hex(3)[:5]
         key = self._key(rt, namespace, meta["name"])
+        if rt.status_subresource:
+            obj.pop("status", None)  # with a status subresource, create ignores status too
+        obj = self._admit(rt, obj, meta["name"])  # validation comes before the existence check
+        meta = obj["metadata"]
         if key in self._store[rt]:
             raise KubeApiError(
                 409,
@@ -589,8 +763,6 @@ class KubeStandin:
         for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
-        if rt.status_subresource:
-            obj.pop("status", None)  # with a status subresource, create ignores status too
         if (rt.group, rt.plural) == ("", "secrets"):
             _fold_string_data(obj)
         if rt is _NAMESPACES:
@@ -599,6 +771,18 @@ class KubeStandin:
             self._accept_crd(obj)
         return self._commit(rt, key, obj, None, "ADDED")
 
+    def _admit(self, rt: ResourceType, obj: Obj, name: str) -> Obj:
+        """What the apiserver makes of a custom resource it is asked to store: pruned of fields
+        its schema does not declare, defaulted, and validated (a 422 Invalid if not valid)."""
+        schema = self._schemas.get((rt.group, rt.version, rt.plural)) if rt.custom else None
+        if schema is None:
+            return obj
+        admitted, causes = schema_check.admit(schema, obj)
+        if causes:
+            raise _schema_invalid(rt, name, causes)
+        result: Obj = admitted
+        return result
+
     def _accept_crd(self, crd: Obj) -> None:
         """Mark a CRD established and serve its resource if nothing with that group/version/plural
         is served yet (the RESOURCES table wins). Deleting a CRD leaves its resource served."""
@@ -606,6 +790,7 @@ class KubeStandin:
         names = spec.get("names") or {}
         if crd["metadata"]["name"] != f"{names.get('plural')}.{spec.get('group')}":
             raise _invalid('metadata.name: Invalid value: must be spec.names.plural+"."+spec.group')
+        self._learn_schemas(crd)  # first: it refuses schemas the stand-in cannot check
         for version in spec.get("versions") or []:
             if version.get("served"):
                 self._register(
@@ -681,6 +866,8 @@ class KubeStandin:
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         if (rt.group, rt.plural) == ("", "secrets"):
             _fold_string_data(new)
+        new = self._admit(rt, new, key[1])  # before the generation: a pruned field changes nothing
+        meta = new["metadata"]
         if new.get("spec") != old.get("spec"):
             meta["generation"] = old_meta.get("generation", 0) + 1
         finalizers = meta.get("finalizers") or []
@@ -691,6 +878,8 @@ class KubeStandin:
             )
         if new == old:  # a no-op write changes nothing: no new resourceVersion, no watch event
             return copy.deepcopy(old)
+        if rt.group == "apiextensions.k8s.io" and rt.plural == "customresourcedefinitions":
+            self._learn_schemas(new)  # an updated CRD's schema applies from now on
         if "deletionTimestamp" in meta and not finalizers:
             return self._commit(rt, key, new, old, "DELETED")
         return self._commit(rt, key, new, old, "MODIFIED")
@@ -807,11 +996,15 @@ class KubeStandin:
         except ValueError as e:
             body, failure = raw, failure or _bad_request(f"invalid JSON: {e}")
         self._record(request, target, query, body)
+        response: web.StreamResponse
         try:
-            if failure is not None:
+            injected = self._injected_failure(request, target, query)
+            if injected is not None:
+                response = injected
+            elif failure is not None:
                 raise failure
-            if path == "/version":
-                return web.json_response(
+            elif path == "/version":
+                response = web.json_response(
                     {
                         "major": "1",
                         "minor": "36",
@@ -819,12 +1012,30 @@ class KubeStandin:
                         "platform": "linux/amd64",
                     }
                 )
-            if path in ("/api", "/apis"):
-                return web.json_response(self._discovery_root(path))
-            assert target is not None
-            return await self._serve(request, target, query, body)
+            elif path in ("/api", "/apis"):
+                response = web.json_response(self._discovery_root(path))
+            else:
+                assert target is not None
+                response = await self._serve(request, target, query, body)
         except KubeApiError as e:
-            return web.json_response(e.status, status=e.code)
+            response = web.json_response(e.status, status=e.code)
+        self._mark(request, response.status)
+        return response
+
+    def _mark(self, request: web.Request, status: int) -> None:
+        """Note the status answered in the request's record (once: a watch marks it at start)."""
+        index, record = request.get(_RECORD_KEY, (0, None))
+        if record is None or record.status is not None:
+            return
+        marked = dataclasses.replace(record, status=status)
+        if not (index < len(self.requests) and self.requests[index] is record):
+            index = next(
+                (i for i in range(len(self.requests) - 1, -1, -1) if self.requests[i] is record),
+                -1,
+            )
+        if index >= 0:
+            self.requests[index] = marked
+        request[_RECORD_KEY] = (index, marked)
 
     def _record(
         self, request: web.Request, target: _Target | None, query: dict[str, str], body: Any
@@ -846,6 +1057,7 @@ class KubeStandin:
                 body=body,
             )
         )
+        request[_RECORD_KEY] = (len(self.requests) - 1, self.requests[-1])
 
     async def _serve(
         self, request: web.Request, target: _Target, query: dict[str, str], body: Any
@@ -993,6 +1205,7 @@ class KubeStandin:
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             response.enable_chunked_encoding()
             await response.prepare(request)
+            self._mark(request, response.status)
 
             async def send(type_: str, obj: Obj) -> None:
                 await response.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")

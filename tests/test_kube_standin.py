@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,8 @@ import aiohttp
 import kopf
 import kubernetes
 import pytest
+import yaml
+from schema_check import CRDS_DIR
 
 from kopf_harness import running_operator
 from kube_standin import KubeApiError, KubeStandin, json_patch, merge_patch, parse_label_selector
@@ -21,6 +24,9 @@ WAIS = f"/apis/{G}/{V}/namespaces/default/{P}"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSONPATCH = {"Content-Type": "application/json-patch+json"}
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+# Valid for the CRD schema (the stand-in validates custom resources against it, as the apiserver).
+NUMBER, OTHER_NUMBER = "5511987654321", "5511900000001"
+BAILEYS = {"integration": "WHATSAPP-BAILEYS"}  # the schema's default for spec.integration
 
 
 def wai(name: str, **spec: Any) -> dict[str, Any]:
@@ -28,7 +34,7 @@ def wai(name: str, **spec: Any) -> dict[str, Any]:
         "apiVersion": f"{G}/{V}",
         "kind": "WhatsAppInstance",
         "metadata": {"name": name},
-        "spec": {"number": "123", **spec},
+        "spec": {"number": NUMBER, **spec},
     }
 
 
@@ -122,9 +128,9 @@ async def test_generation_changes_only_with_spec(kube: KubeStandin) -> None:
     created = kube.create(G, V, P, wai("one"), namespace="default")
     labelled = kube.patch(G, V, P, "one", {"metadata": {"labels": {"a": "b"}}}, namespace="default")
     with_status = kube.patch(
-        G, V, P, "one", {"status": {"phase": "Ready"}}, namespace="default", subresource="status"
+        G, V, P, "one", {"status": {"phase": "Connected"}}, namespace="default", subresource="status"
     )
-    respecced = kube.patch(G, V, P, "one", {"spec": {"number": "456"}}, namespace="default")
+    respecced = kube.patch(G, V, P, "one", {"spec": {"number": OTHER_NUMBER}}, namespace="default")
     assert [o["metadata"]["generation"] for o in (created, labelled, with_status, respecced)] == [
         1,
         1,
@@ -144,29 +150,29 @@ async def test_status_subresource_patch_changes_only_status(api: aiohttp.ClientS
         "PATCH",
         f"{WAIS}/one/status",
         {
-            "spec": {"number": "999"},
+            "spec": {"number": OTHER_NUMBER},
             "metadata": {"labels": {"x": "y"}},
-            "status": {"phase": "Ready"},
+            "status": {"phase": "Connected"},
         },
         MERGE,
     )
     assert status == 200
-    assert obj["status"] == {"phase": "Ready"}
-    assert obj["spec"]["number"] == "123" and "labels" not in obj["metadata"]
+    assert obj["status"] == {"phase": "Connected"}
+    assert obj["spec"]["number"] == NUMBER and "labels" not in obj["metadata"]
 
 
 async def test_main_endpoint_ignores_status(api: aiohttp.ClientSession) -> None:
     await call(api, "POST", WAIS, wai("one"))
-    await call(api, "PATCH", f"{WAIS}/one/status", {"status": {"phase": "Ready"}}, MERGE)
+    await call(api, "PATCH", f"{WAIS}/one/status", {"status": {"phase": "Connected"}}, MERGE)
     _, obj = await call(
         api,
         "PATCH",
         f"{WAIS}/one",
-        {"spec": {"number": "999"}, "status": {"phase": "Hacked"}},
+        {"spec": {"number": OTHER_NUMBER}, "status": {"phase": "Hacked"}},
         MERGE,
     )
-    assert obj["spec"]["number"] == "999"
-    assert obj["status"] == {"phase": "Ready"}
+    assert obj["spec"]["number"] == OTHER_NUMBER
+    assert obj["status"] == {"phase": "Connected"}
 
 
 async def test_json_patch_with_failing_test_is_422_and_changes_nothing(
@@ -194,17 +200,17 @@ async def test_json_patch_on_status_tests_the_whole_object(api: aiohttp.ClientSe
             "path": "/metadata/resourceVersion",
             "value": obj["metadata"]["resourceVersion"],
         },
-        {"op": "add", "path": "/status", "value": {"phase": "Ready"}},
-        {"op": "add", "path": "/spec/number", "value": "000"},
+        {"op": "add", "path": "/status", "value": {"phase": "Connected"}},
+        {"op": "add", "path": "/spec/number", "value": OTHER_NUMBER},
     ]
     status, patched = await call(api, "PATCH", f"{WAIS}/one/status", ops, JSONPATCH)
     assert status == 200
-    assert patched["status"] == {"phase": "Ready"} and patched["spec"]["number"] == "123"
+    assert patched["status"] == {"phase": "Connected"} and patched["spec"]["number"] == NUMBER
 
 
 async def test_put_needs_a_current_resource_version(api: aiohttp.ClientSession) -> None:
     _, obj = await call(api, "POST", WAIS, wai("one"))
-    stale = {**obj, "spec": {"number": "1"}}
+    stale = {**obj, "spec": {"number": OTHER_NUMBER}}
     await call(api, "PATCH", f"{WAIS}/one", {"metadata": {"labels": {"a": "b"}}}, MERGE)
     status, body = await call(api, "PUT", f"{WAIS}/one", stale)
     assert status == 409 and body["reason"] == "Conflict"
@@ -214,15 +220,17 @@ async def test_put_needs_a_current_resource_version(api: aiohttp.ClientSession) 
 
 
 async def test_put_replaces_the_object(api: aiohttp.ClientSession) -> None:
-    _, obj = await call(api, "POST", WAIS, wai("one", extra="x"))
-    status, replaced = await call(api, "PUT", f"{WAIS}/one", {**obj, "spec": {"number": "7"}})
+    _, obj = await call(api, "POST", WAIS, wai("one", instanceName="x"))
+    replacement = {**obj, "spec": {"number": OTHER_NUMBER}}
+    status, replaced = await call(api, "PUT", f"{WAIS}/one", replacement)
     assert status == 200
-    assert replaced["spec"] == {"number": "7"} and replaced["metadata"]["generation"] == 2
+    assert replaced["spec"] == {"number": OTHER_NUMBER, **BAILEYS}  # integration defaulted again
+    assert replaced["metadata"]["generation"] == 2
 
 
 async def test_no_op_patch_keeps_the_resource_version(kube: KubeStandin) -> None:
     created = kube.create(G, V, P, wai("one"), namespace="default")
-    same = kube.patch(G, V, P, "one", {"spec": {"number": "123"}}, namespace="default")
+    same = kube.patch(G, V, P, "one", {"spec": {"number": NUMBER}}, namespace="default")
     assert same["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
 
 
@@ -300,7 +308,7 @@ async def test_watch_from_resource_version_replays_only_later_events(
 ) -> None:
     first = kube.create(G, V, P, wai("first"), namespace="default")
     kube.create(G, V, P, wai("second"), namespace="default")
-    kube.patch(G, V, P, "first", {"spec": {"number": "9"}}, namespace="default")
+    kube.patch(G, V, P, "first", {"spec": {"number": OTHER_NUMBER}}, namespace="default")
     kube.delete(G, V, P, "second", namespace="default")
     since = first["metadata"]["resourceVersion"]
     async with api.get(WAIS, params={"watch": "true", "resourceVersion": since}) as resp:
@@ -534,17 +542,17 @@ async def test_wait_for_wakes_on_writes_and_reports_the_last_object(kube: KubeSt
             V,
             P,
             "one",
-            lambda o: o is not None and o.get("status") == {"phase": "Ready"},
+            lambda o: o is not None and o.get("status") == {"phase": "Connected"},
             namespace="default",
         )
     )
     await asyncio.sleep(0)  # let the waiter see the unready object first
     kube.patch(
-        G, V, P, "one", {"status": {"phase": "Ready"}}, namespace="default", subresource="status"
+        G, V, P, "one", {"status": {"phase": "Connected"}}, namespace="default", subresource="status"
     )
     ready = await waiter
-    assert ready is not None and ready["status"] == {"phase": "Ready"}
-    with pytest.raises(AssertionError, match='"phase": "Ready"'):
+    assert ready is not None and ready["status"] == {"phase": "Connected"}
+    with pytest.raises(AssertionError, match='"phase": "Connected"'):
         await kube.wait_for(G, V, P, "one", lambda o: o is None, namespace="default", timeout=0.05)
 
 
@@ -552,6 +560,330 @@ async def test_python_api_errors_carry_the_status(kube: KubeStandin) -> None:
     with pytest.raises(KubeApiError) as raised:
         kube.delete(G, V, P, "absent", namespace="default")
     assert raised.value.code == 404 and raised.value.status["reason"] == "NotFound"
+
+
+# ---- the CRD schema ----------------------------------------------------------------------------
+
+
+def set_status(kube: KubeStandin, status: dict[str, Any], name: str = "one") -> dict[str, Any]:
+    return kube.patch(G, V, P, name, {"status": status}, namespace="default", subresource="status")
+
+
+@pytest.mark.parametrize(
+    "status,field,message",
+    [
+        (
+            {"connection": {"statusReason": 2**63}},
+            "status.connection.statusReason",
+            (
+                'Invalid value: "number": status.connection.statusReason in body must be of type '
+                'integer: "number"'
+            ),
+        ),
+        (
+            {"qr": {"count": True}},
+            "status.qr.count",
+            'Invalid value: "boolean": status.qr.count in body must be of type integer: "boolean"',
+        ),
+        (
+            {"phase": "Ready"},
+            "status.phase",
+            (
+                'Unsupported value: "Ready": supported values: "Pending", "Creating", "AwaitingScan", '
+                '"Connecting", "Connected", "Disconnected", "LoggedOut", "Failed"'
+            ),
+        ),
+    ],
+)
+async def test_a_status_outside_the_schema_is_422_and_changes_nothing(
+    kube: KubeStandin, status: dict[str, Any], field: str, message: str
+) -> None:
+    kube.create(G, V, P, wai("one"), namespace="default")
+    before = set_status(kube, {"phase": "Connected", "connection": {"statusReason": 200}})
+    with pytest.raises(KubeApiError) as raised:
+        set_status(kube, status)
+    assert raised.value.code == 422 and raised.value.reason == "Invalid"
+    details = raised.value.status["details"]
+    assert details["causes"][0]["field"] == field
+    assert details["causes"][0]["message"] == message
+    assert raised.value.status["message"] == (
+        f'WhatsAppInstance.whatsapp-operator.io "one" is invalid: {field}: {message}'
+    )
+    assert kube.get(G, V, P, "one", "default") == before  # same resourceVersion too
+
+
+async def test_unknown_fields_are_pruned_silently(kube: KubeStandin) -> None:
+    kube.create(G, V, P, wai("one"), namespace="default")
+    written = set_status(kube, {"phase": "Connected", "bogus": 1, "qr": {"count": 1, "x": "y"}})
+    assert written["status"] == {"phase": "Connected", "qr": {"count": 1}}
+    again = set_status(kube, {"bogus": 2})  # nothing declared changes: a no-op write
+    assert again["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
+    respecced = kube.patch(G, V, P, "one", {"spec": {"unknown": "x"}}, namespace="default")
+    assert "unknown" not in respecced["spec"] and respecced["metadata"]["generation"] == 1
+
+
+async def test_an_invalid_status_merge_patch_over_http_is_a_422_status(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    _, created = await call(api, "POST", WAIS, wai("shop"))
+    since = created["metadata"]["resourceVersion"]
+    async with api.get(WAIS, params={"watch": "true", "resourceVersion": since}) as watch:
+        status, body = await call(
+            api,
+            "PATCH",
+            f"{WAIS}/shop/status",
+            {"status": {"phase": "Connected", "connection": {"statusReason": 2**63}}},
+            MERGE,
+        )
+        assert status == 422
+        assert body == {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": 'WhatsAppInstance.whatsapp-operator.io "shop" is invalid: '
+            'status.connection.statusReason: Invalid value: "number": '
+            'status.connection.statusReason in body must be of type integer: "number"',
+            "reason": "Invalid",
+            "details": {
+                "name": "shop",
+                "group": G,
+                "kind": "WhatsAppInstance",
+                "causes": [
+                    {
+                        "reason": "FieldValueTypeInvalid",
+                        "message": 'Invalid value: "number": status.connection.statusReason in '
+                        'body must be of type integer: "number"',
+                        "field": "status.connection.statusReason",
+                    }
+                ],
+            },
+            "code": 422,
+        }
+        assert kube.get(G, V, P, "shop", "default") == created
+        status, valid = await call(
+            api, "PATCH", f"{WAIS}/shop/status", {"status": {"phase": "Connected"}}, MERGE
+        )
+        assert status == 200 and valid["status"] == {"phase": "Connected"}
+        event = await next_event(watch)  # the refused write sent no event
+        status, same = await call(
+            api, "PATCH", f"{WAIS}/shop/status", {"status": {"bogus": 1}}, MERGE
+        )
+        assert status == 200 and same == valid  # pruned: a no-op
+    assert event["type"] == "MODIFIED" and event["object"]["status"] == {"phase": "Connected"}
+    assert [r.status for r in kube.requests if r.subresource == "status"] == [422, 200, 200]
+
+
+async def test_every_kind_of_write_is_validated(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    status, body = await call(api, "POST", WAIS, wai("bad", number="123"))
+    assert status == 422 and body["details"]["causes"][0]["field"] == "spec.number"
+    assert kube.get(G, V, P, "bad", "default") is None
+    no_spec = wai("nospec")
+    del no_spec["spec"]
+    status, body = await call(api, "POST", WAIS, no_spec)
+    assert status == 422 and body["message"].endswith("is invalid: spec: Required value")
+
+    _, obj = await call(api, "POST", WAIS, wai("one"))
+    ops = [{"op": "replace", "path": "/spec/integration", "value": "EVOLUTION"}]
+    status, body = await call(api, "PATCH", f"{WAIS}/one", ops, JSONPATCH)
+    assert status == 422 and body["details"]["causes"][0]["field"] == "spec.integration"
+    ops = [{"op": "add", "path": "/status", "value": {"conditions": [{"type": "Ready"}]}}]
+    status, body = await call(api, "PATCH", f"{WAIS}/one/status", ops, JSONPATCH)
+    assert status == 422 and body["details"]["causes"][0]["field"] == "status.conditions[0].status"
+    status, body = await call(api, "PUT", f"{WAIS}/one", {**obj, "spec": {"number": "x"}})
+    assert status == 422
+    status, body = await call(
+        api, "PUT", f"{WAIS}/one/status", {**obj, "status": {"qr": {"updatedAt": "today"}}}
+    )
+    assert status == 422 and body["details"]["causes"][0]["field"] == "status.qr.updatedAt"
+    assert kube.get(G, V, P, "one", "default") == obj
+
+
+async def test_defaults_are_applied_on_create_and_update(kube: KubeStandin) -> None:
+    created = kube.create(G, V, P, wai("one"), namespace="default")
+    assert created["spec"] == {"number": NUMBER, **BAILEYS}
+    patched = kube.patch(
+        G, V, P, "one", {"spec": {"integration": None, "settings": {"rejectCall": True}}}, "default"
+    )
+    assert patched["spec"]["integration"] == "WHATSAPP-BAILEYS"  # null: defaulted again
+    assert patched["spec"]["settings"] == {
+        "rejectCall": True,
+        "groupsIgnore": False,
+        "alwaysOnline": False,
+        "readMessages": False,
+        "readStatus": False,
+        "syncFullHistory": False,
+    }
+
+
+async def test_a_crd_created_through_the_api_brings_its_schema() -> None:
+    crd = yaml.safe_load((CRDS_DIR / f"{P}.{G}.yaml").read_text())
+    async with KubeStandin(crds_installed=False) as kube:
+        kube.create("apiextensions.k8s.io", "v1", "customresourcedefinitions", crd)
+        kube.create(G, V, P, wai("one"), namespace="default")
+        with pytest.raises(KubeApiError) as raised:
+            set_status(kube, {"phase": "Ready"})
+        assert raised.value.code == 422
+        # Updating the CRD updates the schema: here, phase loses its enum.
+        phase = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"][
+            "properties"
+        ]["phase"]
+        del phase["enum"]
+        current = kube.get("apiextensions.k8s.io", "v1", "customresourcedefinitions", f"{P}.{G}")
+        assert current is not None
+        kube.patch(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions", f"{P}.{G}", {"spec": crd["spec"]}
+        )
+        assert set_status(kube, {"phase": "Ready"})["status"] == {"phase": "Ready"}
+
+
+async def test_a_crd_with_a_schema_the_stand_in_cannot_check_is_refused() -> None:
+    crd = yaml.safe_load((CRDS_DIR / f"{P}.{G}.yaml").read_text())
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["anyOf"] = []
+    async with KubeStandin(crds_installed=False) as kube:
+        with pytest.raises(KubeApiError, match="does not implement") as raised:
+            kube.create("apiextensions.k8s.io", "v1", "customresourcedefinitions", crd)
+        assert raised.value.code == 422
+        assert kube.list("apiextensions.k8s.io", "v1", "customresourcedefinitions") == []
+
+
+# ---- fault injection ---------------------------------------------------------------------------
+
+
+async def test_fail_next_answers_a_conflict_without_side_effects(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    _, obj = await call(api, "POST", WAIS, wai("one"))
+    kube.fail_next("PATCH", f"{WAIS}/one", 409)
+    patch = {"metadata": {"labels": {"a": "b"}}}
+    status, body = await call(api, "PATCH", f"{WAIS}/one", patch, MERGE)
+    assert status == 409
+    assert body["kind"] == "Status" and body["reason"] == "Conflict" and body["code"] == 409
+    assert body["message"].startswith(f'Operation cannot be fulfilled on {P}.{G} "one": ')
+    assert body["details"] == {"name": "one", "group": G, "kind": P}
+    assert kube.get(G, V, P, "one", "default") == obj
+    status, patched = await call(api, "PATCH", f"{WAIS}/one", patch, MERGE)
+    assert status == 200 and patched["metadata"]["labels"] == {"a": "b"}
+    assert [r.status for r in kube.requests if r.method == "PATCH"] == [409, 200]
+    assert kube.failures_served == 1
+
+
+async def test_fail_next_too_many_requests_carries_retry_after(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    kube.fail_next("GET", "/apis", 429)
+    kube.fail_next("GET", "/apis", 429, retry_after=7)
+    for expected in (1, 7):
+        async with api.get(f"/apis/{G}/{V}/{P}") as resp:
+            body = await resp.json()
+            assert resp.status == 429 and resp.headers["Retry-After"] == str(expected)
+        assert body["reason"] == "TooManyRequests"
+        assert body["details"]["retryAfterSeconds"] == expected
+    async with api.get(f"/apis/{G}/{V}/{P}") as resp:
+        assert resp.status == 200 and "Retry-After" not in resp.headers
+
+
+async def test_fail_next_internal_error_times_and_no_create(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    kube.fail_next("POST", WAIS, 500, times=2)
+    for _ in range(2):
+        status, body = await call(api, "POST", WAIS, wai("one"))
+        assert status == 500 and body["reason"] == "InternalError"
+        assert body["details"]["causes"] == [{"message": "injected fault"}]
+        assert kube.get(G, V, P, "one", "default") is None
+    assert (await call(api, "POST", WAIS, wai("one")))[0] == 201
+    assert kube.failures_served == 2
+
+
+async def test_fail_next_invalid_and_a_custom_body(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    await call(api, "POST", WAIS, wai("one"))
+    kube.fail_next("PATCH", f"{WAIS}/one/status", 422)
+    kube.fail_next("*", f"{WAIS}/one", 418, body={"teapot": True})
+    status, body = await call(api, "PATCH", f"{WAIS}/one/status", {"status": {}}, MERGE)
+    assert status == 422 and body["reason"] == "Invalid"
+    assert body["message"] == 'WhatsAppInstance.whatsapp-operator.io "one" is invalid: injected fault'
+    assert (await call(api, "GET", f"{WAIS}/one")) == (418, {"teapot": True})
+
+
+async def test_fail_next_matches_the_content_type_and_patterns(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    await call(api, "POST", WAIS, wai("one"))
+    kube.fail_next("patch", re.compile(rf"/{P}/[^/]+$"), 422, content_type="application/json-patch+json")
+    status, _ = await call(api, "PATCH", f"{WAIS}/one/status", {"status": {}}, MERGE)
+    assert status == 200  # neither the path pattern nor the content type matched
+    status, _ = await call(api, "PATCH", f"{WAIS}/one", {"metadata": {"labels": {"a": "b"}}}, MERGE)
+    assert status == 200  # a merge patch: not the content type asked for
+    ops = [{"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]
+    assert (await call(api, "PATCH", f"{WAIS}/one", ops, JSONPATCH))[0] == 422
+    assert (await call(api, "PATCH", f"{WAIS}/one", ops, JSONPATCH))[0] == 200
+    assert [(r.content_type, r.status) for r in kube.requests if r.method == "PATCH"] == [
+        ("application/merge-patch+json", 200),
+        ("application/merge-patch+json", 200),
+        ("application/json-patch+json", 422),
+        ("application/json-patch+json", 200),
+    ]
+
+
+async def test_fail_next_rules_are_used_in_order_and_never_on_watches(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    kube.fail_next("GET", WAIS, 409)
+    kube.fail_next("*", "/apis/", 500)
+    async with api.get(WAIS, params={"watch": "true", "timeoutSeconds": "0.05"}) as watch:
+        assert watch.status == 200
+        await watch.read()
+    assert [(await call(api, "GET", WAIS))[0] for _ in range(3)] == [409, 500, 200]
+    assert kube.failures_served == 2
+    watch_record = next(r for r in kube.requests if r.verb == "watch")
+    assert watch_record.status == 200
+
+
+async def test_clear_failures_forgets_the_rules(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    kube.fail_next("*", "/", 503, times=5)
+    assert (await call(api, "GET", "/api/v1"))[0] == 503
+    kube.clear_failures()
+    assert (await call(api, "GET", "/api/v1"))[0] == 200
+    assert kube.failures_served == 1
+    with pytest.raises(ValueError):
+        kube.fail_next("GET", "/", 200)
+    with pytest.raises(ValueError):
+        kube.fail_next("GET", "/", 500, times=0)
+
+
+async def test_kopf_retries_through_injected_server_errors(kube: KubeStandin) -> None:
+    registry, deleted = kopf.OperatorRegistry(), list[str]()
+    status_and_delete_handlers(registry, deleted)
+    settings = quick_settings()
+    settings.networking.error_backoffs = [0.01] * 5
+    kube.fail_next("PATCH", WAIS, 500, times=2, content_type="application/json-patch+json")
+    kube.fail_next("PATCH", re.compile(r"/status$"), 503, times=2)
+    async with running_operator(registry, server_url=kube.url, settings=settings):
+        kube.create(G, V, P, wai("one"), namespace="default")
+        await kube.wait_for(
+            G,
+            V,
+            P,
+            "one",
+            namespace="default",
+            predicate=lambda o: (
+                o is not None
+                and o.get("status", {}).get("phase") == "Creating"
+                and KOPF_FINALIZER in o["metadata"].get("finalizers", [])
+            ),
+        )
+    assert kube.failures_served == 4
+    finalizer_patches = [r.status for r in kube.requests if r.content_type == JSONPATCH["Content-Type"]]
+    assert finalizer_patches[:3] == [500, 500, 200]
+    status_patches = [r.status for r in kube.requests if r.subresource == "status"]
+    assert status_patches[:3] == [503, 503, 200]
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
@@ -608,7 +940,7 @@ def quick_settings() -> kopf.OperatorSettings:
 def status_and_delete_handlers(registry: kopf.OperatorRegistry, deleted: list[str]) -> None:
     @kopf.on.create(G, V, P, registry=registry)
     async def created(patch: kopf.Patch, body: kopf.Body, **_: Any) -> None:
-        patch.status["phase"] = "Created"
+        patch.status["phase"] = "Creating"
         # kopf 1.45 posts only explicit events by default (settings.posting.loggers is False).
         kopf.info(body, reason="Created", message="Instance seen")
 
@@ -634,7 +966,7 @@ async def test_kopf_runs_create_status_finalizer_delete_cluster_wide(kube: KubeS
                 namespace="default",
                 predicate=lambda o: (
                     o is not None
-                    and o.get("status", {}).get("phase") == "Created"
+                    and o.get("status", {}).get("phase") == "Creating"
                     and KOPF_FINALIZER in o["metadata"].get("finalizers", [])
                 ),
             )
@@ -648,7 +980,8 @@ async def test_kopf_runs_create_status_finalizer_delete_cluster_wide(kube: KubeS
             pass
         bystander.release()
     assert handled is not None
-    assert handled["spec"] == {"number": "123"} and handled["metadata"]["generation"] == 1
+    assert handled["spec"] == {"number": NUMBER, **BAILEYS}
+    assert handled["metadata"]["generation"] == 1
     assert deleted == ["one"]
     assert [(e["reason"], e["involvedObject"]["kind"]) for e in events] == [
         ("Created", "WhatsAppInstance")
@@ -696,7 +1029,7 @@ async def test_two_peering_operators_share_the_loop_without_stopping_each_other(
 
         @kopf.on.create(G, V, P, registry=registry)
         async def created(patch: kopf.Patch, **_: Any) -> None:
-            patch.status["by"] = tag
+            patch.status["message"] = tag  # a field the CRD schema declares
 
         return registry, settings
 
@@ -723,7 +1056,7 @@ async def test_two_peering_operators_share_the_loop_without_stopping_each_other(
             )
     assert both is not None and handled is not None
     assert sorted(peer["priority"] for peer in both.values()) == [10, 20]
-    assert handled["status"] == {"by": "a"}  # operator a outlived b's shutdown
+    assert handled["status"] == {"message": "a"}  # operator a outlived b's shutdown
 
 
 # kopf cancels its credentials retriever before it ever ran when the startup fails.
