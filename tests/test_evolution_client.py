@@ -1,12 +1,24 @@
 """The REST client's error normalisation and response parsing, against a scripted transport."""
 
+import asyncio
+import gzip
 import json
+import struct
+import tracemalloc
+import zlib
 
 import httpx
 import pytest
 
-from whatsapp_operator.evolution.client import EvolutionClient, InstanceAlreadyExists
+from whatsapp_operator.evolution.client import (
+    DEFAULT_MAX_BODY_BYTES,
+    EvolutionClient,
+    InstanceAlreadyExists,
+    QRPayload,
+)
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound, error_message_from_body
+from whatsapp_operator.redaction import redact
+from whatsapp_operator.values import IMAGE_LIMIT
 
 API_KEY = "super-secret-global-key"
 
@@ -164,3 +176,208 @@ async def test_follow_up_calls_are_served_before_new_entries():
     assert order == ["follow-up", "entry-1", "entry-2"]
     async with slots.slot(5):  # every slot came back, the cancelled waiter's too
         pass
+
+
+# -- answers that used to escape as something other than EvolutionError ----------------------------
+
+GOOD_STATE = (200, b'{"instance": {"instanceName": "acme", "state": "open"}}', {"content-type": "application/json"})
+
+
+def scripted_client(*answers: tuple[int, bytes, dict[str, str]], **options) -> EvolutionClient:
+    """A client whose transport streams `answers` in turn (raw bytes, as from a socket), then GOOD_STATE."""
+    pending = list(answers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, body, headers = pending.pop(0) if pending else GOOD_STATE
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+
+    return EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler), **options)
+
+
+async def bad_response_then_recovery(client: EvolutionClient) -> EvolutionError:
+    """The first call fails with EvolutionBadResponse, counted; the next call on the same client works."""
+    with pytest.raises(EvolutionError) as caught:
+        await client.connection_state("acme")
+    assert caught.value.reason == "EvolutionBadResponse", caught.value
+    assert caught.value.retryable
+    assert client.calls.get(("read connection state", "bad_response")) == 1
+    assert API_KEY not in caught.value.message
+    assert await client.connection_state("acme") == "open"
+    await client.aclose()
+    return caught.value
+
+
+def nested(depth: int, leaf: str = '"x"') -> bytes:
+    return ("[" * depth + leaf + "]" * depth).encode()
+
+
+async def test_gzip_header_on_a_body_that_is_not_gzip():
+    body = b'{"instance": {"state": "open"}}'
+    await bad_response_then_recovery(scripted_client((200, body, {"content-encoding": "gzip"})))
+
+
+async def test_a_200_answer_nested_1000_levels_deep():
+    error = await bad_response_then_recovery(scripted_client((200, nested(1000), {})))
+    assert "nested deeper than" in error.message
+
+
+async def test_a_4xx_whose_message_is_nested_hundreds_of_levels_deep():
+    body = b'{"status": 400, "error": "Bad Request", "response": {"message": ' + nested(600) + b"}}"
+    error = await bad_response_then_recovery(scripted_client((400, body, {"content-type": "application/json"})))
+    assert error.status == 400
+
+
+def test_error_messages_are_bounded_in_depth_and_size():
+    deep: list = ["bottom"]
+    for _ in range(5000):
+        deep = [deep]
+    assert error_message_from_body({"response": {"message": deep}}).endswith("…")
+    wide = {"response": {"message": [f"part {index}" for index in range(100_000)]}}
+    assert len(error_message_from_body(wide)) < 2000
+    assert len(error_message_from_body("x" * 10_000_000)) < 2000
+    for text in ["x" * (64 * 1024 - 5) + API_KEY, "apikey=abc " + "x" * 100_000 + API_KEY,
+                 " " * 100_000 + API_KEY + " trailing", "token=" + "t" * 70_000 + " " + API_KEY]:
+        message = EvolutionError("X", f"HTTP 500: {error_message_from_body(text)}").message
+        assert API_KEY[:6] not in message and "abc" not in message and "ttt" not in message
+    assert error_message_from_body({"message": {"token": "TOKEN-IN-A-MESSAGE", "x": [1, None, 2**80]}}) \
+        == "{token: ***, x: [1, null, 1208925819614629174706176]}"
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("application/json; charset=utf-16", b"\xff\x00\xd8"),  # not UTF-16 at all
+    ("application/json; charset=utf-16", b'{"instance": {"state": "op\xe9n"}'),
+    ("application/json; charset=idna", b"\x00\x00\x00\xff"),  # a codec that is not a charset
+    ("application/json; charset=no-such-charset", b"\xc3("),
+    ("application/json; charset=\x00", b"\xc3("),
+])
+async def test_a_declared_charset_that_does_not_fit_the_bytes(content_type, body):
+    await bad_response_then_recovery(scripted_client((200, body, {"content-type": content_type})))
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("application/json; charset=utf-16", b'{"instance": {"state": "open"}}'),  # UTF-8 first
+    ("application/json; charset=utf-16", '{"instance": {"state": "open"}}'.encode("utf-16")),  # BOM
+    ("application/json", '\ufeff{"instance": {"state": "open"}}'.encode()),  # UTF-8 BOM
+])
+async def test_json_is_read_whatever_the_declared_charset(content_type, body):
+    client = scripted_client((200, body, {"content-type": content_type}))
+    assert await client.connection_state("acme") == "open"
+    await client.aclose()
+
+
+async def test_an_answer_larger_than_the_limit():
+    fits = b'{"instance": {"state": "open"}, "padding": "' + b"x" * 900 + b'"}'
+    too_large = fits + b" " * 1000
+    client = scripted_client((200, fits, {}), (200, too_large, {}), max_body_bytes=len(fits))
+    assert await client.connection_state("acme") == "open"
+    error = await bad_response_then_recovery(client)
+    assert f"answer larger than {len(fits)} bytes" in error.message
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    """gzip of `mebibytes` MiB of zeros in ~1 KB per MiB: independent full-flush blocks, repeated."""
+    zeros = bytes(1 << 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    block = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    end = compressor.flush()[:-8]  # the final empty block; the trailer is made for the whole stream
+    crc = 0
+    for _ in range(mebibytes):
+        crc = zlib.crc32(zeros, crc)
+    return head + block * (mebibytes - 1) + end + struct.pack("<II", crc, (mebibytes << 20) & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "gzip, identity", "identity, gzip"])
+async def test_a_gzip_bomb_is_stopped_at_the_limit(encoding):
+    bomb = gzip_bomb(256)
+    assert len(bomb) < 300_000
+    client = scripted_client((200, bomb, {"content-encoding": encoding}))
+    tracemalloc.start()
+    try:
+        error = await bad_response_then_recovery(client)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"answer larger than {DEFAULT_MAX_BODY_BYTES} bytes" in error.message
+    assert peak < 3 * DEFAULT_MAX_BODY_BYTES  # not the 256 MiB the bomb expands to
+
+
+async def test_gzip_and_deflate_answers_are_decoded():
+    body = b'{"instance": {"instanceName": "acme", "state": "open"}}'
+    raw_deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    answers = [(200, gzip.compress(body), {"content-encoding": "gzip"}),
+               (200, zlib.compress(body), {"content-encoding": "deflate"}),
+               (200, raw_deflate.compress(body) + raw_deflate.flush(), {"content-encoding": "deflate"}),
+               (200, gzip.compress(gzip.compress(body)), {"content-encoding": "gzip, gzip"}),
+               (200, body, {"content-encoding": "x-unknown"})]
+    client = scripted_client(*answers)
+    for _ in answers:
+        assert await client.connection_state("acme") == "open"
+    await client.aclose()
+
+
+async def test_an_unexpected_failure_is_a_bad_response_logged_once(caplog):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"surprise carrying {API_KEY}")
+
+    client = EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler))
+    for _ in range(3):
+        with pytest.raises(EvolutionError) as caught:
+            await client.connection_state("acme")
+        assert caught.value.reason == "EvolutionBadResponse"
+    assert client.calls[("read connection state", "bad_response")] == 3
+    tracebacks = [record for record in caplog.records if "Traceback" in record.getMessage()]
+    assert len(tracebacks) == 1 and API_KEY not in caplog.text
+    await client.aclose()
+
+
+async def test_cancellation_is_not_turned_into_an_error():
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+    client = EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler))
+    call = asyncio.create_task(client.connection_state("acme"))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await client.aclose()
+
+
+def test_the_client_registers_its_api_key_for_redaction():
+    key = "key-only-this-client-knows-0123"
+    EvolutionClient("http://evolution.test", key)
+    assert key not in redact(f"an error that quotes {key}")
+
+
+def test_messages_are_redacted_before_they_are_clipped():
+    error = EvolutionError("X", "word " * 58 + API_KEY + " and more")
+    assert API_KEY[:8] not in error.message and len(error.message) <= 300
+
+
+def json_answer(body) -> tuple[int, bytes, dict[str, str]]:
+    """A 200 with `body` as JSON text (lone surrogates as \\uXXXX escapes, as Evolution may send them)."""
+    return 200, json.dumps(body).encode(), {"content-type": "application/json"}
+
+
+async def test_parsed_values_fit_the_status():
+    lone = "\ud800"
+    qr = {"code": f"2@{lone}", "base64": "data:image/png;base64," + "A" * (IMAGE_LIMIT + 1),
+          "pairingCode": "X" * 5000, "count": 2**64}
+    row = {"id": "i-1", "name": "acme", "profileName": "N" * 5000 + lone, "disconnectionReasonCode": 2**63,
+           "ownerJid": lone, "hash": "H-123456", "apikey": "A-123456"}
+    client = scripted_client(json_answer({"instance": {"instanceName": "acme", "state": "close"}, "qrcode": qr}),
+                             json_answer({"count": True}), json_answer([row]),
+                             json_answer([{**row, "disconnectionReasonCode": 401}]))
+    result = await client.connect("acme")
+    assert result.qr == QRPayload(code="2@\ufffd", base64=None, pairing_code=None, count=None)
+    assert (await client.connect("acme")).qr == QRPayload()
+    record = await client.fetch_instance("acme")
+    assert record is not None
+    assert record.profile_name is not None and len(record.profile_name) == 1024 and record.profile_name[-1] == "…"
+    assert record.disconnection_reason_code is None and record.owner_jid == "\ufffd"
+    assert "H-123456" not in repr(record) and "A-123456" not in repr(record)
+    record = await client.fetch_instance("acme")
+    assert record is not None and record.disconnection_reason_code == 401
+    await client.aclose()

@@ -4,6 +4,12 @@ Every call goes through `_request`, which bounds concurrency toward Evolution, t
 failures, HTTP errors and Evolution's HTTP-200 error bodies into `EvolutionError`, and never lets
 the API key or an instance token reach a message. Instance tokens returned by Evolution
 (`hash` on create, `token` in fetchInstances) are dropped as soon as a response is parsed.
+
+Whatever Evolution (or a proxy in front of it) answers - any status, headers, encoding, size or
+body - a call returns a parsed result or raises `EvolutionError`; only cancellation escapes. The
+body is read with a size bound (after content decoding, so a compression bomb stays bounded),
+decoded to text without trusting the declared charset, refused when nested deeper than
+MAX_JSON_DEPTH, and every value kept from it goes through `whatsapp_operator.values`.
 """
 
 from __future__ import annotations
@@ -12,20 +18,26 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json as jsonlib
 import logging
-from collections.abc import AsyncIterator
+import traceback
+import zlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from whatsapp_operator import values
 from whatsapp_operator.evolution.errors import (
+    SECRET_FIELDS,
     EvolutionError,
     InstanceNotFound,
     error_message_from_body,
     reason_for_status,
 )
+from whatsapp_operator.redaction import redact, register_secret
 
 logger = logging.getLogger("whatsapp_operator.evolution")
 
@@ -33,7 +45,11 @@ logger = logging.getLogger("whatsapp_operator.evolution")
 # /websocket/set enum of both 2.2.3 and 2.3.6; the create call accepts the longer list unvalidated.
 INSTANCE_EVENTS_FOR_SET = ("QRCODE_UPDATED", "CONNECTION_UPDATE", "LOGOUT_INSTANCE", "REMOVE_INSTANCE")
 INSTANCE_EVENTS_AT_CREATE = (*INSTANCE_EVENTS_FOR_SET, "INSTANCE_CREATE", "INSTANCE_DELETE", "STATUS_INSTANCE")
-_SECRET_FIELDS = frozenset({"token", "hash", "apikey"})
+# A fetchInstances list of 10,000 instances is ~10 MB; far beyond that an answer is not Evolution's.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# Evolution's answers are a few levels deep; Python's json module would recurse ~1,000 levels deep
+# (and raise RecursionError) on a hostile one, and so would anything that walks the parsed value.
+MAX_JSON_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -47,12 +63,11 @@ class QRPayload:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QRPayload:
-        count = data.get("count")
         return cls(
-            code=_optional_str(data.get("code")),
-            base64=_optional_str(data.get("base64")),
-            pairing_code=_optional_str(data.get("pairingCode")),
-            count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+            code=values.token(data.get("code")),
+            base64=values.token(data.get("base64"), values.IMAGE_LIMIT),
+            pairing_code=values.token(data.get("pairingCode")),
+            count=values.int64(data.get("count")),
         )
 
 
@@ -83,15 +98,14 @@ class InstanceRecord:
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> InstanceRecord:
-        code = row.get("disconnectionReasonCode")
         return cls(
-            instance_id=_optional_str(row.get("id")),
-            name=str(row.get("name") or ""),
-            connection_status=_optional_str(row.get("connectionStatus")),
-            owner_jid=_optional_str(row.get("ownerJid")),
-            profile_name=_optional_str(row.get("profileName")),
-            profile_picture_url=_optional_str(row.get("profilePicUrl")),
-            disconnection_reason_code=code if isinstance(code, int) else None,
+            instance_id=values.token(row.get("id")),
+            name=values.token(row.get("name")) or "",
+            connection_status=values.token(row.get("connectionStatus")),
+            owner_jid=values.token(row.get("ownerJid")),
+            profile_name=values.text(row.get("profileName")),
+            profile_picture_url=values.token(row.get("profilePicUrl")),
+            disconnection_reason_code=values.int64(row.get("disconnectionReasonCode")),
         )
 
 
@@ -150,18 +164,25 @@ class EvolutionClient:
         *,
         timeout: float = 30.0,
         max_concurrent_requests: int = 8,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        register_secret(api_key)  # whoever builds the client, the key never reaches a message or log
         self.base_url = base_url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"apikey": api_key, "accept": "application/json"},
+            # Only the encodings _BodyReader decodes with a bound on the decoded size.
+            headers={"apikey": api_key, "accept": "application/json", "accept-encoding": "gzip, deflate"},
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=max_concurrent_requests * 2),
         )
         self._slots = PrioritySlots(max_concurrent_requests)
         self.calls: dict[tuple[str, str], int] = {}  # (endpoint, outcome) -> count
+        self._unexpected_logged: set[str] = set()  # kinds of unexpected failure already logged in full
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -196,8 +217,8 @@ class EvolutionClient:
                                  endpoint="create instance")
         qr = data.get("qrcode")
         return CreatedInstance(
-            instance_id=_optional_str(instance.get("instanceId")),
-            status=_optional_str(instance.get("status")),
+            instance_id=values.token(instance.get("instanceId")),
+            status=values.token(instance.get("status")),
             qr=QRPayload.from_json(qr) if isinstance(qr, dict) else None,
         )
 
@@ -210,7 +231,7 @@ class EvolutionClient:
                                  endpoint="connect instance")
         instance = data.get("instance")
         if isinstance(instance, dict):
-            state = _optional_str(instance.get("state") or instance.get("status"))
+            state = values.token(instance.get("state") or instance.get("status"))
             qr = data.get("qrcode")
             return ConnectResult(state=state, qr=QRPayload.from_json(qr) if isinstance(qr, dict) else None)
         return ConnectResult(state=None, qr=QRPayload.from_json(data))
@@ -223,7 +244,7 @@ class EvolutionClient:
         if not isinstance(instance, dict):
             raise EvolutionError("EvolutionBadResponse", "read connection state: the answer has no instance object",
                                  endpoint="read connection state")
-        return _optional_str(instance.get("state"))
+        return values.token(instance.get("state"))
 
     async def fetch_instance(self, name: str) -> InstanceRecord | None:
         """The stored row of one instance; None when Evolution has it in its database only."""
@@ -273,31 +294,64 @@ class EvolutionClient:
         allow_empty: bool = False,
         priority: int = FOLLOW_UP_PRIORITY,
     ) -> Any:
-        async with self._slots.slot(priority):
-            try:
-                response = await self._http.request(method, path, json=json, params=params)
-            except httpx.TimeoutException:
-                self._count(endpoint, "timeout")
-                raise EvolutionError("EvolutionUnreachable",
-                                     f"{endpoint}: Evolution API at {self.base_url} did not answer in time",
-                                     endpoint=endpoint) from None
-            except httpx.TransportError as error:
-                self._count(endpoint, "unreachable")
-                raise EvolutionError("EvolutionUnreachable",
-                                     f"{endpoint}: cannot reach Evolution API at {self.base_url} "
-                                     f"({type(error).__name__})", endpoint=endpoint) from None
-        return self._decode(response, endpoint, instance=instance, allow_empty=allow_empty)
-
-    def _decode(self, response: httpx.Response, endpoint: str, *, instance: str | None,
-                allow_empty: bool) -> Any:
-        status = response.status_code
+        """The parsed answer, or EvolutionError; nothing else escapes but cancellation."""
         try:
-            body: Any = response.json() if response.content else None
-        except ValueError:
-            body = response.text
+            async with self._slots.slot(priority):
+                answer = await self._exchange(method, path, endpoint, json=json, params=params)
+            return self._decode(answer, endpoint, instance=instance, allow_empty=allow_empty)
+        except EvolutionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - last resort: one odd answer must not stop a caller's loop
+            raise self._unexpected(endpoint, error) from None
+
+    async def _exchange(self, method: str, path: str, endpoint: str, *, json: Any,
+                        params: dict[str, str] | None) -> _Answer:
+        """Send the request and read the whole answer, its decoded size bounded by max_body_bytes."""
+        try:
+            async with self._http.stream(method, path, json=json, params=params) as response:
+                if response.is_stream_consumed:
+                    # A transport that hands over a response it has already read and decoded
+                    # (httpx.MockTransport with `content=`/`json=`): only the size bound applies.
+                    reader = _BodyReader((), self.max_body_bytes)
+                    reader.feed(response.content)
+                else:
+                    reader = _BodyReader(response.headers.get_list("content-encoding", split_commas=True),
+                                         self.max_body_bytes)
+                    async for chunk in response.aiter_raw():
+                        reader.feed(chunk)
+                return _Answer(response.status_code, response.reason_phrase,
+                               response.headers.get("content-type", ""), reader.finish())
+        except httpx.TimeoutException:
+            self._count(endpoint, "timeout")
+            raise EvolutionError("EvolutionUnreachable",
+                                 f"{endpoint}: Evolution API at {self.base_url} did not answer in time",
+                                 endpoint=endpoint) from None
+        except httpx.TransportError as error:
+            self._count(endpoint, "unreachable")
+            raise EvolutionError("EvolutionUnreachable",
+                                 f"{endpoint}: cannot reach Evolution API at {self.base_url} "
+                                 f"({type(error).__name__})", endpoint=endpoint) from None
+        except httpx.HTTPError as error:  # DecodingError and whatever else httpx may add
+            self._count(endpoint, "bad_response")
+            raise EvolutionError("EvolutionBadResponse",
+                                 f"{endpoint}: the answer of Evolution API could not be read "
+                                 f"({type(error).__name__})", endpoint=endpoint) from None
+        except _UnreadableAnswer as error:
+            self._count(endpoint, "bad_response")
+            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem}",
+                                 endpoint=endpoint) from None
+
+    def _decode(self, answer: _Answer, endpoint: str, *, instance: str | None, allow_empty: bool) -> Any:
+        status = answer.status
+        try:
+            body = _parse_body(answer.body, answer.content_type)
+        except _UnreadableAnswer as error:
+            self._count(endpoint, "bad_response")
+            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem} (HTTP {status})",
+                                 status=status, endpoint=endpoint) from None
         if status >= 400:
             self._count(endpoint, str(status))
-            detail = error_message_from_body(body) or response.reason_phrase
+            detail = error_message_from_body(body) or answer.reason_phrase
             message = f"{endpoint}: Evolution API answered HTTP {status}: {detail}"
             if status == 404 and instance is not None:
                 raise InstanceNotFound(instance, message, endpoint=endpoint)
@@ -321,6 +375,24 @@ class EvolutionClient:
         self._count(endpoint, "ok")
         return body
 
+    def _unexpected(self, endpoint: str, error: Exception) -> EvolutionError:
+        """A failure no rule above foresaw: counted as a bad answer, its traceback logged once per kind."""
+        self._count(endpoint, "bad_response")
+        kind = type(error).__name__
+        if kind not in self._unexpected_logged:
+            self._unexpected_logged.add(kind)
+            try:
+                details = redact("".join(traceback.format_exception(error)))
+            except Exception:  # noqa: BLE001 - the traceback is a courtesy; the error is what matters
+                details = kind
+            logger.error("%s: unexpected failure while reading the answer of Evolution API "
+                         "(further ones of this kind are logged without traceback):\n%s", endpoint, details)
+        else:
+            logger.warning("%s: unexpected failure while reading the answer of Evolution API (%s)", endpoint, kind)
+        return EvolutionError("EvolutionBadResponse",
+                              f"{endpoint}: the answer of Evolution API could not be read ({kind})",
+                              endpoint=endpoint)
+
     def _count(self, endpoint: str, outcome: str) -> None:
         key = (endpoint, outcome)
         self.calls[key] = self.calls.get(key, 0) + 1
@@ -330,9 +402,176 @@ def _segment(name: str) -> str:
     return quote(name, safe="")
 
 
-def _optional_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _without_secrets(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key not in _SECRET_FIELDS}
+    return {key: value for key, value in row.items()
+            if not (isinstance(key, str) and key.lower() in SECRET_FIELDS)}
+
+
+# -- reading an answer ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    reason_phrase: str
+    content_type: str
+    body: bytes  # after content decoding
+
+
+class _UnreadableAnswer(Exception):
+    """The answer cannot be used at all: too large, undecodable, nested too deeply."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+
+
+# Content codings a server may use although we did not accept them; httpx ignores other unknown ones.
+_UNSUPPORTED_ENCODINGS = frozenset({"br", "zstd", "compress", "x-compress"})
+_MAX_ENCODINGS = 4
+
+
+class _Inflater:
+    """One gzip or deflate layer whose total output is bounded (a bomb is stopped, not expanded)."""
+
+    def __init__(self, encoding: str, limit: int):
+        self._encoding = encoding
+        self._limit = limit
+        self._produced = 0
+        self._started = False
+        wbits = zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS
+        self._decompressor = zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes) -> bytes:
+        if not data or self._decompressor.eof:  # bytes after the end of the stream are ignored, as httpx does
+            return b""
+        first, self._started = not self._started, True
+        try:
+            out = self._decompressor.decompress(data, self._limit - self._produced + 1)
+        except zlib.error:
+            if first and self._encoding == "deflate":  # "deflate" is often sent without its zlib wrapper
+                self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.feed(data)
+            raise _UnreadableAnswer(f"the answer is not valid {self._encoding} data") from None
+        return self._count(out)
+
+    def finish(self) -> bytes:
+        try:
+            return self._count(self._decompressor.flush())
+        except zlib.error:
+            raise _UnreadableAnswer(f"the answer is not valid {self._encoding} data") from None
+
+    def _count(self, out: bytes) -> bytes:
+        self._produced += len(out)
+        if self._produced > self._limit:
+            raise _UnreadableAnswer(f"answer larger than {self._limit} bytes")
+        return out
+
+
+class _BodyReader:
+    """Decodes the content codings of an answer as it arrives and keeps at most `limit` decoded bytes."""
+
+    def __init__(self, encodings: Iterable[str], limit: int):
+        self._limit = limit
+        self._size = 0
+        self._chunks: list[bytes] = []
+        self._layers: list[_Inflater] = []
+        for name in reversed([encoding.strip().lower() for encoding in encodings]):
+            if name in ("gzip", "x-gzip"):
+                self._layers.append(_Inflater("gzip", limit))
+            elif name == "deflate":
+                self._layers.append(_Inflater("deflate", limit))
+            elif name in _UNSUPPORTED_ENCODINGS:
+                raise _UnreadableAnswer(f"the answer uses the content coding {name!r}, which was not accepted")
+            # identity, empty and unknown names: the bytes are used as they are (as httpx does)
+        if len(self._layers) > _MAX_ENCODINGS:
+            raise _UnreadableAnswer(f"the answer has {len(self._layers)} content codings")
+
+    def feed(self, data: bytes) -> None:
+        self._keep(self._through(data, 0))
+
+    def finish(self) -> bytes:
+        for index, layer in enumerate(self._layers):
+            self._keep(self._through(layer.finish(), index + 1))
+        return b"".join(self._chunks)
+
+    def _through(self, data: bytes, first_layer: int) -> bytes:
+        for layer in self._layers[first_layer:]:
+            if not data:
+                break
+            data = layer.feed(data)
+        return data
+
+    def _keep(self, data: bytes) -> None:
+        if not data:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            raise _UnreadableAnswer(f"answer larger than {self._limit} bytes")
+        self._chunks.append(data)
+
+
+# Charsets a Content-Type may declare that are tried when the body is not UTF-8; others are ignored.
+_FALLBACK_CHARSETS = {
+    "iso-8859-1": "latin-1", "iso8859-1": "latin-1", "latin-1": "latin-1", "latin1": "latin-1",
+    "windows-1252": "cp1252", "cp1252": "cp1252",
+    "utf-16": "utf-16", "utf-16le": "utf-16-le", "utf-16-le": "utf-16-le", "utf-16be": "utf-16-be",
+    "utf-16-be": "utf-16-be", "utf-32": "utf-32", "utf-32le": "utf-32-le", "utf-32-le": "utf-32-le",
+    "utf-32be": "utf-32-be", "utf-32-be": "utf-32-be",
+}
+
+
+def _body_text(raw: bytes, content_type: str) -> str:
+    """The body as text: UTF-16/32 if its first bytes say so (as json does), else UTF-8, else the
+    declared charset when it is a known one, else UTF-8 with replacement characters. Never raises."""
+    detected = jsonlib.detect_encoding(raw)
+    try:
+        if detected != "utf-8":  # a byte order mark or the NUL pattern of UTF-16/32
+            return raw.decode(detected, "replace")
+        return raw.decode("utf-8")
+    except (UnicodeError, LookupError):
+        pass
+    fallback = _FALLBACK_CHARSETS.get(_declared_charset(content_type), "utf-8")
+    try:
+        return raw.decode(fallback, "replace")
+    except (UnicodeError, LookupError):
+        return raw.decode("utf-8", "replace")
+
+
+def _declared_charset(content_type: str) -> str:
+    for parameter in content_type.split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip("\"'").lower()
+    return ""
+
+
+def _parse_body(raw: bytes, content_type: str) -> Any:
+    """None for an empty body, the JSON value, or the text of a body that is not JSON."""
+    if not raw:
+        return None
+    text = _body_text(raw, content_type)
+    try:
+        value = jsonlib.loads(text)
+    except RecursionError:  # json.loads recurses once per level and gives up near the recursion limit
+        raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:  # not JSON (also: an integer beyond Python's digit limit)
+        return text
+    # Fewer brackets than the limit cannot nest deeper (the common case: no walk at all).
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether the arrays and objects of a parsed JSON value nest more than `limit` levels; level by
+    level, without recursion (json.loads makes only dicts and lists)."""
+    level = [value] if type(value) in _CONTAINERS else []
+    for _ in range(limit):
+        level = [child for item in level for child in (item.values() if type(item) is dict else item)
+                 if type(child) in _CONTAINERS]
+        if not level:
+            return False
+    return bool(level)
+
+
+_CONTAINERS = (dict, list)
