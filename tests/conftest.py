@@ -16,7 +16,6 @@ import kopf
 import pytest
 from hypothesis import HealthCheck, settings
 
-
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.handlers import build_registry, configure_settings
 from whatsapp_operator.leadership import PeeringIdentity

@@ -381,3 +381,29 @@ async def test_parsed_values_fit_the_status():
     record = await client.fetch_instance("acme")
     assert record is not None and record.disconnection_reason_code == 401
     await client.aclose()
+
+
+@pytest.mark.parametrize("status", [101, 103, 301, 302, 304])
+async def test_a_status_evolution_never_sends_is_an_error(status):
+    client = client_answering(status, {"instance": {"state": "open"}})
+    with pytest.raises(EvolutionError) as raised:
+        await client.connection_state("shop")
+    assert raised.value.reason == "EvolutionUnexpectedStatus" and str(status) in str(raised.value)
+    await client.aclose()
+
+
+async def test_a_call_is_bounded_as_a_whole_not_only_per_read():
+    async def drip(request):
+        async def body():
+            for _ in range(100):
+                await asyncio.sleep(0.05)  # each read comes well within the timeout
+                yield b" "
+            yield b'{"instance": {"state": "open"}}'
+
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=body())
+
+    client = EvolutionClient("http://evolution.test", API_KEY, timeout=0.3, transport=httpx.MockTransport(drip))
+    with pytest.raises(EvolutionError) as raised:
+        await client.connection_state("shop")
+    assert raised.value.reason == "EvolutionUnreachable" and "in time" in str(raised.value)
+    await client.aclose()

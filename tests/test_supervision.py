@@ -12,7 +12,6 @@ from whatsapp_operator.supervisor import Supervisor
 from conftest import run_operator
 from kube_standin import KubeStandin
 
-
 PEERING = "whatsapp-operator"  # the name the ClusterRole grants
 
 

@@ -378,7 +378,7 @@ class InstanceState:
         connection = {"state": self.state, "statusReason": self.status_reason, "number": self.number,
                       "profileName": self.profile_name, "profilePictureUrl": self.profile_picture_url,
                       "since": self.since}
-        return _within_schema({
+        rendered: dict[str, Any] = _within_schema({
             "phase": self.phase.value,
             "message": message,
             "observedGeneration": generation,
@@ -388,6 +388,7 @@ class InstanceState:
             "connection": {key: value for key, value in connection.items() if value is not None},
             "conditions": self._conditions(generation, now),
         })
+        return rendered
 
     def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
         problem = self._sync_problem()
@@ -489,7 +490,7 @@ def _timestamp(value: Any) -> str | None:
     if text is None or len(text) > 40:
         return None
     try:
-        datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        datetime.datetime.fromisoformat(text)
     except ValueError:
         return None
     return text if "T" in text and text[-1] in "Zz0123456789" else None

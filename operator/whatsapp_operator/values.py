@@ -41,14 +41,15 @@ def text(value: Any, limit: int = TEXT_LIMIT) -> str | None:
     """A non-empty string, valid Unicode, shortened to `limit` characters (with an ellipsis)."""
     if not isinstance(value, str) or not value:
         return None
-    value = valid_unicode(value)
-    if len(value) > limit:
-        return value[: limit - 1] + "…"
-    return value
+    checked = valid_unicode(value)
+    if len(checked) > limit:
+        return checked[: limit - 1] + "…"
+    return checked
 
 
 def token(value: Any, limit: int = TOKEN_LIMIT) -> str | None:
     """A non-empty string of at most `limit` characters and valid Unicode, else None."""
     if not isinstance(value, str) or not value or len(value) > limit:
         return None
-    return valid_unicode(value)
+    checked: str = value
+    return valid_unicode(checked)

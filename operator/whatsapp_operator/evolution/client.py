@@ -172,6 +172,7 @@ class EvolutionClient:
         register_secret(api_key)  # whoever builds the client, the key never reaches a message or log
         self.base_url = base_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
+        self._call_timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             # Only the encodings _BodyReader decodes with a bound on the decoded size.
@@ -308,7 +309,10 @@ class EvolutionClient:
                         params: dict[str, str] | None) -> _Answer:
         """Send the request and read the whole answer, its decoded size bounded by max_body_bytes."""
         try:
-            async with self._http.stream(method, path, json=json, params=params) as response:
+            # httpx's timeout bounds each read; this bounds the whole call, so a server that
+            # drip-feeds its answer cannot hold a slot for longer than one timeout.
+            async with asyncio.timeout(self._call_timeout), \
+                    self._http.stream(method, path, json=json, params=params) as response:
                 if response.is_stream_consumed:
                     # A transport that hands over a response it has already read and decoded
                     # (httpx.MockTransport with `content=`/`json=`): only the size bound applies.
@@ -321,7 +325,7 @@ class EvolutionClient:
                         reader.feed(chunk)
                 return _Answer(response.status_code, response.reason_phrase,
                                response.headers.get("content-type", ""), reader.finish())
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             self._count(endpoint, "timeout")
             raise EvolutionError("EvolutionUnreachable",
                                  f"{endpoint}: Evolution API at {self.base_url} did not answer in time",
@@ -349,6 +353,12 @@ class EvolutionClient:
             self._count(endpoint, "bad_response")
             raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem} (HTTP {status})",
                                  status=status, endpoint=endpoint) from None
+        if status < 200 or 300 <= status < 400:
+            # Evolution answers 200/201 or an error; anything else came from something in between.
+            self._count(endpoint, str(status))
+            raise EvolutionError("EvolutionUnexpectedStatus",
+                                 f"{endpoint}: Evolution API answered HTTP {status}, which it never sends",
+                                 status=status, endpoint=endpoint)
         if status >= 400:
             self._count(endpoint, str(status))
             detail = error_message_from_body(body) or answer.reason_phrase
