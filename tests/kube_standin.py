@@ -28,8 +28,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
-import schema_check
 from aiohttp import web
+
+import schema_check
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 MERGE_PATCH = "application/merge-patch+json"

@@ -14,10 +14,11 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from schema_check import load_crd_schema, prune, validate
 
 from whatsapp_operator.evolution.events import MalformedEvent, parse_event
 from whatsapp_operator.instance_state import InstanceState, Phase
+
+from schema_check import load_crd_schema, prune, validate
 
 STATUS_SCHEMA = load_crd_schema("whatsappinstances")["properties"]["status"]
 NOW = "2026-01-01T00:00:00Z"

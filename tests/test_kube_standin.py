@@ -14,10 +14,10 @@ import kopf
 import kubernetes
 import pytest
 import yaml
-from schema_check import CRDS_DIR
 
 from kopf_harness import running_operator
 from kube_standin import KubeApiError, KubeStandin, json_patch, merge_patch, parse_label_selector
+from schema_check import CRDS_DIR
 
 G, V, P = "whatsapp-operator.io", "v1alpha1", "whatsappinstances"
 WAIS = f"/apis/{G}/{V}/namespaces/default/{P}"
