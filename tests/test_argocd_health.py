@@ -250,13 +250,88 @@ def test_evolution_unreachable_makes_health_unknown_but_keeps_the_reason() -> No
         "status": "Unknown",
         "message": "Evolution API is unreachable: connection refused (last known phase: Connected)",
     }
-    # Other call failures leave Ready=True: the number is still connected, the message says what failed.
+
+
+# -- Synced=False: the last call to Evolution failed --------------------------------------------------
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("EvolutionUnauthorized", "Evolution API refused the API key"),
+        ("EvolutionServerError", "Evolution API answered 500: Internal Server Error"),
+        ("EvolutionRejectedRequest", "Evolution API rejected the settings: msgCall is too long"),
+    ],
+)
+def test_connected_with_synced_false_is_degraded_not_healthy(reason: str, message: str, runtime: str) -> None:
+    # Ready stays True (the number is still connected), but the error must not hide behind it.
     state = state_in("Connected")
-    state.sync_failed("EvolutionUnauthorized", "Evolution API refused the API key")
-    assert health(wai(rendered(state))) == {
-        "status": "Healthy",
-        "message": "Evolution API refused the API key (last known phase: Connected)",
+    state.sync_failed(reason, message)
+    status = rendered(state)
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert health(wai(status), runtime) == {"status": "Degraded", "message": message}
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_awaiting_scan_with_synced_false_is_degraded_not_suspended(runtime: str) -> None:
+    state = state_in("AwaitingScan")
+    state.sync_failed("EvolutionServerError", "Evolution API answered 500 to connect")
+    assert health(wai(rendered(state)), runtime) == {
+        "status": "Degraded",
+        "message": "Evolution API answered 500 to connect",
     }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("phase", ["Connected", "AwaitingScan", "Creating"])
+def test_unreachable_evolution_stays_unknown_although_synced_is_false(phase: str, runtime: str) -> None:
+    state = state_in(phase)
+    state.sync_failed("EvolutionUnreachable", "Evolution API is unreachable: connection refused")
+    status = rendered(state)
+    kinds = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert kinds["Ready"] == ("Unknown", "EvolutionUnreachable")
+    assert kinds["Synced"] == ("False", "EvolutionUnreachable")
+    assert health(wai(status), runtime) == {
+        "status": "Unknown",
+        "message": f"Evolution API is unreachable: connection refused (last known phase: {phase})",
+    }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_deletion_with_synced_false_stays_progressing(runtime: str) -> None:
+    state = state_in("Connected")
+    state.deleting = True
+    state.sync_failed("EvolutionServerError", "Evolution API answered 500 to delete")
+    obj = wai(rendered(state), deletionTimestamp="2025-03-01T11:59:00Z")
+    assert health(obj, runtime) == {
+        "status": "Progressing",
+        "message": "Removing the instance from Evolution API; waiting: Evolution API answered 500 to delete",
+    }
+
+
+def test_synced_false_without_a_message_uses_the_status_message_and_clears_with_success() -> None:
+    status = rendered(state_in("Connected"))
+    for condition in status["conditions"]:
+        if condition["type"] == "Synced":
+            condition.update(status="False", reason="EvolutionBadResponse", message="")
+    assert health(wai(status)) == {"status": "Degraded", "message": "Connected to WhatsApp as +5511987654321."}
+    # The next successful call sets Synced=True again: Healthy without anyone doing anything.
+    state = state_in("Connected")
+    state.sync_failed("EvolutionServerError", "Evolution API answered 502")
+    assert health(wai(rendered(state)))["status"] == "Degraded"
+    state.sync_succeeded()
+    assert health(wai(rendered(state)))["status"] == "Healthy"
+
+
+def test_synced_false_does_not_hide_a_generation_lag_or_a_failure() -> None:
+    # A newer spec not yet observed is Progressing (the operator is about to act on it), as for Failed.
+    state = state_in("Connected")
+    state.sync_failed("EvolutionRejectedRequest", "Evolution API rejected the settings")
+    assert health(wai(rendered(state), generation=2))["status"] == "Progressing"
+    failed = state_in("Failed")
+    failed.sync_failed("EvolutionRejectedRequest", "Evolution API rejected the instance: bad name.")
+    assert health(wai(rendered(failed)))["status"] == "Degraded"
 
 
 def test_unrecognised_phase_is_unknown() -> None:

@@ -585,3 +585,190 @@ def test_kube_api_calls_the_custom_objects_api_for_whatsappinstances() -> None:
     assert kwargs == {"field_selector": "metadata.name=shop", "resource_version": "42"}
     func()  # the function watched is the API object's list_namespaced_custom_object
     assert custom.calls[-1][0] == "list_namespaced_custom_object"
+
+
+# -- text from Evolution and other users is printed safely ------------------------------------------
+
+# Escape sequences that would clear the screen, set the window title, draw a hyperlink, switch
+# colours or reset the terminal, 8-bit C1 controls, and bidirectional overrides and isolates.
+HOSTILE = [
+    "\x1b[2J\x1b[H",
+    "\x1b]0;owned\x07",
+    "\x1b]8;;https://evil.example\x1b\\",
+    "\x1b[31m",
+    "\x1bc",
+    "\x9b1;31m",
+    "\x9d2;title\x9c",
+    "\x00\x07\x08\x7f\x8d\x90",
+    "\u202e",
+    "\u202a\u202b\u202c\u202d",
+    "\u2066\u2067\u2068\u2069",
+    "\u200e\u200f\u061c",
+]
+UNSAFE = set(map(chr, [*range(0x20), *range(0x7F, 0xA0)])) - {"\n"}
+UNSAFE |= {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+           "\u2069", "\u200e", "\u200f", "\u061c"}
+
+
+def spiked(text: str) -> str:
+    """`text` with every hostile sequence inserted around and inside it."""
+    middle = len(text) // 2
+    return "".join(HOSTILE) + text[:middle] + "".join(HOSTILE) + text[middle:] + "".join(HOSTILE)
+
+
+def assert_clean(output: str) -> None:
+    found = sorted({f"U+{ord(char):04X}" for char in output if char in UNSAFE})
+    assert not found, f"unsafe characters printed: {found}"
+    assert "owned" not in output and "evil.example" not in output and "title" not in output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Connected to WhatsApp as +5511987654321.", "Connected to WhatsApp as +5511987654321."),
+        ("A\x1b[1;31mred\x1b[0m", "Ared"),
+        ("x\x1b]0;title\x07y", "xy"),
+        ("x\x1b]8;;http://e\x1b\\link\x1b]8;;\x1b\\y", "xlinky"),
+        ("x\x1b]2;unterminated", "x2;unterminated"),  # no terminator: only ESC ] goes
+        ("\x90not a string\x1b[0m", "not a string"),
+        ("a\x1bcb", "ab"),
+        ("a\x9b2Jb", "ab"),
+        ("a\x00b\x7fc\x85d", "abc d"),
+        ("one\ntwo\r\nthree\tfour", "one two three four"),
+        ("\u202etxt.exe\u202c", "txt.exe"),
+        ("\u2066a\u2069 \u200eb\u200f\u061c", "a b"),
+        ("Loja \u00e1gua \U0001f468\u200d\U0001f469", "Loja \u00e1gua \U0001f468\u200d\U0001f469"),
+        (None, ""),
+        (12, "12"),
+    ],
+)
+def test_printable(text: Any, expected: str) -> None:
+    assert plugin.printable(text) == expected
+
+
+def hostile_connected() -> dict[str, Any]:
+    obj = connected(profile=spiked("ACME"))
+    obj["metadata"]["name"] = spiked("shop-123")
+    obj["metadata"]["namespace"] = spiked("default")
+    # The phase stays "Connected" (it decides what is shown); the CRD's enum also keeps it clean.
+    obj["status"]["message"] = spiked("Connected to WhatsApp.")
+    obj["status"]["connection"]["number"] = spiked("5511987654321")
+    obj["status"]["conditions"] = [
+        {"type": "Ready", "status": "True", "reason": "Connected", "message": spiked("ready")}
+    ]
+    return obj
+
+
+def hostile_awaiting() -> dict[str, Any]:
+    obj = awaiting(pairing=spiked("WZYEH1YY"))
+    obj["metadata"]["name"] = spiked("shop-123")
+    obj["status"]["message"] = spiked("Waiting for a scan.")
+    obj["status"]["conditions"] = [
+        {"type": "Synced", "status": "False", "reason": "X", "message": spiked("bad")}
+    ]
+    return obj
+
+
+def test_describe_connected_prints_clean_profile_number_and_name() -> None:
+    text = plugin.describe_connected(hostile_connected())
+    assert_clean(text)
+    assert text == "shop-123 is connected as +5511987654321 (ACME)"
+
+
+def test_qr_view_prints_clean_pairing_code_and_message() -> None:
+    view = plugin.qr_view(hostile_awaiting(), NOW)
+    assert_clean(view)
+    assert "Pairing code: WZYEH1YY (Link" in view
+    assert view.split("\n")[-3].startswith("shop-123: scan with WhatsApp")
+    no_qr = wai(spiked("gone"), phase=spiked("Disconnected"), message=spiked("No scan."))
+    view = plugin.qr_view(no_qr, NOW)
+    assert_clean(view)
+    assert "gone has no QR code to scan (Disconnected): No scan." in view
+    assert "kubectl whatsapp reconnect gone -n default" in view
+
+
+def test_status_table_prints_clean_cells() -> None:
+    hostile = wai(
+        spiked("c-shop"),
+        spiked("team-a"),
+        phase=spiked("Disconnected"),
+        message=spiked("closed"),
+        connection={"number": spiked("5511"), "profileName": spiked("Shop")},
+    )
+    table = plugin.format_status_table([hostile, hostile_connected()], NOW, all_namespaces=True)
+    assert_clean(table)
+    lines = table.split("\n")
+    assert lines[1].split() == ["default", "shop-123", "Connected", "+5511987654321", "ACME", "-",
+                                "Connected", "to", "WhatsApp."]
+    assert lines[2].split() == ["team-a", "c-shop", "Disconnected", "+5511", "Shop", "-", "closed"]
+
+
+def test_every_command_prints_clean_text() -> None:
+    name = hostile_awaiting()["metadata"]["name"]
+    # qr, once: a QR with a hostile pairing code and message
+    code, out, err, _ = run(["qr", name], FakeApi([hostile_awaiting()]))
+    assert code == 0 and err == ""
+    assert_clean(out)
+    # qr, once, connected
+    code, out, err, _ = run(["qr", name], FakeApi([{**hostile_connected(), "metadata": {
+        **hostile_connected()["metadata"], "namespace": "default"}}]))
+    assert code == 0 and out == "shop-123 is connected as +5511987654321 (ACME)\n"
+    # qr --watch: redraws with hostile text, then a hostile connected object
+    first = hostile_awaiting()
+    rotated = hostile_awaiting()
+    rotated["status"]["qr"] = {"code": WHATSAPP_CODE[::-1], "count": 3, "pairingCode": spiked("ABCD")}
+    done = hostile_connected()
+    done["metadata"]["namespace"] = "default"
+    api = FakeApi([first], [[("MODIFIED", rotated), ("MODIFIED", done)]])
+    code, out, err, _ = run(["qr", name, "--watch"], api)
+    assert code == 0 and err == ""
+    assert_clean(out)
+    assert "Pairing code: ABCD (" in out and "Waiting for shop-123 to connect" in out
+    # status
+    code, out, err, _ = run(["status", "-A"], FakeApi([hostile_awaiting(), done]))
+    assert code == 0 and err == ""
+    assert_clean(out)
+    # errors quoting the API server's message
+    class Forbidden(FakeApi):
+        def list(self, namespace: str | None) -> list[dict[str, Any]]:
+            raise ApiException(status=403, reason="Forbidden",
+                               body=json.dumps({"message": spiked("forbidden")}))
+
+    code, out, err, _ = run(["status"], Forbidden([]))
+    assert code == 1 and err == "error: forbidden\n"
+
+
+TOO_LONG = "2@" + "x" * 3000  # a version 40 symbol holds 2,953 bytes at level L
+
+
+def test_a_code_too_long_for_a_qr_symbol_still_shows_the_pairing_code() -> None:
+    with pytest.raises(segno.DataOverflowError):
+        segno.make_qr(TOO_LONG, error="L")
+    api = FakeApi([awaiting(code=TOO_LONG, pairing="WZYEH1YY")])
+    code, out, err, _ = run(["qr", "shop-123"], api)
+    assert (code, err) == (0, "")
+    assert "shop-123: the QR code in status.qr.code cannot be drawn: 3002 characters are more than " \
+           "a QR symbol holds; use the pairing code." in out
+    assert "Pairing code: WZYEH1YY" in out and "█" not in out
+
+
+def test_a_code_too_long_without_pairing_code_exits_1_with_a_clear_message() -> None:
+    code, out, err, _ = run(["qr", "shop-123"], FakeApi([awaiting(code=TOO_LONG)]))
+    assert (code, err) == (1, "")
+    assert out.startswith("shop-123: the QR code in status.qr.code cannot be drawn: 3002 characters "
+                          "are more than a QR symbol holds.\n")
+    # Not a string at all (someone else wrote the status): the same, no traceback.
+    code, out, err, _ = run(["qr", "shop-123"], FakeApi([awaiting(code=["x"])]))  # type: ignore[arg-type]
+    assert (code, err) == (1, "") and "cannot be drawn: it is not a string but list." in out
+
+
+def test_watch_goes_on_past_a_code_too_long_and_draws_the_next_one() -> None:
+    api = FakeApi(
+        [awaiting(code=TOO_LONG, count=1)],
+        [[("MODIFIED", awaiting(count=2)), ("MODIFIED", connected())]],
+    )
+    code, out, err, _ = run(["qr", "shop-123", "--watch"], api)
+    assert (code, err) == (0, "")
+    assert "cannot be drawn: 3002 characters" in out
+    assert out.count(plugin.render_qr(WHATSAPP_CODE)) == 1
+    assert out.rstrip().endswith("shop-123 is connected as +5511987654321 (ACME)")

@@ -9,6 +9,20 @@
 --   phase Failed or condition Stalled=True    -> Degraded (only a spec change helps)
 --   condition Ready=Unknown                   -> Unknown (Evolution API unreachable: the
 --                                                connection state really is unknown)
+--   condition Synced=False                    -> Degraded, with the Synced condition's message,
+--                                                whatever the phase (Connected included): the
+--                                                last call to Evolution API failed (a refused
+--                                                key, a rejected request, a server error) and a
+--                                                person should look. Not Progressing: nothing
+--                                                says the operator is about to fix it, and the
+--                                                README promises an error is never hidden behind
+--                                                Ready=True. Crossplane's health check, which
+--                                                these conditions follow, does the same. A
+--                                                passing failure clears itself: the next call
+--                                                that succeeds sets Synced=True again. The two
+--                                                exceptions come first: deletion (Progressing,
+--                                                the message says what blocks it) and an
+--                                                unreachable Evolution (Ready=Unknown: Unknown).
 --   Connected (Ready=True)                    -> Healthy
 --   AwaitingScan                              -> Suspended: the instance waits for a person to
 --                                                scan the QR code, something outside the
@@ -71,6 +85,7 @@ local phase = status.phase
 local message = nonempty(status.message) or phase
 local ready = condition(status, "Ready")
 local stalled = condition(status, "Stalled")
+local synced = condition(status, "Synced")
 
 local observed = status.observedGeneration
 if observed == nil and ready ~= nil then
@@ -96,6 +111,12 @@ end
 if ready ~= nil and ready.status == "Unknown" then
   hs.status = "Unknown"
   hs.message = message
+  return hs
+end
+
+if synced ~= nil and synced.status == "False" then
+  hs.status = "Degraded"
+  hs.message = nonempty(synced.message) or message
   return hs
 end
 

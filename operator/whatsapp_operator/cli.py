@@ -55,10 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_filter()
     for noisy in ("httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Every setting, and the Kubernetes credentials, are checked once here: a bad one is one line
+    # on stderr and exit code 2, instead of a traceback or kopf retrying the login forever.
     try:
         config = OperatorConfig.from_env()
     except ConfigError as error:
         print(f"whatsapp-operator: {error}", file=sys.stderr)
+        return 2
+    try:
+        login_from_environment()  # the login kopf and the status writer use; it loads, it does not connect
+    except kopf.LoginError as error:
+        print(f"whatsapp-operator: kubernetes credentials: {error}", file=sys.stderr)
         return 2
     if args.install_crds:
         try:

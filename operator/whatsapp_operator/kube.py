@@ -34,18 +34,30 @@ class KubeError(Exception):
 
 
 def login_from_environment() -> kopf.ConnectionInfo:
-    """In-cluster service account first, then $KUBECONFIG (read now, not at import) or ~/.kube/config."""
+    """In-cluster service account first, then $KUBECONFIG (read now, not at import) or ~/.kube/config.
+
+    Raises kopf.LoginError with one line saying why when neither gives credentials, including a
+    kubeconfig that is not YAML or not a kubeconfig (the client raises yaml, type or decoding
+    errors for those, not its ConfigException).
+    """
     import kubernetes.client
     import kubernetes.config
 
+    def failure(why: str) -> kopf.LoginError:
+        return kopf.LoginError(redact(" ".join(why.split())))  # one line: the command prints it as is
+
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
+    except (kubernetes.config.ConfigException, OSError) as incluster_error:
+        kubeconfig = os.environ.get("KUBECONFIG") or None
+        where = f"KUBECONFIG={kubeconfig}" if kubeconfig else "~/.kube/config"
         try:
-            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG") or None)
+            kubernetes.config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         except (kubernetes.config.ConfigException, OSError) as error:
-            raise kopf.LoginError(f"no in-cluster service account and no usable kubeconfig: {error}") from None
+            raise failure(f"no in-cluster service account ({incluster_error}) "
+                          f"and no usable kubeconfig ({where}): {error}") from None
+        except Exception as error:  # noqa: BLE001 - malformed YAML, a list instead of a mapping, not UTF-8 ...
+            raise failure(f"the kubeconfig ({where}) is malformed: {type(error).__name__}: {error}") from None
     config = kubernetes.client.Configuration.get_default_copy()
     header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
     parts = header.split(" ", 1) if header else []

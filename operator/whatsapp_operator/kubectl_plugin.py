@@ -16,6 +16,11 @@ dark background; `--invert` is for terminals with a light background.
 Everything that decides what is printed is a pure function of the object and the clock
 (`render_qr`, `qr_view`, `describe_connected`, `format_status_table`, `annotation_patch`); the
 Kubernetes calls sit behind `KubeApi`, and `main()` accepts a replacement for tests.
+
+Text in the object comes from Evolution API, from WhatsApp (a profile name) or from whoever can
+write the resource, so every string printed goes through `printable()` first: terminal control
+characters and escape sequences (which could move the cursor, retitle the window or hide text)
+and bidirectional overrides (which could make one name look like another) are removed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import datetime
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TextIO
@@ -42,6 +48,20 @@ _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 RESOURCE = f"{PLURAL}.{GROUP}"
 
+# ESC and 8-bit C1 sequences a terminal would act on, removed whole: CSI (colours, cursor moves,
+# screen clears), OSC/DCS/SOS/PM/APC strings with their terminator (window titles, hyperlinks),
+# and other escapes (ESC c resets the terminal). An unterminated string loses only its introducer
+# (ESC ] is an escape of its own here, and a lone C1 character a control character below): what
+# follows is then plain text, and nothing after it is swallowed.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"|\x1b[ -/]*[0-~]"
+)
+# Control characters left after that (C0, DEL, C1) and the bidirectional formatting characters:
+# embeddings and overrides (U+202A..U+202E), isolates (U+2066..U+2069), LRM/RLM, the Arabic letter mark.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
 
 class PluginError(Exception):
     """A failure worth one line on stderr and exit code 1."""
@@ -54,6 +74,19 @@ def qr_matrix(code: str) -> list[list[bool]]:
     """The QR symbol for `code` as rows of modules (True = dark), quiet zone included."""
     qr = segno.make_qr(code, error="L")  # segno raises the level when it fits the same version
     return [[bool(module) for module in row] for row in qr.matrix_iter(scale=1, border=QUIET_ZONE)]
+
+
+def printable(value: Any) -> str:
+    """`value` as one line that is safe to print on a terminal.
+
+    Escape sequences, control characters and bidirectional controls are removed; line breaks and
+    tabs become spaces and runs of whitespace one space.
+    """
+    if value is None:
+        return ""
+    text = _ESCAPE_SEQUENCE.sub("", str(value))
+    text = _UNPRINTABLE.sub(lambda match: " " if match.group().isspace() else "", text)
+    return " ".join(text.split())
 
 
 def render_qr(code: str, *, invert: bool = False) -> str:
@@ -110,22 +143,30 @@ def has_qr(obj: dict[str, Any]) -> bool:
 
 def describe_connected(obj: dict[str, Any]) -> str:
     """`shop-123 is connected as +5511987654321 (ACME)`."""
-    connection = _status(obj).get("connection") or {}
+    connection = _connection(obj)
     text = f"{_name(obj)} is connected"
-    if connection.get("number"):
-        text += f" as +{connection['number']}"
-    if connection.get("profileName"):
-        text += f" ({connection['profileName']})"
+    if printable(connection.get("number")):
+        text += f" as +{printable(connection['number'])}"
+    if printable(connection.get("profileName")):
+        text += f" ({printable(connection['profileName'])})"
     return text
 
 
 def qr_view(obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False) -> str:
     """What `kubectl whatsapp qr` shows: the QR code and how to use it, or why there is none."""
+    return qr_view_and_usable(obj, now, invert=invert)[0]
+
+
+def qr_view_and_usable(
+    obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False
+) -> tuple[str, bool]:
+    """`qr_view`, and whether it offers a way to link the phone (a drawn QR code or a pairing code)."""
     name, status, qr = _name(obj), _status(obj), _qr(obj)
     lines: list[str] = []
+    usable = False
     if not has_qr(obj):
-        phase = status.get("phase") or "no status yet"
-        message = _one_line(status.get("message")) or "the operator has not reported on it yet"
+        phase = printable(status.get("phase")) or "no status yet"
+        message = printable(status.get("message")) or "the operator has not reported on it yet"
         lines.append(f"{name} has no QR code to scan ({phase}): {message}")
         if phase in ("Disconnected", "LoggedOut"):
             lines.append(
@@ -133,25 +174,47 @@ def qr_view(obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False
                 f" -n {_namespace(obj)}"
             )
     else:
+        pairing_code = printable(qr.get("pairingCode"))
         if qr.get("code"):
-            lines += [render_qr(qr["code"], invert=invert), ""]
+            drawn, why_not = _draw(qr["code"], invert)
+            if drawn is not None:
+                usable = True
+                lines += [drawn, ""]
+                lines.append(
+                    f"{name}: scan with WhatsApp on the phone "
+                    "(Settings > Linked devices > Link a device)."
+                )
+            else:
+                lines.append(
+                    f"{name}: the QR code in status.qr.code cannot be drawn: {why_not}"
+                    + ("; use the pairing code." if pairing_code else ".")
+                )
+        if pairing_code:
+            usable = True
             lines.append(
-                f"{name}: scan with WhatsApp on the phone "
-                "(Settings > Linked devices > Link a device)."
-            )
-        if qr.get("pairingCode"):
-            lines.append(
-                f"Pairing code: {qr['pairingCode']} "
+                f"Pairing code: {pairing_code} "
                 "(Link a device > Link with phone number instead)."
             )
-        facts = [f"QR #{qr['count']}" if isinstance(qr.get("count"), int) else "QR"]
+        facts = [f"QR #{qr['count']}" if _is_int(qr.get("count")) else "QR"]
         age = qr_age(obj, now)
         if age != "-":
             facts.append(f"issued {age} ago")
         lines.append(", ".join(facts) + ".")
     if _deleting(obj):
         lines.append(f"Note: {name} is being deleted.")
-    return "\n".join(lines)
+    return "\n".join(lines), usable
+
+
+def _draw(code: Any, invert: bool) -> tuple[str | None, str]:
+    """The QR drawing of `code`, or None and why it cannot be drawn."""
+    if not isinstance(code, str):
+        return None, f"it is not a string but {type(code).__name__}"
+    try:
+        return render_qr(code, invert=invert), ""
+    except segno.DataOverflowError:  # more than a version 40 symbol holds (2,953 bytes at level L)
+        return None, f"{len(code)} characters are more than a QR symbol holds"
+    except ValueError as error:
+        return None, printable(error) or type(error).__name__
 
 
 def format_status_table(
@@ -166,17 +229,18 @@ def format_status_table(
     rows = [header]
     for obj in sorted(items, key=lambda item: (_namespace(item), _name(item))):
         status = _status(obj)
-        connection = status.get("connection") or {}
-        phase = status.get("phase") or "-"
+        connection = _connection(obj)
+        phase = printable(status.get("phase")) or "-"
         if _deleting(obj):
             phase += " (deleting)"
+        number = printable(connection.get("number"))
         row = [
             _name(obj),
             phase,
-            f"+{connection['number']}" if connection.get("number") else "-",
-            _one_line(connection.get("profileName")) or "-",
+            f"+{number}" if number else "-",
+            printable(connection.get("profileName")) or "-",
             qr_age(obj, now),
-            _one_line(status.get("message")) or "-",
+            printable(status.get("message")) or "-",
         ]
         if all_namespaces:
             row.insert(0, _namespace(obj))
@@ -211,20 +275,34 @@ def _qr(obj: dict[str, Any]) -> dict[str, Any]:
     return qr if isinstance(qr, dict) else {}
 
 
+def _connection(obj: dict[str, Any]) -> dict[str, Any]:
+    connection = _status(obj).get("connection")
+    return connection if isinstance(connection, dict) else {}
+
+
+def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _name(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "?")
+    return printable(_metadata(obj).get("name")) or "?"
 
 
 def _namespace(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "")
+    return printable(_metadata(obj).get("namespace"))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _deleting(obj: dict[str, Any]) -> bool:
-    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+    return bool(_metadata(obj).get("deletionTimestamp"))
 
 
 def _one_line(value: Any) -> str:
-    return " ".join(str(value).split()) if value else ""
+    return printable(value) if value else ""
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------
@@ -380,8 +458,9 @@ def _cmd_qr(ctx: _Context, args: argparse.Namespace) -> int:
         if is_connected(obj):
             ctx.print(describe_connected(obj))
             return 0
-        ctx.print(qr_view(obj, ctx.now(), invert=args.invert))
-        return 0 if has_qr(obj) else 1
+        view, usable = qr_view_and_usable(obj, ctx.now(), invert=args.invert)
+        ctx.print(view)
+        return 0 if usable else 1
     return _watch_qr(ctx, args, obj)
 
 
@@ -418,7 +497,7 @@ def _watch_qr(ctx: _Context, args: argparse.Namespace, obj: dict[str, Any]) -> i
         try:
             for kind, changed in ctx.api.watch(ctx.namespace, args.name, version):
                 if kind == "DELETED":
-                    ctx.err.write(f'error: {RESOURCE} "{args.name}" was deleted\n')
+                    ctx.err.write(f'error: {RESOURCE} "{printable(args.name)}" was deleted\n')
                     return 1
                 if kind not in ("ADDED", "MODIFIED") or not changed:
                     continue
@@ -453,7 +532,7 @@ def _cmd_reconnect(ctx: _Context, args: argparse.Namespace) -> int:
         f"{RESOURCE}/{args.name} annotated {RECONNECT_ANNOTATION}={stamp}: "
         "a new QR code cycle is requested"
     )
-    phase = _status(obj).get("phase")
+    phase = printable(_status(obj).get("phase"))
     if phase in ("Connected", "AwaitingScan", "Connecting"):
         ctx.print(
             f"Note: {args.name} is {phase}; the operator starts a new QR cycle only for a "
