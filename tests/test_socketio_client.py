@@ -18,9 +18,13 @@ import pytest
 import socketio
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Response
 
 from whatsapp_operator.backoff import Backoff
-from whatsapp_operator.socketio import SocketIOClient, build_socketio_url
+from whatsapp_operator.redaction import register_secret
+from whatsapp_operator.socketio import SocketIOClient, build_socketio_url, describe_failure
 
 TIMEOUT = 5.0
 
@@ -539,6 +543,128 @@ async def test_handshake_that_never_comes_times_out(
         _, reason = await listener.expect("disconnected")
         assert "handshake" in reason
         await client.close()
+
+
+# -- hostile frames and handshakes ---------------------------------------------------------------
+
+# Each of these made ClientSession.receive() raise: the connection dropped and the operator ran a
+# full REST resync per frame.
+HOSTILE_FRAMES = [
+    '2²["x"]',  # a Unicode digit where the ack id goes
+    '5²-["x"]',  # a Unicode digit where the attachment count goes
+    "2" + "7" * 5000 + '["x"]',  # an ack id of 5000 digits (int() stops at 4300)
+    '2["x",' + "[" * 1000 + "]" * 1000 + "]",  # nested 1000 deep (RecursionError)
+]
+
+
+async def test_hostile_frames_from_evolution_are_counted_and_the_connection_stays_up(
+    evolution_factory: Callable[..., Awaitable[Any]],
+    listener: RecordingListener,
+    running: Callable[[SocketIOClient], None],
+) -> None:
+    fake = await evolution_factory()  # tests/evolution_fake.py, as in the operator's tests
+    client = fast_client(fake.url, listener, query={"apikey": fake.api_key})
+    running(client)
+    await listener.expect("connected")
+    malformed = client.stats.malformed_packets
+
+    for frame in HOSTILE_FRAMES:
+        await fake.send_raw(frame)
+    await fake.send_raw('2["after",{"ok":true}]')
+    assert await listener.expect("event") == ("event", "/", "after", [{"ok": True}])
+    assert client.stats.malformed_packets == malformed + len(HOSTILE_FRAMES)
+    assert client.stats.connects == 1 and client.stats.disconnects == 0
+    assert client.state == "connected"
+    assert not [item for item in listener.history if item[0] == "disconnected"]
+
+
+async def test_handshake_with_an_hour_long_ping_interval_is_refused_and_retried(
+    evolution_factory: Callable[..., Awaitable[Any]],
+    listener: RecordingListener,
+    running: Callable[[SocketIOClient], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="whatsapp_operator.socketio")
+    # An hour between pings would leave a dead connection unnoticed for an hour.
+    fake = await evolution_factory(ping_interval=3600.0)
+    client = fast_client(fake.url, listener, query={"apikey": fake.api_key})
+    running(client)
+
+    for _ in range(2):  # refused, then retried after the backoff
+        _, reason = await listener.expect("disconnected")
+        assert reason == (
+            "refused the server's Engine.IO handshake: pingInterval is 3600000; "
+            "it must be a number of milliseconds from 1 to 600000"
+        )
+    assert client.stats.last_error == reason
+    assert client.stats.connects == 0 and client.stats.failed_connects >= 2
+    assert client.stats.malformed_packets == 0
+    assert fake.namespace_attempts == []  # no namespace joined on a refused connection
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "whatsapp_operator.socketio" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1 and "cannot connect: refused the server's Engine.IO" in warnings[0]
+
+    fake.ping_interval = 25.0  # the server is fixed: the next attempt gets in by itself
+    await listener.expect("connected")
+    assert client.stats.connects == 1
+
+
+@pytest.mark.parametrize(
+    ("numbers", "expected"),
+    [
+        ('"pingInterval":Infinity,"pingTimeout":20000', "pingInterval is Infinity"),
+        ('"pingInterval":NaN,"pingTimeout":20000', "pingInterval is NaN"),
+        ('"pingInterval":25000,"pingTimeout":1e999', "pingTimeout is Infinity"),
+        ('"pingInterval":1e400,"pingTimeout":20000', "pingInterval is Infinity"),
+        ('"pingInterval":25000,"pingTimeout":20000,"maxPayload":' + "9" * 400, "maxPayload is 999"),
+        ('"pingInterval":25000,"pingTimeout":20000,"maxPayload":NaN', "maxPayload is NaN"),
+    ],
+)
+async def test_handshake_with_unusable_numbers_ends_the_connection_with_a_reason(
+    numbers: str,
+    expected: str,
+    listener: RecordingListener,
+    running: Callable[[SocketIOClient], None],
+) -> None:
+    received: list[str | bytes] = []
+    connections: asyncio.Queue[None] = asyncio.Queue()
+
+    async def handler(websocket: ServerConnection) -> None:
+        connections.put_nowait(None)
+        await websocket.send('0{"sid":"s1","upgrades":[],' + numbers + "}")
+        async for message in websocket:
+            received.append(message)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = fast_client(f"http://127.0.0.1:{port}", listener)
+        running(client)
+        for _ in range(2):
+            _, reason = await listener.expect("disconnected")
+            assert reason.startswith("refused the server's Engine.IO handshake: " + expected)
+        assert connections.qsize() >= 2  # reconnected after the backoff
+        assert received == []  # nothing sent on a refused handshake: no CONNECT
+        assert client.stats.connects == 0 and client.stats.failed_connects >= 2
+        assert client.stats.last_error is not None and expected in client.stats.last_error
+        await client.close()
+
+
+STRADDLING = "client-straddling-secret-0123456789"
+
+
+@pytest.mark.parametrize("json_body", [False, True])
+def test_server_message_masks_a_secret_straddling_the_cut(json_body: bool) -> None:
+    register_secret(STRADDLING)
+    # The server's message is cut at 120 characters; the secret starts 10 before the cut.
+    message = "x" * 110 + STRADDLING + " and more"
+    body = json.dumps({"code": 4, "message": message}) if json_body else message
+    response = Response(400, "Bad Request", Headers(), body.encode())
+    reason = describe_failure(InvalidStatus(response))
+    assert STRADDLING[:6] not in reason
+    assert "(server said: " + "x" * 110 + "*** and mo)" in reason  # redacted, then cut at 120
 
 
 # -- URL -----------------------------------------------------------------------------------------

@@ -8,12 +8,18 @@ import pytest
 
 from whatsapp_operator.redaction import register_secret
 from whatsapp_operator.socketio import (
+    MAX_JSON_DEPTH,
+    MAX_PAYLOAD_LIMIT,
+    MAX_PING_MS,
+    MIN_PING_MS,
     ClientSession,
     Closed,
     EngineIOPacket,
     EngineIOPacketType,
     EventReceived,
+    HandshakeError,
     HandshakeInfo,
+    HandshakeRefused,
     Ignored,
     Malformed,
     NamespaceConnected,
@@ -392,3 +398,235 @@ def test_malformed_reason_is_json_serialisable_and_short() -> None:
     assert isinstance(event, Malformed)
     assert len(event.reason) < 150
     json.dumps(event.reason)
+
+
+# -- hostile frames: receive() keeps its promise -------------------------------------------------
+
+
+def session_state(session: ClientSession) -> tuple[object, ...]:
+    """What a frame may not change when it is dropped as Malformed."""
+    return (
+        session.handshake,
+        session.closed,
+        session.connected_namespaces,
+        session.pending_namespaces,
+        session.receive_timeout,
+        tuple(session.data_to_send()),
+    )
+
+
+def assert_one_malformed_and_nothing_else(session: ClientSession, frame: str | bytes) -> Malformed:
+    before = session_state(session)
+    events = session.receive(frame)
+    assert len(events) == 1 and isinstance(events[0], Malformed), events
+    assert session_state(session) == before
+    # ...and the session goes on.
+    if session.connected_namespaces:
+        assert session.receive('42["ok"]') == [EventReceived("/", "ok", [])]
+    return events[0]
+
+
+@pytest.mark.parametrize("digit", ["²", "①", "٣", "𝟘"])
+def test_unicode_digit_where_an_ack_id_is_expected_is_malformed(digit: str) -> None:
+    # "²".isdigit() is True and int("²") raises; int("٣") is 3, which socket.io would never read.
+    assert_one_malformed_and_nothing_else(joined_session(), f'42{digit}["x"]')
+    assert_one_malformed_and_nothing_else(joined_session("/acme"), f'42/acme,{digit}["x"]')
+
+
+@pytest.mark.parametrize("digit", ["²", "٣"])
+def test_unicode_digit_where_an_attachment_count_is_expected_is_malformed(digit: str) -> None:
+    assert_one_malformed_and_nothing_else(joined_session(), f'45{digit}-["x"]')
+
+
+def test_ack_id_of_thousands_of_digits_is_malformed() -> None:
+    # int() refuses more than 4300 digits with a ValueError that is not a ProtocolError.
+    reason = assert_one_malformed_and_nothing_else(joined_session(), "42" + "7" * 5000 + '["x"]')
+    assert "ack id" in reason.reason and len(reason.reason) < 200
+
+
+def test_attachment_count_of_thousands_of_digits_is_malformed() -> None:
+    assert_one_malformed_and_nothing_else(joined_session(), "45" + "7" * 5000 + '-["x"]')
+
+
+def test_ack_id_is_a_javascript_safe_integer() -> None:
+    session = joined_session()
+    assert decode_socketio(f'2{2**53 - 1}["x"]').ack_id == 2**53 - 1
+    assert_one_malformed_and_nothing_else(session, f'42{2**53}["x"]')
+    assert_one_malformed_and_nothing_else(session, '42' + "0" * 17 + '["x"]')
+
+
+def test_arrays_nested_a_thousand_deep_in_an_event_are_malformed() -> None:
+    # json raises RecursionError (not ValueError) around 1000 levels.
+    frame = '42["x",' + "[" * 1000 + "]" * 1000 + "]"
+    reason = assert_one_malformed_and_nothing_else(joined_session(), frame)
+    assert "deeper" in reason.reason
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000, 100_000])
+def test_nesting_beyond_the_limit_is_malformed(depth: int) -> None:
+    objects = '42["x",' + '{"a":' * depth + "1" + "}" * depth + "]"
+    assert_one_malformed_and_nothing_else(joined_session(), objects)
+    unbalanced = '42["x",' + "[" * depth
+    assert_one_malformed_and_nothing_else(joined_session(), unbalanced)
+
+
+def test_nesting_up_to_the_limit_is_delivered_and_brackets_in_strings_do_not_count() -> None:
+    session = joined_session()
+    nested: object = []
+    for _ in range(MAX_JSON_DEPTH - 2):  # with the event's own list: MAX_JSON_DEPTH levels
+        nested = [nested]
+    [event] = session.receive("42" + json.dumps(["x", nested]))
+    assert event == EventReceived("/", "x", [nested])
+    assert_one_malformed_and_nothing_else(session, "42" + json.dumps(["x", [nested]]))
+    text = "[" * 5000 + '\\"{'
+    assert session.receive("42" + json.dumps(["x", text])) == [EventReceived("/", "x", [text])]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_in_an_event_are_malformed(constant: str) -> None:
+    # JSON.stringify never writes them; Python's json would read them.
+    assert_one_malformed_and_nothing_else(joined_session(), f'42["x",{constant}]')
+
+
+def test_integer_of_thousands_of_digits_in_an_event_is_malformed() -> None:
+    assert_one_malformed_and_nothing_else(joined_session(), '42["x",' + "9" * 5000 + "]")
+
+
+@pytest.mark.parametrize("frame", [b"\x00", bytearray(b"\x01"), "", "\udc80", "4\ud800"])
+def test_odd_frames_before_the_handshake_are_malformed(frame: str | bytes) -> None:
+    assert_one_malformed_and_nothing_else(ClientSession(), frame)
+
+
+def test_an_unexpected_error_while_decoding_is_one_malformed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session = joined_session()
+
+    def broken(text: str) -> SocketIOPacket:
+        raise RuntimeError("secret-bearing message that must not be shown")
+
+    monkeypatch.setattr("whatsapp_operator.socketio.codec.decode_socketio", broken)
+    [event] = session.receive('42["x"]')
+    assert isinstance(event, Malformed)
+    assert "RuntimeError" in event.reason and "secret" not in event.reason
+
+
+# -- handshake numbers ---------------------------------------------------------------------------
+
+
+def open_frame(**fields: object) -> str:
+    body: dict[str, object] = {
+        "sid": "eio-1",
+        "upgrades": [],
+        "pingInterval": 25000,
+        "pingTimeout": 20000,
+        "maxPayload": 1000000,
+    }
+    body.update(fields)
+    return "0" + json.dumps({k: v for k, v in body.items() if v is not MISSING})
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+
+def short_id(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} chars)"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("pingInterval", float("inf"), "Infinity"),
+        ("pingInterval", float("nan"), "NaN"),
+        ("pingInterval", 10**400, "1000000000"),  # float() overflows
+        ("pingInterval", 3_600_000, "3600000"),  # an hour: the watchdog would be off in practice
+        ("pingInterval", 0.5, "0.5"),
+        ("pingInterval", -1, "-1"),
+        ("pingInterval", True, "true"),
+        ("pingInterval", "25000", '"25000"'),
+        ("pingInterval", None, "null"),
+        ("pingInterval", MISSING, "nothing"),
+        ("pingTimeout", float("-inf"), "-Infinity"),
+        ("pingTimeout", 10**30, "1000000000"),
+        ("pingTimeout", [], "[]"),
+        ("maxPayload", 10**400, "1000000000"),  # int(float(...)) overflowed
+        ("maxPayload", float("inf"), "Infinity"),
+        ("maxPayload", float("nan"), "NaN"),
+        ("maxPayload", 2**53, str(2**53)),
+        ("maxPayload", 0, "0"),
+        ("maxPayload", 1e6, "1000000.0"),
+        ("maxPayload", False, "false"),
+    ],
+    ids=short_id,
+)
+def test_unusable_handshake_numbers_refuse_the_handshake(key: str, value: object, shown: str) -> None:
+    session = ClientSession()
+    session.connect_namespace("/")
+    events = session.receive(open_frame(**{key: value}))
+    assert len(events) == 1 and isinstance(events[0], HandshakeRefused), events
+    reason = events[0].reason
+    assert key in reason and shown in reason and len(reason) < 200
+    # The session is over: no handshake, nothing more is read, the watchdog is not switched off.
+    assert session.closed and not session.is_open and session.handshake is None
+    assert session.pending_namespaces == frozenset()
+    assert isinstance(session.receive('40{"sid":"x"}')[0], Ignored)
+    with pytest.raises(HandshakeError):
+        parse_open(open_frame(**{key: value})[1:])
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"pingInterval": 1, "pingTimeout": 1}, (0.001, 0.001)),
+        ({"pingInterval": 600_000, "pingTimeout": 600_000}, (600.0, 600.0)),
+        ({"pingInterval": 2.5, "pingTimeout": 1e3}, (0.0025, 1.0)),
+    ],
+)
+def test_handshake_numbers_at_the_bounds_are_accepted(
+    fields: dict[str, object], expected: tuple[float, float]
+) -> None:
+    info = parse_open(open_frame(**fields, maxPayload=2**53 - 1)[1:])
+    assert (info.ping_interval, info.ping_timeout, info.max_payload) == (*expected, 2**53 - 1)
+    assert (MIN_PING_MS, MAX_PING_MS, MAX_PAYLOAD_LIMIT) == (1, 600_000, 2**53 - 1)
+
+
+def test_refused_handshake_value_is_shown_short_and_redacted() -> None:
+    register_secret("handshake-secret-4321")
+    [event] = ClientSession().receive(open_frame(pingInterval="handshake-secret-4321"))
+    assert isinstance(event, HandshakeRefused)
+    assert "handshake-secret" not in event.reason and "***" in event.reason
+    [event] = ClientSession().receive(open_frame(pingInterval="x" * 10_000))
+    assert isinstance(event, HandshakeRefused) and len(event.reason) < 200
+
+
+# -- redaction before truncation -----------------------------------------------------------------
+
+STRADDLING = "straddling-secret-0123456789"
+
+
+def test_protocol_error_preview_masks_a_secret_straddling_the_cut() -> None:
+    register_secret(STRADDLING)
+    # The preview shows the first 40 characters; the secret starts 10 before the cut.
+    packet = "2" + "y" * 29 + STRADDLING + "{"
+    with pytest.raises(ProtocolError) as caught:
+        decode_socketio(packet)
+    message = str(caught.value)
+    assert STRADDLING[:6] not in message
+    assert "***" in message
+
+
+def test_refusal_message_masks_a_secret_straddling_the_cut() -> None:
+    register_secret(STRADDLING)
+    session = opened_session()
+    session.connect_namespace("/acme")
+    message = "m" * 190 + STRADDLING + " and more"
+    [event] = session.receive("44/acme," + json.dumps({"message": message}))
+    assert isinstance(event, NamespaceRefused)
+    assert STRADDLING[:6] not in event.message
+    assert event.message == "m" * 190 + "*** and mo"  # redacted, then cut at 200

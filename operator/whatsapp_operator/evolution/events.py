@@ -2,12 +2,18 @@
 
 Wire names are dotted lowercase (`qrcode.updated`), unlike the UPPER_SNAKE names used to subscribe.
 Every envelope is `{"event", "instance", "data", "date_time", ...}` as the only argument.
+
+`parse_event` is total: whatever JSON value arrives, it returns a typed event or None, or raises
+`MalformedEvent`. Every value in a returned event has been through `values`: integers fit int64,
+strings are valid Unicode (UTF-8 encodable) and bounded, so they can go into a status patch as is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from ..values import IMAGE_LIMIT, int64, text, token
 
 QRCODE_UPDATED = "qrcode.updated"
 CONNECTION_UPDATE = "connection.update"
@@ -59,21 +65,20 @@ class InstanceRemoved:
 EvolutionEvent = QRUpdated | QRLimitReached | ConnectionUpdated | InstanceLoggedOut | InstanceRemoved
 
 
-def parse_event(name: str, args: list[Any], *, namespace_instance: str | None = None) -> EvolutionEvent | None:
+def parse_event(name: str, args: Any, *, namespace_instance: str | None = None) -> EvolutionEvent | None:
     """Turn one Socket.IO event into a typed event; None for events the operator does not follow.
 
+    `args` is the list of the event's arguments as received (anything JSON can hold is tolerated).
     `namespace_instance` is the instance a per-instance namespace belongs to; on the root namespace
-    the instance comes from the envelope.
+    the instance comes from the envelope. Raises only `MalformedEvent`.
     """
-    if name not in RELEVANT_EVENTS:
+    if not isinstance(name, str) or name not in RELEVANT_EVENTS:
         return None
-    if not args or not isinstance(args[0], dict):
+    if not isinstance(args, list) or not args or not isinstance(args[0], dict):
         raise MalformedEvent(f"{name}: the envelope is not a JSON object")
-    envelope: dict[str, Any] = args[0]
-    instance = envelope.get("instance")
-    if not isinstance(instance, str) or not instance:
-        instance = namespace_instance
-    if not instance:
+    envelope: dict[Any, Any] = args[0]
+    instance = token(envelope.get("instance")) or token(namespace_instance)
+    if instance is None:
         raise MalformedEvent(f"{name}: the envelope names no instance")
     data = envelope.get("data")
 
@@ -91,13 +96,14 @@ def _parse_qr(instance: str, data: Any) -> QRUpdated | QRLimitReached:
         raise MalformedEvent(f"{QRCODE_UPDATED}: data is not an object")
     qrcode = data.get("qrcode")
     if isinstance(qrcode, dict):
-        code = _text(qrcode.get("code"))
-        pairing_code = _text(qrcode.get("pairingCode"))
+        code = token(qrcode.get("code"))
+        pairing_code = token(qrcode.get("pairingCode"))
         if code is None and pairing_code is None:
-            raise MalformedEvent(f"{QRCODE_UPDATED}: qrcode has neither code nor pairingCode")
-        return QRUpdated(instance, code, _text(qrcode.get("base64")), pairing_code)
+            raise MalformedEvent(f"{QRCODE_UPDATED}: qrcode has neither a usable code nor pairingCode")
+        # A data URI of a PNG: dropped (None) when beyond IMAGE_LIMIT, a cut image is no image.
+        return QRUpdated(instance, code, token(qrcode.get("base64"), IMAGE_LIMIT), pairing_code)
     # The QR-limit notice reuses the event with a different shape: {"message","statusCode"}.
-    message = _text(data.get("message"))
+    message = text(data.get("message"))
     if message is not None or "statusCode" in data:
         return QRLimitReached(instance, message or "QR code limit reached")
     raise MalformedEvent(f"{QRCODE_UPDATED}: data has neither qrcode nor message")
@@ -106,19 +112,15 @@ def _parse_qr(instance: str, data: Any) -> QRUpdated | QRLimitReached:
 def _parse_connection(instance: str, data: Any) -> ConnectionUpdated:
     if not isinstance(data, dict):
         raise MalformedEvent(f"{CONNECTION_UPDATE}: data is not an object")
-    state = data.get("state")
-    if not isinstance(state, str) or not state:
+    state = token(data.get("state"))
+    if state is None:
         raise MalformedEvent(f"{CONNECTION_UPDATE}: data has no state")
-    reason = data.get("statusReason")
     return ConnectionUpdated(
         instance=instance,
         state=state,
-        status_reason=reason if isinstance(reason, int) and not isinstance(reason, bool) else None,
-        wuid=_text(data.get("wuid")),
-        profile_name=_text(data.get("profileName")),
-        profile_picture_url=_text(data.get("profilePictureUrl")),
+        # int64 only: bool, floats and integers the apiserver would refuse (beyond int64) are dropped.
+        status_reason=int64(data.get("statusReason")),
+        wuid=token(data.get("wuid")),
+        profile_name=text(data.get("profileName")),
+        profile_picture_url=token(data.get("profilePictureUrl")),
     )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -29,6 +29,7 @@ from .codec import (
     ClientSession,
     Closed,
     EventReceived,
+    HandshakeRefused,
     Ignored,
     Malformed,
     NamespaceConnected,
@@ -36,6 +37,7 @@ from .codec import (
     NamespaceRefused,
     Opened,
     SessionEvent,
+    redacted_head,
 )
 
 logger = logging.getLogger("whatsapp_operator.socketio")
@@ -123,8 +125,12 @@ def _server_message(body: bytes | bytearray | None) -> str:
     if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
         text = parsed["message"]
     line = text.splitlines()[0] if text else ""
+    # Bounded before the character loop (the body may be 1 MiB), far past the cut below.
+    line = line[: _SERVER_MESSAGE_LENGTH + 64 * 1024]
     line = "".join(ch for ch in line if ch.isprintable())
-    return line[:_SERVER_MESSAGE_LENGTH]
+    # Redact, then cut: cut first, a secret straddling the cut would leave its head uncovered.
+    head, _ = redacted_head(line, _SERVER_MESSAGE_LENGTH)
+    return head
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -491,6 +497,10 @@ class SocketIOClient:
             logger.debug("[%s] ignored: %s", self._name, event.reason)
         elif isinstance(event, Closed):
             raise _ConnectionEnded(event.reason)
+        elif isinstance(event, HandshakeRefused):
+            # Like any failed attempt: the reason goes to last_error, on_disconnected and a warning
+            # (run() logs it), and the next attempt waits for the backoff.
+            raise _ConnectionEnded(redact(f"refused the server's Engine.IO handshake: {event.reason}"))
 
     def _root_joined(self) -> None:
         self._state = "connected"

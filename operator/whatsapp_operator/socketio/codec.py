@@ -13,6 +13,8 @@ client-side acknowledgements.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
@@ -22,22 +24,114 @@ from ..redaction import redact
 ROOT_NAMESPACE = "/"
 _PREVIEW_LENGTH = 40
 _MAX_MESSAGE_LENGTH = 200
+# redact() runs over this much text past a cut (the whole text of anything but a QR image or a
+# flood): a secret that straddles the cut is masked as a whole, and a 16 MiB frame does not cost
+# seconds of regex work on the event loop (redact() takes ~10 ms per 64 KiB).
+_REDACT_WINDOW = 64 * 1024
+
+# Socket.IO ack ids and attachment counts are JavaScript numbers: integers up to 2**53 - 1
+# (Number.MAX_SAFE_INTEGER), i.e. at most 16 ASCII digits.
+MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_DIGITS = len(str(MAX_SAFE_INTEGER))
+_ASCII_DIGITS = re.compile(r"[0-9]*")
+# Evolution's envelopes nest < 20 levels. Python's json raises RecursionError (not ValueError)
+# around 1000 levels, and deep values would make every later consumer recurse as deep: a payload
+# nested deeper than this is malformed.
+MAX_JSON_DEPTH = 128
+
+# Engine.IO handshake bounds (the numbers are milliseconds on the wire). Evolution (engine.io 6)
+# sends pingInterval 25000 and pingTimeout 20000. Outside these bounds the heartbeat watchdog
+# would spin (below 1 ms), be off in practice (hours, Infinity) or overflow the event loop's timer.
+MIN_PING_MS = 1
+MAX_PING_MS = 10 * 60 * 1000
+MAX_PAYLOAD_LIMIT = MAX_SAFE_INTEGER
+_DEFAULT_MAX_PAYLOAD = 1_000_000
 
 
 class ProtocolError(ValueError):
     """A packet that does not follow the Engine.IO v4 / Socket.IO v5 wire format."""
 
 
+class HandshakeError(ProtocolError):
+    """An Engine.IO OPEN packet whose heartbeat or size numbers are unusable: the connection is
+    refused (it would run without a working ping watchdog), not merely a frame dropped."""
+
+
+def redacted_head(text: str, length: int) -> tuple[str, bool]:
+    """The first `length` characters of `text` once redacted, and whether anything was cut.
+
+    Redaction comes first: cutting first could leave the head of a secret that straddles the cut,
+    which redact() can no longer recognise. It covers `_REDACT_WINDOW` characters past the cut.
+    """
+    window = text[: length + _REDACT_WINDOW]
+    redacted = redact(window)
+    cut = len(redacted) > length or len(window) < len(text)
+    return redacted[:length], cut
+
+
 def _preview(text: str) -> str:
     # Packets can be megabytes of QR data or carry an instance token: an error shows only the head,
-    # and even that goes through redact() because "apikey":"..." may start within it.
-    head = text[:_PREVIEW_LENGTH]
-    suffix = "..." if len(text) > _PREVIEW_LENGTH else ""
-    return redact(repr(head)) + suffix
+    # redacted before it is cut because "apikey":"..." or a registered secret may straddle the cut.
+    head, cut = redacted_head(text, _PREVIEW_LENGTH)
+    return repr(head) + ("..." if cut else "")
 
 
 def _fail(reason: str, text: str) -> ProtocolError:
     return ProtocolError(f"{reason} (packet starts with {_preview(text)})")
+
+
+# JSON strings (escapes included), removed before brackets are counted.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPEN_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether the JSON text nests arrays/objects deeper than `limit` (exact for valid JSON)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case, at C speed
+    brackets = (
+        _JSON_STRING.sub("", text)
+        .encode("utf-8", "surrogatepass")
+        .translate(_OPEN_AS_SQUARE, _NOT_BRACKETS)
+    )
+    depth = 0
+    for char in brackets:
+        if char == 0x5B:  # "["
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_json(text: str, what: str, packet: str, *, allow_nan: bool = False) -> Any:
+    """json.loads() that fails only with ProtocolError: too deep, invalid (integers of more than
+    4300 digits included), or, unless `allow_nan`, NaN/Infinity, which JSON.stringify never
+    produces. `packet` is what the error message shows the head of."""
+    if _nests_deeper_than(text, MAX_JSON_DEPTH):
+        raise _fail(f"{what} nests deeper than {MAX_JSON_DEPTH} levels", packet)
+    try:
+        return json.loads(text, parse_constant=None if allow_nan else _refuse_constant)
+    except (ValueError, RecursionError):  # RecursionError: belt and braces, the depth is checked
+        raise _fail(f"{what} is not valid JSON", packet) from None
+
+
+def _safe_integer(digits: str) -> int | None:
+    """`digits` as an int if it is 1 to 16 ASCII digits worth at most 2**53 - 1, else None.
+
+    str.isdigit() alone would accept "²" (which int() refuses) or "٣" (which int() reads as 3),
+    and int() refuses more than 4300 digits.
+    """
+    if not digits or len(digits) > _MAX_DIGITS or not (digits.isascii() and digits.isdigit()):
+        return None
+    value = int(digits)
+    return value if value <= MAX_SAFE_INTEGER else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,22 +176,63 @@ class HandshakeInfo:
     upgrades: tuple[str, ...] = ()
 
 
-def _positive_number(
-    body: dict[str, Any], key: str, data: str, default: float | None = None
-) -> float:
-    value = body.get(key, default)
-    # bool is an int in Python but never a valid interval or size.
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise _fail(f"OPEN packet has no valid {key}", data)
+_MISSING: Any = object()
+
+
+def _shown(value: Any) -> str:
+    """A short, redacted rendering of a handshake value for an error message."""
+    if value is _MISSING:
+        return "nothing"
+    if isinstance(value, str):
+        # Redacted as sent (escaping could hide a secret from redact()), then quoted as JSON.
+        head, cut = redacted_head(value, _PREVIEW_LENGTH)
+        return json.dumps(head) + ("..." if cut else "")
+    try:
+        rendered = json.dumps(value)  # NaN and Infinity as the server wrote them
+    except (ValueError, TypeError, RecursionError):
+        rendered = type(value).__name__
+    head, cut = redacted_head(rendered, _PREVIEW_LENGTH)
+    return head + ("..." if cut else "")
+
+
+def _milliseconds(body: dict[str, Any], key: str) -> float:
+    value = body.get(key, _MISSING)
+    # bool is an int in Python but never a valid interval; float("nan") fails every comparison.
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not (isinstance(value, int) or math.isfinite(value))
+        or not MIN_PING_MS <= value <= MAX_PING_MS
+    ):
+        raise HandshakeError(
+            f"{key} is {_shown(value)}; it must be a number of milliseconds "
+            f"from {MIN_PING_MS} to {MAX_PING_MS}"
+        )
     return float(value)
 
 
+def _max_payload(body: dict[str, Any]) -> int:
+    value = body.get("maxPayload", _DEFAULT_MAX_PAYLOAD)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_PAYLOAD_LIMIT
+    ):
+        raise HandshakeError(
+            f"maxPayload is {_shown(value)}; it must be an integer from 1 to {MAX_PAYLOAD_LIMIT}"
+        )
+    return value
+
+
 def parse_open(data: str) -> HandshakeInfo:
-    """Parse the JSON body of an Engine.IO OPEN packet (the part after the leading `0`)."""
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise _fail("OPEN packet is not valid JSON", data) from None
+    """Parse the JSON body of an Engine.IO OPEN packet (the part after the leading `0`).
+
+    Raises ProtocolError for a packet that is not an OPEN body at all, and its subclass
+    HandshakeError when pingInterval/pingTimeout are not finite numbers of milliseconds in
+    [MIN_PING_MS, MAX_PING_MS] or maxPayload (optional) is not an integer in [1, 2**53 - 1].
+    """
+    # NaN/Infinity are read so that they can be refused by name, as a HandshakeError.
+    body = _load_json(data, "OPEN packet", data, allow_nan=True)
     if not isinstance(body, dict):
         raise _fail("OPEN packet is not a JSON object", data)
     sid = body.get("sid")
@@ -109,9 +244,9 @@ def parse_open(data: str) -> HandshakeInfo:
         raise _fail("OPEN packet has invalid upgrades", data)
     return HandshakeInfo(
         sid=sid,
-        ping_interval=_positive_number(body, "pingInterval", data) / 1000,
-        ping_timeout=_positive_number(body, "pingTimeout", data) / 1000,
-        max_payload=int(_positive_number(body, "maxPayload", data, default=1_000_000)),
+        ping_interval=_milliseconds(body, "pingInterval") / 1000,
+        ping_timeout=_milliseconds(body, "pingTimeout") / 1000,
+        max_payload=_max_payload(body),
         upgrades=tuple(upgrades),
     )
 
@@ -183,9 +318,10 @@ def decode_socketio(text: str) -> SocketIOPacket:
     attachments = 0
     if kind in _BINARY_TYPES:
         dash = text.find("-", pos)
-        if dash == -1 or not text[pos:dash].isdigit():
-            raise _fail("binary packet without an attachment count", text)
-        attachments = int(text[pos:dash])
+        count = _safe_integer(text[pos:dash]) if dash != -1 else None
+        if count is None:
+            raise _fail("binary packet without a valid attachment count", text)
+        attachments = count
         pos = dash + 1
 
     namespace = ROOT_NAMESPACE
@@ -197,19 +333,17 @@ def decode_socketio(text: str) -> SocketIOPacket:
         pos = end + 1 if comma != -1 else end
 
     ack_id: int | None = None
-    digits_end = pos
-    while digits_end < len(text) and text[digits_end].isdigit():
-        digits_end += 1
+    match = _ASCII_DIGITS.match(text, pos)
+    digits_end = match.end() if match else pos
     if digits_end > pos:
-        ack_id = int(text[pos:digits_end])
+        ack_id = _safe_integer(text[pos:digits_end])
+        if ack_id is None:
+            raise _fail(f"ack id is not an integer up to {MAX_SAFE_INTEGER}", text)
         pos = digits_end
 
     data: Any = None
     if pos < len(text):
-        try:
-            data = json.loads(text[pos:])
-        except ValueError:
-            raise _fail("Socket.IO payload is not valid JSON", text) from None
+        data = _load_json(text[pos:], "Socket.IO payload", text)
 
     # Same validity rules as socket.io-parser's isPayloadValid().
     if kind is SocketIOPacketType.CONNECT:
@@ -276,6 +410,15 @@ class Malformed:
 
 
 @dataclass(frozen=True)
+class HandshakeRefused:
+    """The server's OPEN packet announced a heartbeat or size we cannot work with (pingInterval of
+    Infinity, an hour, 0, a string...). The session is closed: end the connection with `reason`
+    and reconnect with backoff like after any failed connection attempt."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Ignored:
     """A well-formed packet with nothing to act on (an ACK, an event for a namespace we left...)."""
 
@@ -296,6 +439,7 @@ SessionEvent: TypeAlias = (
     | NamespaceDisconnected
     | EventReceived
     | Malformed
+    | HandshakeRefused
     | Ignored
     | Closed
 )
@@ -308,7 +452,8 @@ def _refusal_message(data: object) -> str:
         text = message if isinstance(message, str) else json.dumps(data)
     else:
         text = str(data)
-    return text[:_MAX_MESSAGE_LENGTH]
+    head, _ = redacted_head(text, _MAX_MESSAGE_LENGTH)
+    return head
 
 
 class ClientSession:
@@ -391,8 +536,19 @@ class ClientSession:
     # -- input ---------------------------------------------------------------------------------
 
     def receive(self, data: str | bytes) -> list[SessionEvent]:
-        """Process one received websocket frame. Never raises on bad input."""
-        if isinstance(data, bytes):
+        """Process one received websocket frame. Never raises.
+
+        A frame that cannot be understood yields exactly one `Malformed` and changes nothing else
+        (no state change, nothing to send); an unusable handshake yields `HandshakeRefused`.
+        """
+        try:
+            return self._receive(data)
+        except Exception as exc:  # noqa: BLE001 - last resort: every known cause is handled below
+            # Only the type: the message of an unexpected error may quote the frame.
+            return [Malformed(f"unexpected {type(exc).__name__} while reading a frame")]
+
+    def _receive(self, data: str | bytes) -> list[SessionEvent]:
+        if not isinstance(data, str):
             if self._skip_binary_frames:
                 # Attachment of a binary packet already reported as Malformed: drop it quietly.
                 self._skip_binary_frames -= 1
@@ -430,10 +586,16 @@ class ClientSession:
         if self.handshake is not None:
             return [Malformed("second Engine.IO OPEN packet")]
         try:
-            self.handshake = parse_open(data)
+            handshake = parse_open(data)
+        except HandshakeError as exc:
+            self.closed = True
+            self._pending.clear()
+            self._connected.clear()
+            return [HandshakeRefused(str(exc))]
         except ProtocolError as exc:
             return [Malformed(str(exc))]
-        return [Opened(self.handshake)]
+        self.handshake = handshake
+        return [Opened(handshake)]
 
     def _on_message(self, data: str) -> list[SessionEvent]:
         try:
