@@ -52,7 +52,7 @@ def run_target(target: str, examples: int | None, log_dir: Path) -> dict[str, ob
         failing += int(match.group(2))
         invalid += int(match.group(3))
     return {"target": target, "inputs": passing + failing, "failures": failing, "invalid": invalid,
-            "test_failed": result.returncode != 0, "seconds": round(seconds, 1), "log": str(log.relative_to(ROOT))}
+            "test_failed": result.returncode != 0, "seconds": round(seconds, 1), "log": str(log)}
 
 
 def main() -> int:
