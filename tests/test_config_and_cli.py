@@ -162,6 +162,11 @@ def test_api_key_file_trailing_newline_is_stripped_and_a_directory_is_refused(tm
         OperatorConfig.from_env({**env, "EVOLUTION_API_KEY_FILE": str(tmp_path)})
     with pytest.raises(ConfigError, match=r"^EVOLUTION_API_KEY_FILE: the path contains a NUL character$"):
         OperatorConfig.from_env({**env, "EVOLUTION_API_KEY_FILE": "/a\x00b"})
+    # Found by tests/test_config_properties.py: open() raised UnicodeEncodeError, not OSError.
+    with pytest.raises(ConfigError) as raised:
+        OperatorConfig.from_env({**env, "EVOLUTION_API_KEY_FILE": "/keys/\ud800"})
+    assert str(raised.value) == (
+        "EVOLUTION_API_KEY_FILE: cannot read '/keys/\\ud800': the path cannot be encoded for the file system")
 
 
 @pytest.mark.parametrize("url,why", [

@@ -180,6 +180,8 @@ def _read_key_file(path: str) -> str:
             data = file.read(_MAX_KEY_FILE_BYTES + 1)
     except OSError as error:
         raise ConfigError(name, f"cannot read {shown}: {error.strerror or type(error).__name__}") from None
+    except UnicodeError:  # a lone surrogate the file system encoding cannot carry
+        raise ConfigError(name, f"cannot read {shown}: the path cannot be encoded for the file system") from None
     if len(data) > _MAX_KEY_FILE_BYTES:
         raise ConfigError(name, f"{shown} is larger than {_MAX_KEY_FILE_BYTES} bytes: not an API key")
     try:
