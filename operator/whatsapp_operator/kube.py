@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json as jsonlib
 import logging
 import os
 import ssl
@@ -143,13 +144,15 @@ class KubeClient:
                          content_type="application/json")
 
     async def _call(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
+        """One API request; every failure is a KubeError (status None: the API could not be reached)."""
         await self._ready.wait()
         headers = {"content-type": content_type} if content_type else None
+        content = None if json is None else _encode(method, path, json)
         for attempt in (1, 2):
             assert self._http is not None
             try:
-                response = await self._http.request(method, path, json=json, headers=headers)
-            except httpx.TransportError as error:
+                response = await self._http.request(method, path, content=content, headers=headers)
+            except httpx.HTTPError as error:
                 raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
             if response.status_code != 401 or self.login is None or attempt == 2:
                 break
@@ -157,13 +160,31 @@ class KubeClient:
                 self.use_credentials(await asyncio.to_thread(self.login))
             except kopf.LoginError as error:
                 raise KubeError(401, f"{method} {path}: HTTP 401 and no fresh credentials: {error}") from None
+        body = _decode(response)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("message", "")
-            except ValueError:
-                detail = response.text[:200]
-            raise KubeError(response.status_code, f"{method} {path}: HTTP {response.status_code} {detail}")
-        return response.json() if response.content else None
+            detail = body.get("message", "") if isinstance(body, dict) else response.text[:200]
+            raise KubeError(response.status_code, f"{method} {path}: HTTP {response.status_code} {str(detail)[:1000]}")
+        return body
+
+
+def _encode(method: str, path: str, document: Any) -> bytes:
+    # What the apiserver could not decode either (NaN, a lone surrogate) is refused here as it would
+    # refuse it there: 400, which callers treat as "do not send this again".
+    try:
+        return jsonlib.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError) as error:
+        raise KubeError(400, f"{method} {path}: the request cannot be encoded as JSON ({type(error).__name__})") from None
+
+
+def _decode(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return jsonlib.loads(response.content)
+    except (ValueError, RecursionError):
+        if response.status_code >= 400:
+            return None
+        raise KubeError(None, f"the Kubernetes API answered HTTP {response.status_code} with a body that is not JSON") from None
 
 
 def _client_for(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
