@@ -107,11 +107,6 @@ async def test_socketio_drop_then_a_missed_qr_is_read_by_the_resync(operator):
     assert creates_answered(evolution, "shop") == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a remove.instance whose instance a resync already recreated makes _recreate_after_removal poll "
-    "connectionState for a 404 for 30 s (_REMOVAL_WAIT_SECONDS) while holding the instance's lock; "
-    "resync_all gathers every instance's resync, so the next full resync (after a Socket.IO reconnect) "
-    "waits those 30 s for every instance"))
 async def test_a_removal_already_repaired_by_a_resync_does_not_stall_later_resyncs(operator):
     evolution = operator.evolution
     for name in ("shop", "other"):

@@ -452,11 +452,17 @@ class Runtime:
             self.supervisor.run("recreate", lambda: self._recreate_after_removal(tracker),
                                 name=f"recreate-{event.instance}", once=True)
 
-    async def _wait_until_released(self, tracker: InstanceTracker) -> None:
-        """Evolution's cleanup runs after a removal; the name is free only once it answers 404."""
+    async def _wait_until_released(self, tracker: InstanceTracker, *, until_repaired: bool = False) -> None:
+        """Evolution's cleanup runs after a removal; the name is free only once it answers 404.
+
+        With `until_repaired`, the wait also ends when another path (a resync) has created the
+        instance again meanwhile: the tracker then holds an instance id once more.
+        """
         wait = Backoff(initial=0.2, maximum=2.0)
         deadline = time.monotonic() + _REMOVAL_WAIT_SECONDS
         while not tracker.deleting and time.monotonic() < deadline:
+            if until_repaired and tracker.state.instance_id is not None:
+                return
             try:
                 await self.evolution.connection_state(tracker.spec.instance_name)
             except InstanceNotFound:
@@ -466,9 +472,11 @@ class Runtime:
             await asyncio.sleep(wait.next_delay())
 
     async def _recreate_after_removal(self, tracker: InstanceTracker) -> None:
+        tracker.exists = True  # it existed: what follows is a recreation
+        # Wait without the instance's lock: a resync may meanwhile find the instance missing and
+        # create it (or find it already back), and no resync may wait behind this for 30 s.
+        await self._wait_until_released(tracker, until_repaired=True)
         async with tracker.lock:
-            tracker.exists = True  # it existed: what follows is a recreation
-            await self._wait_until_released(tracker)
             if tracker.deleting or self.trackers.get(tracker.key) is not tracker or not self.active:
                 return
             try:
