@@ -168,8 +168,8 @@ async def test_a_burst_of_failed_event_posts_still_delivers_the_event(operator, 
     assert operator.runtime.stats.events_dropped == 0
 
 
-# kopf retries a 429 or a 5xx of its own requests after 1 s, then 1 s again: 5 s is plenty for two.
-FINALIZER_WAIT = 5.0
+# kopf retries a 429 or a 5xx of its own requests after 1 s, then 1 s again: 4 s is plenty for two.
+FINALIZER_WAIT = 4.0
 KOPF_409 = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "kopf does not retry a 409 on its finalizer JSON patch: it logs 'Throttling for 1 seconds due to an "
     "unexpected error: APIConflictError' and then waits for the object's next watch event, which never comes"))
