@@ -493,6 +493,8 @@ class KubeStandin:
         if rule.times <= 0:
             self._faults.remove(rule)
         self.failures_served += 1
+        self._changed.set()  # wait_until() re-checks after a served failure too
+        self._changed = asyncio.Event()
         retry_after = rule.retry_after
         if retry_after is None and rule.status == 429:
             retry_after = 1
@@ -640,7 +642,8 @@ class KubeStandin:
         timeout: float = 10,
         describe: Callable[[], str] = lambda: "",
     ) -> T:
-        """Wait until ``condition()`` is truthy, re-checking after every write; return it."""
+        """Wait until ``condition()`` is truthy, re-checking after every write and every failure
+        served by fail_next(); return it."""
         try:
             async with asyncio.timeout(timeout):
                 while True:

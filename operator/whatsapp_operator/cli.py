@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if peering is not None and args.namespace:
         logger.warning("Peering follows the ClusterKopfPeering %r; in --namespace mode run one replica "
                        "or --standalone", args.peering)
-    registry = build_registry(config, peering=peering if not args.namespace else None)
+    registry = build_registry(config, peering=peering if not args.namespace else None, namespaces=args.namespace)
     settings = kopf.OperatorSettings()
     configure_settings(settings)
     # Named, but not mandatory (kopf.run's peering_name would make it so): without the peering

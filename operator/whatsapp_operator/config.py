@@ -64,6 +64,11 @@ class OperatorConfig:
     retry_initial_delay: float = 2.0  # kopf handler retries (create, delete) while Evolution fails
     retry_max_delay: float = 120.0
     metrics_port: int = 9090  # 0 turns the endpoint off
+    # An object still without the operator's finalizer (or still holding it, deleted and done with)
+    # this long after kopf should have patched it is nudged: kopf waits for a new watch event after
+    # a failed finalizer patch it does not retry (409).
+    stuck_object_after: float = 60.0
+    nudge_interval: float = 60.0  # how often objects kopf left waiting are looked for
     qr_overdue_after: float = 90.0  # Evolution normally shows the first QR within seconds
 
     @classmethod

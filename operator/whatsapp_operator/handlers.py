@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -19,13 +19,9 @@ from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTA
 from whatsapp_operator.kube import login_from_environment
 from whatsapp_operator.leadership import PeeringIdentity
 from whatsapp_operator.runtime import InstanceTracker, Runtime
-from whatsapp_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
+from whatsapp_operator.spec import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, InvalidSpec
 
 logger = logging.getLogger("whatsapp_operator.handlers")
-FINALIZER = "whatsapp-operator.io/finalizer"
-# kopf leaves annotations under its own storage prefix out of the objects' essence, so the
-# user-facing whatsapp-operator.io/reconnect must not share it.
-ANNOTATION_PREFIX = "kopf.whatsapp-operator.io"
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -48,10 +44,12 @@ def build_registry(
     login: Callable[[], kopf.ConnectionInfo] | None = login_from_environment,
     on_runtime: Callable[[Runtime], None] | None = None,
     leadership_interval: float = 5.0,
+    namespaces: Sequence[str] = (),
 ) -> kopf.OperatorRegistry:
     """Handlers bound to a new Runtime. `peering` names this process in kopf's peering (HA)."""
     registry = kopf.OperatorRegistry()
     runtime = Runtime(config, peering=peering, leadership_interval=leadership_interval)
+    runtime.namespaces = tuple(namespaces)
     if on_runtime is not None:
         on_runtime(runtime)
 

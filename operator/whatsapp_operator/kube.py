@@ -127,6 +127,17 @@ class KubeClient:
         return await self._get_or_none(
             f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
 
+    async def list_instances(self) -> list[dict[str, Any]]:
+        """Every WhatsAppInstance the operator can see (cluster-wide list)."""
+        found = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+        items = found.get("items") if isinstance(found, dict) else None
+        return [item for item in items or [] if isinstance(item, dict)]
+
+    async def annotate_instance(self, namespace: str, name: str, annotation: str, value: str) -> None:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+        await self._call("PATCH", path, json={"metadata": {"annotations": {annotation: value}}},
+                         content_type="application/merge-patch+json")
+
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = await self._call("GET", path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import fnmatch
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, 
 from whatsapp_operator.kube import KubeClient, KubeError
 from whatsapp_operator.leadership import PeeringIdentity, PeeringLeadership
 from whatsapp_operator.metrics import Metrics
-from whatsapp_operator.spec import InstanceSpec, InvalidSpec
+from whatsapp_operator.spec import FINALIZER, NUDGE_ANNOTATION, InstanceSpec, InvalidSpec
 from whatsapp_operator.status_writer import STATUS_REJECTED, Key, StatusWriter
 from whatsapp_operator.supervisor import Supervisor
 
@@ -43,8 +44,19 @@ _REMOVAL_WAIT_SECONDS = 30.0
 # by a few workers so a burst drains in seconds.
 _EVENT_BACKLOG = 10_000
 _EVENT_POSTERS = 4
-# An Event refused for a passing reason (429, 5xx, the API unreachable) is tried again a few times.
-_EVENT_ATTEMPTS = 3
+# An Event refused for a passing reason (429, 5xx, the API unreachable) is tried again, as
+# client-go's recorder does (12 attempts, about 10 s apart at most).
+_EVENT_ATTEMPTS = 12
+
+
+def _older_than(timestamp: Any, now: datetime.datetime, seconds: float) -> bool:
+    try:
+        then = datetime.datetime.fromisoformat(str(timestamp))
+    except ValueError:
+        return False
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=datetime.UTC)
+    return (now - then).total_seconds() >= seconds
 
 
 def utc_now() -> str:
@@ -95,6 +107,8 @@ class Runtime:
             config.evolution_url, config.evolution_api_key, timeout=config.request_timeout,
             max_concurrent_requests=config.max_concurrent_requests)
         self.clock = clock
+        # The namespaces (globs) kopf serves; empty: all. Objects elsewhere are never nudged.
+        self.namespaces: tuple[str, ...] = ()
         self.supervisor = Supervisor(initial_delay=config.reconnect_initial_delay,
                                      max_delay=config.reconnect_max_delay)
         self.metrics = Metrics(self)
@@ -124,6 +138,7 @@ class Runtime:
         self.writer.start()
         self.supervisor.run("evolution-events", self.stream.run)
         self.supervisor.run("resync", self._resync_loop)
+        self.supervisor.run("nudge", self._nudge_loop)
         for index in range(_EVENT_POSTERS):
             self.supervisor.run("kubernetes-events", self._post_events, name=f"kubernetes-events-{index}")
         if self.leadership is not None:
@@ -438,6 +453,50 @@ class Runtime:
 
         await asyncio.gather(*(one(tracker) for tracker in trackers))
 
+    async def _nudge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.nudge_interval)
+            if self.active:
+                await self.nudge_stuck_objects()
+
+    async def nudge_stuck_objects(self) -> None:
+        """Give kopf a new watch event for objects whose finalizer patch it gave up on.
+
+        kopf retries a 429 or a 5xx of its finalizer JSON patch, but after a 409 it waits for the
+        object's next watch event. A new object then never gets created in Evolution, and a
+        deleted one stays Terminating after its instance is gone. An annotation under kopf's own
+        prefix (outside the objects' essence: no handler runs for it) is that event.
+        """
+        try:
+            objects = await self.kube.list_instances()
+        except KubeError as error:
+            logger.debug("Cannot list WhatsAppInstances to find objects kopf left waiting: %s", error)
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            if self.namespaces and not any(fnmatch.fnmatchcase(str(meta.get("namespace")), pattern)
+                                           for pattern in self.namespaces):
+                continue
+            finalizers = meta.get("finalizers") or []
+            deleting = meta.get("deletionTimestamp")
+            if deleting:
+                key = (meta.get("namespace"), meta.get("name"))
+                waiting = FINALIZER in finalizers and key not in self.trackers and _older_than(
+                    deleting, now, self.config.stuck_object_after)
+            else:
+                waiting = FINALIZER not in finalizers and _older_than(
+                    meta.get("creationTimestamp"), now, self.config.stuck_object_after)
+            if not waiting:
+                continue
+            logger.warning("%s/%s waits for kopf to %s its finalizer; nudging it", meta.get("namespace"),
+                           meta.get("name"), "remove" if deleting else "add")
+            try:
+                await self.kube.annotate_instance(str(meta.get("namespace")), str(meta.get("name")), NUDGE_ANNOTATION,
+                                                  self.clock())
+            except KubeError as error:
+                logger.warning("Could not nudge %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
+
     # -- events from Evolution -------------------------------------------------------------------
 
     def on_event(self, event: EvolutionEvent, received_at: float) -> None:
@@ -611,7 +670,7 @@ class Runtime:
             await self._post_event(involved, notice)
 
     async def _post_event(self, involved: dict[str, Any], notice: Notice) -> None:
-        retry = Backoff(initial=0.5, maximum=5.0)
+        retry = Backoff(initial=1.0, maximum=10.0)
         for attempt in range(1, _EVENT_ATTEMPTS + 1):
             try:
                 await self.kube.post_event(involved, type=notice.type, reason=notice.reason, message=notice.message)
