@@ -62,14 +62,18 @@ NAME_PREFIX = "bench-"
 # configuration: production defaults, not the test suite's fast_config
 # -------------------------------------------------------------------------------------------------
 
+
 def production_config_overrides(mode: WebsocketMode) -> dict[str, Any]:
     """Every OperatorConfig knob at its production default (read from the dataclass, so this stays
     right when a default changes), except: no metrics endpoint, the websocket mode under test, and
     the periodic resync pushed out of the run so that a timer resync never lands inside a measured
     phase. run_operator() starts from tests' fast_config; these overrides replace all of its values
     (tiny backoffs, 0.2 s outage grace, 5 s request timeout)."""
-    values = {f.name: f.default for f in dataclasses.fields(OperatorConfig)
-              if f.default is not dataclasses.MISSING and f.name not in ("evolution_url", "evolution_api_key")}
+    values = {
+        f.name: f.default
+        for f in dataclasses.fields(OperatorConfig)
+        if f.default is not dataclasses.MISSING and f.name not in ("evolution_url", "evolution_api_key")
+    }
     values.update(websocket_mode=mode, metrics_port=0, resync_interval=3600.0)
     return values
 
@@ -77,6 +81,7 @@ def production_config_overrides(mode: WebsocketMode) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------
 # recorders: count what the fakes see without keeping every request in memory
 # -------------------------------------------------------------------------------------------------
+
 
 class EvolutionRecorder(list):  # type: ignore[type-arg]
     """Replaces FakeEvolution.requests: counts (method, path prefix) and keeps nothing."""
@@ -132,6 +137,7 @@ def diff(after: collections.Counter[str], before: collections.Counter[str]) -> d
 # following N statuses cheaply
 # -------------------------------------------------------------------------------------------------
 
+
 class StatusBoard:
     """Reads WhatsAppInstance statuses straight from the stand-in's store (no deep copies) and, on
     each re-check, looks only at the objects written since the previous check (the stand-in's
@@ -167,8 +173,15 @@ class StatusBoard:
             return None
         return names
 
-    async def wait_all(self, names: Iterable[str], predicate: Callable[[dict[str, Any]], bool],
-                       timeout: float, what: str, *, reached_at: dict[str, float] | None = None) -> float:
+    async def wait_all(
+        self,
+        names: Iterable[str],
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        what: str,
+        *,
+        reached_at: dict[str, float] | None = None,
+    ) -> float:
         """Wait until predicate(status) holds for every name; returns the monotonic time it did.
 
         Raises PhaseTimeout (with how many made it) after `timeout` seconds."""
@@ -215,16 +228,16 @@ class EventTally:
                 if change.rv <= self.last_rv:
                     break
                 if change.rt is self.rt:
-                    self.counts[change.obj.get("reason", "?")] += 1 if change.type == "ADDED" else (
-                        -1 if change.type == "DELETED" else 0)
+                    self.counts[change.obj.get("reason", "?")] += (
+                        1 if change.type == "ADDED" else (-1 if change.type == "DELETED" else 0)
+                    )
         self.last_rv = self.kube._rv
         return self.counts
 
     async def wait_for(self, wanted: dict[str, int], timeout: float) -> bool:
         """Wait (bounded) until at least `wanted[reason]` Events of each reason exist."""
         try:
-            await self.kube.wait_until(lambda: all(self.update()[r] >= n for r, n in wanted.items()),
-                                       timeout=timeout)
+            await self.kube.wait_until(lambda: all(self.update()[r] >= n for r, n in wanted.items()), timeout=timeout)
         except AssertionError:
             return False
         return True
@@ -249,6 +262,7 @@ def connected_and_synced(status: dict[str, Any]) -> bool:
 # small helpers
 # -------------------------------------------------------------------------------------------------
 
+
 def rss_kib() -> dict[str, int]:
     values: dict[str, int] = {}
     with open("/proc/self/status", encoding="ascii") as status:
@@ -267,8 +281,15 @@ def percentiles(samples: list[float]) -> dict[str, float | int]:
     def pick(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
-    return {"n": len(ordered), "min": ordered[0], "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99),
-            "max": ordered[-1], "mean": statistics.fmean(ordered)}
+    return {
+        "n": len(ordered),
+        "min": ordered[0],
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
 
 
 def kube_event_reasons(kube: KubeStandin) -> dict[str, int]:
@@ -297,8 +318,9 @@ def traced_by_owner(snapshot: tracemalloc.Snapshot, instances: int) -> dict[str,
                 owner = match
                 break
         sizes[owner] += trace.size
-    return {owner: {"kib": size / 1024, "per_instance_kib": size / 1024 / instances}
-            for owner, size in sizes.most_common()}
+    return {
+        owner: {"kib": size / 1024, "per_instance_kib": size / 1024 / instances} for owner, size in sizes.most_common()
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -308,19 +330,30 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": model,
-            "python": platform.python_version(), "implementation": platform.python_implementation(),
-            "kernel": platform.release()}
+    return {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+    }
 
 
 # -------------------------------------------------------------------------------------------------
 # the benchmark
 # -------------------------------------------------------------------------------------------------
 
+
 async def bench(instances: int, mode: WebsocketMode, timeout: float, *, trace_memory: bool = False) -> dict[str, Any]:
     names = [f"{NAME_PREFIX}{i:05d}" for i in range(instances)]
-    result: dict[str, Any] = {"instances": instances, "mode": mode.value, "machine": machine(),
-                              "phases": {}, "complete": False}
+    result: dict[str, Any] = {
+        "instances": instances,
+        "mode": mode.value,
+        "machine": machine(),
+        "phases": {},
+        "complete": False,
+    }
     overrides = production_config_overrides(mode)
     result["config"] = {k: (v.value if isinstance(v, WebsocketMode) else v) for k, v in overrides.items()}
 
@@ -338,8 +371,20 @@ async def bench(instances: int, mode: WebsocketMode, timeout: float, *, trace_me
     tally = EventTally(kube)
     try:
         async with run_operator(kube, evolution, **overrides) as operator:
-            shutdown_started = await _measure(operator, kube, evolution, names, timeout, trace_memory, result,
-                                              board, tally, kube_requests, evo_requests, evo_emitted)
+            shutdown_started = await _measure(
+                operator,
+                kube,
+                evolution,
+                names,
+                timeout,
+                trace_memory,
+                result,
+                board,
+                tally,
+                kube_requests,
+                evo_requests,
+                evo_emitted,
+            )
     except AssertionError as error:  # the harness says kopf did not stop in time: report, do not hide figures
         result["shutdown_error"] = str(error)
     else:
@@ -349,9 +394,20 @@ async def bench(instances: int, mode: WebsocketMode, timeout: float, *, trace_me
     return result
 
 
-async def _measure(operator: Any, kube: KubeStandin, evolution: FakeEvolution, names: list[str], timeout: float,
-                   trace_memory: bool, result: dict[str, Any], board: StatusBoard, tally: EventTally,
-                   kube_requests: KubeRecorder, evo_requests: EvolutionRecorder, evo_emitted: CountingList) -> float:
+async def _measure(
+    operator: Any,
+    kube: KubeStandin,
+    evolution: FakeEvolution,
+    names: list[str],
+    timeout: float,
+    trace_memory: bool,
+    result: dict[str, Any],
+    board: StatusBoard,
+    tally: EventTally,
+    kube_requests: KubeRecorder,
+    evo_requests: EvolutionRecorder,
+    evo_emitted: CountingList,
+) -> float:
     """The phases, inside the running operator; fills `result` and returns when it started to stop."""
     instances = len(names)
     socket_clients_seen: list[int] = []
@@ -367,17 +423,25 @@ async def _measure(operator: Any, kube: KubeStandin, evolution: FakeEvolution, n
     current: list[Any] = [None, None]  # the phase running now and its start snapshot
 
     def snapshot(name: str) -> tuple[collections.Counter[str], collections.Counter[str], float, float]:
-        start = (collections.Counter(evo_requests.counts), collections.Counter(kube_requests.counts),
-                 time.monotonic(), time.process_time())
+        start = (
+            collections.Counter(evo_requests.counts),
+            collections.Counter(kube_requests.counts),
+            time.monotonic(),
+            time.process_time(),
+        )
         current[:] = [name, start]
         return start
 
     def close_phase(name: str, start: tuple[Any, ...], end: tuple[float, float], **extra: Any) -> dict[str, Any]:
         evo0, kube0, t0, cpu0 = start
         socket_clients_seen.append(evolution.socket_clients)
-        phase = {"seconds": end[0] - t0, "cpu_seconds": end[1] - cpu0,
-                 "evolution_requests": diff(evo_requests.counts, evo0),
-                 "kubernetes_requests": diff(kube_requests.counts, kube0), **extra}
+        phase = {
+            "seconds": end[0] - t0,
+            "cpu_seconds": end[1] - cpu0,
+            "evolution_requests": diff(evo_requests.counts, evo0),
+            "kubernetes_requests": diff(kube_requests.counts, kube0),
+            **extra,
+        }
         phases[name] = phase
         current[:] = [None, None]
         return phase
@@ -388,13 +452,18 @@ async def _measure(operator: Any, kube: KubeStandin, evolution: FakeEvolution, n
         for name in names:
             operator.create(name, {"instanceName": name})
         reached: dict[str, float] = {}
-        done = (await board.wait_all(names, lambda s: s.get("phase") == "AwaitingScan", timeout,
-                                     "create -> AwaitingScan", reached_at=reached), time.process_time())
+        done = (
+            await board.wait_all(
+                names, lambda s: s.get("phase") == "AwaitingScan", timeout, "create -> AwaitingScan", reached_at=reached
+            ),
+            time.process_time(),
+        )
         per_instance = percentiles([t - start[2] for t in reached.values()])
         # Events trail the statuses (one poster task): wait for them, bounded, before moving on.
         await tally.wait_for({"Created": instances, "QRCodeIssued": instances}, timeout)
-        close_phase("create", start, done, time_to_awaiting_scan=per_instance,
-                    events_posted_by=time.monotonic() - start[2])
+        close_phase(
+            "create", start, done, time_to_awaiting_scan=per_instance, events_posted_by=time.monotonic() - start[2]
+        )
         gc.collect()
         result["memory"]["rss_after_create_kib"] = rss_kib()["VmRSS"]
         if trace_memory:
@@ -408,23 +477,35 @@ async def _measure(operator: Any, kube: KubeStandin, evolution: FakeEvolution, n
         new_codes = await asyncio.gather(*(evolution.issue_qr(name) for name in names))
         emitted = time.monotonic()
         wanted = dict(zip(names, new_codes, strict=True))
-        done = (await board.wait_all(
-            names, lambda s: (s.get("qr") or {}).get("code") == wanted.get(s.get("instanceName", "")),
-            timeout, "qr storm -> new code in every status"), time.process_time())
+        done = (
+            await board.wait_all(
+                names,
+                lambda s: (s.get("qr") or {}).get("code") == wanted.get(s.get("instanceName", "")),
+                timeout,
+                "qr storm -> new code in every status",
+            ),
+            time.process_time(),
+        )
         # A patch is visible in the stand-in a moment before the writer records its latency.
         await asyncio.gather(*(runtime.writer.flush((NAMESPACE, name)) for name in names))
         latencies = list(runtime.writer.stats.latencies)
-        close_phase("qr_storm", start, done,
-                    burst_emit_seconds=emitted - start[2],
-                    event_to_status=percentiles(latencies),
-                    status_patches=runtime.writer.stats.patches - patches0)
+        close_phase(
+            "qr_storm",
+            start,
+            done,
+            burst_emit_seconds=emitted - start[2],
+            event_to_status=percentiles(latencies),
+            status_patches=runtime.writer.stats.patches - patches0,
+        )
 
         # 3. scan every instance; wait until all Connected ---------------------------------------
         start = snapshot("scan")
         await asyncio.gather(*(evolution.scan(name) for name in names))
         emitted = time.monotonic()
-        done = (await board.wait_all(names, lambda s: s.get("phase") == "Connected", timeout,
-                                     "scan -> Connected"), time.process_time())
+        done = (
+            await board.wait_all(names, lambda s: s.get("phase") == "Connected", timeout, "scan -> Connected"),
+            time.process_time(),
+        )
         await tally.wait_for({"Connected": instances}, timeout)
         close_phase("scan", start, done, burst_emit_seconds=emitted - start[2])
 
@@ -457,31 +538,46 @@ async def _measure(operator: Any, kube: KubeStandin, evolution: FakeEvolution, n
         try:
             await evolution.wait_until(resynced, timeout=timeout)
         except TimeoutError:
-            raise PhaseTimeout("restart -> every instance's connectionState answered", len(answered),
-                               instances, timeout, []) from None
+            raise PhaseTimeout(
+                "restart -> every instance's connectionState answered", len(answered), instances, timeout, []
+            ) from None
         resync_read = (time.monotonic(), time.process_time())
         evo_requests.kept_key = None
-        synced = (await board.wait_all(names, connected_and_synced, timeout, "restart -> Connected+Synced"),
-                  time.process_time())
+        synced = (
+            await board.wait_all(names, connected_and_synced, timeout, "restart -> Connected+Synced"),
+            time.process_time(),
+        )
         history = kube._history
-        left_connected = {change.obj["metadata"]["name"] for change in history
-                          if change.rv > watch_rv and change.rt is board.rt
-                          and (change.obj.get("status") or {}).get("phase") != "Connected"}
+        left_connected = {
+            change.obj["metadata"]["name"]
+            for change in history
+            if change.rv > watch_rv
+            and change.rt is board.rt
+            and (change.obj.get("status") or {}).get("phase") != "Connected"
+        }
         history_complete = not history or history[0].rv <= watch_rv + 1
-        close_phase("restart", start, max(synced, resync_read),
-                    evolution_restart_seconds=restarted - start[2],
-                    socket_back_after=(reconnected_at[0] - start[2]) if reconnected_at else None,
-                    operator_reconnects=runtime.stream.client.stats.reconnects - reconnects0,
-                    statuses_that_left_connected=len(left_connected),
-                    # False: the stand-in's bounded change history did not reach back to the
-                    # restart, so the count above is a lower bound.
-                    left_connected_count_exact=history_complete)
+        close_phase(
+            "restart",
+            start,
+            max(synced, resync_read),
+            evolution_restart_seconds=restarted - start[2],
+            socket_back_after=(reconnected_at[0] - start[2]) if reconnected_at else None,
+            operator_reconnects=runtime.stream.client.stats.reconnects - reconnects0,
+            statuses_that_left_connected=len(left_connected),
+            # False: the stand-in's bounded change history did not reach back to the
+            # restart, so the count above is a lower bound.
+            left_connected_count_exact=history_complete,
+        )
         result["complete"] = True
     except PhaseTimeout as error:
         result["error"] = str(error)
         if current[0] is not None:
-            close_phase(current[0], current[1], (time.monotonic(), time.process_time()),
-                        timed_out=f"{error.done}/{error.total} reached")
+            close_phase(
+                current[0],
+                current[1],
+                (time.monotonic(), time.process_time()),
+                timed_out=f"{error.done}/{error.total} reached",
+            )
 
     # 5. totals, memory, connections ---------------------------------------------------------
     gc.collect()
@@ -502,13 +598,16 @@ async def _measure(operator: Any, kube: KubeStandin, evolution: FakeEvolution, n
         "events_dropped": runtime.stats.events_dropped,
         "reconcile_errors": runtime.stats.reconcile_errors,
         "evolution_emitted": dict(sorted(evo_emitted.counts.items())),
-        "socketio": {"clients_now": evolution.socket_clients,
-                     "clients_at_phase_ends": socket_clients_seen,
-                     "handshakes": evo_requests.counts.get("GET /socket.io/ (handshake)", 0),
-                     "connects": client.connects, "reconnects": client.reconnects,
-                     "failed_connects": client.failed_connects,
-                     "namespace_refusals": client.namespace_refusals,
-                     "events_received": dict(sorted(client.events_received.items()))},
+        "socketio": {
+            "clients_now": evolution.socket_clients,
+            "clients_at_phase_ends": socket_clients_seen,
+            "handshakes": evo_requests.counts.get("GET /socket.io/ (handshake)", 0),
+            "connects": client.connects,
+            "reconnects": client.reconnects,
+            "failed_connects": client.failed_connects,
+            "namespace_refusals": client.namespace_refusals,
+            "events_received": dict(sorted(client.events_received.items())),
+        },
         "watch_timeout_seconds": sorted(kube_requests.watch_timeouts),
         "status_board_full_rescans": board.full_rescans,
     }
@@ -526,6 +625,7 @@ async def _wait(kube: KubeStandin, predicate: Callable[[], bool], timeout: float
 # output
 # -------------------------------------------------------------------------------------------------
 
+
 def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
@@ -541,21 +641,27 @@ _PHASE_LABELS = {
 def _phase_detail(key: str, p: dict[str, Any], n: int) -> str:
     if key == "create":
         t = p["time_to_awaiting_scan"]
-        return (f"per instance first {t['min']:.2f} p50 {t['p50']:.2f} p95 {t['p95']:.2f} max {t['max']:.2f} s; "
-                f"{n / p['seconds']:.0f} instances/s; Events posted after {p['events_posted_by']:.2f} s")
+        return (
+            f"per instance first {t['min']:.2f} p50 {t['p50']:.2f} p95 {t['p95']:.2f} max {t['max']:.2f} s; "
+            f"{n / p['seconds']:.0f} instances/s; Events posted after {p['events_posted_by']:.2f} s"
+        )
     if key == "qr_storm":
         lat = p["event_to_status"]
-        return (f"burst emitted in {p['burst_emit_seconds']:.2f} s; event->status ms p50 {fmt_ms(lat.get('p50'))} "
-                f"p95 {fmt_ms(lat.get('p95'))} p99 {fmt_ms(lat.get('p99'))} max {fmt_ms(lat.get('max'))} "
-                f"(n={lat['n']} patches)")
+        return (
+            f"burst emitted in {p['burst_emit_seconds']:.2f} s; event->status ms p50 {fmt_ms(lat.get('p50'))} "
+            f"p95 {fmt_ms(lat.get('p95'))} p99 {fmt_ms(lat.get('p99'))} max {fmt_ms(lat.get('max'))} "
+            f"(n={lat['n']} patches)"
+        )
     if key == "scan":
         return f"burst emitted in {p['burst_emit_seconds']:.2f} s"
     reads = p["evolution_requests"].get("GET /instance/connectionState", 0)
     back = p["socket_back_after"]
-    return (f"restart took {p['evolution_restart_seconds']:.2f} s; socket back after "
-            f"{'-' if back is None else f'{back:.2f}'} s; {reads} connectionState reads; "
-            f"{'' if p['left_connected_count_exact'] else '>='}{p['statuses_that_left_connected']} "
-            f"statuses left Connected")
+    return (
+        f"restart took {p['evolution_restart_seconds']:.2f} s; socket back after "
+        f"{'-' if back is None else f'{back:.2f}'} s; {reads} connectionState reads; "
+        f"{'' if p['left_connected_count_exact'] else '>='}{p['statuses_that_left_connected']} "
+        f"statuses left Connected"
+    )
 
 
 def render(result: dict[str, Any]) -> str:
@@ -563,16 +669,22 @@ def render(result: dict[str, Any]) -> str:
     w = out.write
     m = result["machine"]
     n = result["instances"]
-    w(f"whatsapp-operator bench: {n} instances, mode={result['mode']}, "
-      f"{'complete' if result['complete'] else 'INCOMPLETE'} (wall {result.get('wall_seconds', 0):.1f} s)\n")
-    w(f"machine: {m['nproc']} CPUs ({m['affinity']} usable) {m['cpu']}, {m['implementation']} {m['python']}, "
-      f"Linux {m['kernel']}; stand-in + fake Evolution + operator in one process, one event loop\n")
+    w(
+        f"whatsapp-operator bench: {n} instances, mode={result['mode']}, "
+        f"{'complete' if result['complete'] else 'INCOMPLETE'} (wall {result.get('wall_seconds', 0):.1f} s)\n"
+    )
+    w(
+        f"machine: {m['nproc']} CPUs ({m['affinity']} usable) {m['cpu']}, {m['implementation']} {m['python']}, "
+        f"Linux {m['kernel']}; stand-in + fake Evolution + operator in one process, one event loop\n"
+    )
     c = result["config"]
-    w(f"config: production defaults (max_concurrent_requests={c['max_concurrent_requests']}, "
-      f"max_concurrent_status_writes={c['max_concurrent_status_writes']}, request_timeout={c['request_timeout']}s, "
-      f"outage_grace={c['outage_grace']}s, reconnect {c['reconnect_initial_delay']}..{c['reconnect_max_delay']}s, "
-      f"retry {c['retry_initial_delay']}..{c['retry_max_delay']}s), periodic resync {c['resync_interval']:.0f}s "
-      f"(off for the run); kopf watch timeoutSeconds={','.join(result['totals']['watch_timeout_seconds'])}\n")
+    w(
+        f"config: production defaults (max_concurrent_requests={c['max_concurrent_requests']}, "
+        f"max_concurrent_status_writes={c['max_concurrent_status_writes']}, request_timeout={c['request_timeout']}s, "
+        f"outage_grace={c['outage_grace']}s, reconnect {c['reconnect_initial_delay']}..{c['reconnect_max_delay']}s, "
+        f"retry {c['retry_initial_delay']}..{c['retry_max_delay']}s), periodic resync {c['resync_interval']:.0f}s "
+        f"(off for the run); kopf watch timeoutSeconds={','.join(result['totals']['watch_timeout_seconds'])}\n"
+    )
     if result.get("error"):
         w(f"ERROR: {result['error']}\n")
     w("\n")
@@ -585,47 +697,70 @@ def render(result: dict[str, Any]) -> str:
             w(f"{label:<40}{p['seconds']:>9.2f}{p['cpu_seconds']:>8.2f}  {detail}\n")
     w("\nEvolution REST calls (as the fake saw them)\n")
     order = [k for k in ("create", "qr_storm", "scan", "restart") if k in ph]
-    keys = sorted({k for name in order for k in ph[name]["evolution_requests"]}
-                  | set(result["totals"]["evolution_requests"]))
+    keys = sorted(
+        {k for name in order for k in ph[name]["evolution_requests"]} | set(result["totals"]["evolution_requests"])
+    )
     w(f"  {'method path prefix':<42}" + "".join(f"{k:>10}" for k in order) + f"{'total':>10}\n")
     for key in keys:
-        w(f"  {key:<42}" + "".join(f"{ph[k]['evolution_requests'].get(key, 0):>10}" for k in order)
-          + f"{result['totals']['evolution_requests'].get(key, 0):>10}\n")
+        w(
+            f"  {key:<42}"
+            + "".join(f"{ph[k]['evolution_requests'].get(key, 0):>10}" for k in order)
+            + f"{result['totals']['evolution_requests'].get(key, 0):>10}\n"
+        )
     w("\nKubernetes API requests (as the stand-in saw them)\n")
-    startup = {k: v for k, v in result["totals"]["kubernetes_requests"].items()
-               if order and not any(ph[name]["kubernetes_requests"].get(k) for name in order)}
+    startup = {
+        k: v
+        for k, v in result["totals"]["kubernetes_requests"].items()
+        if order and not any(ph[name]["kubernetes_requests"].get(k) for name in order)
+    }
     keys = sorted(set(result["totals"]["kubernetes_requests"]) - set(startup))
     w(f"  {'verb resource':<42}" + "".join(f"{k:>10}" for k in order) + f"{'total':>10}\n")
     for key in keys:
-        w(f"  {key:<42}" + "".join(f"{ph[k]['kubernetes_requests'].get(key, 0):>10}" for k in order)
-          + f"{result['totals']['kubernetes_requests'].get(key, 0):>10}\n")
+        w(
+            f"  {key:<42}"
+            + "".join(f"{ph[k]['kubernetes_requests'].get(key, 0):>10}" for k in order)
+            + f"{result['totals']['kubernetes_requests'].get(key, 0):>10}\n"
+        )
     if startup and order:
-        w(f"  at start-up only: {sum(startup.values())} requests "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(startup.items()))})\n")
+        w(
+            f"  at start-up only: {sum(startup.values())} requests "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(startup.items()))})\n"
+        )
     t = result["totals"]
     sp = t["status_patches"]
     w(f"\nstatus patches: written {sp['written']}, skipped (no-op) {sp['skipped_noop']}, failed {sp['failed']}\n")
     ev = t["kubernetes_events"]
-    w(f"Kubernetes Events posted: {sum(ev.values())} ({', '.join(f'{k} {v}' for k, v in ev.items())}); "
-      f"dropped (queue full) {t['events_dropped']}; reconcile errors {t['reconcile_errors']}\n")
+    w(
+        f"Kubernetes Events posted: {sum(ev.values())} ({', '.join(f'{k} {v}' for k, v in ev.items())}); "
+        f"dropped (queue full) {t['events_dropped']}; reconcile errors {t['reconcile_errors']}\n"
+    )
     mem = result["memory"]
     after_create = f"{mem['rss_after_create_kib'] / 1024:.1f} MiB" if "rss_after_create_kib" in mem else "-"
-    w(f"memory (process RSS): before {mem['rss_before_kib'] / 1024:.1f} MiB, after create "
-      f"{after_create}, end {mem['rss_end_kib'] / 1024:.1f} MiB, "
-      f"peak {mem['peak_rss_kib'] / 1024:.1f} MiB; per instance "
-      + (f"{mem['per_instance_after_create_kib']:.1f} KiB after create, " if "per_instance_after_create_kib" in mem
-         else "")
-      + f"{mem['per_instance_end_kib']:.1f} KiB at the end\n")
+    w(
+        f"memory (process RSS): before {mem['rss_before_kib'] / 1024:.1f} MiB, after create "
+        f"{after_create}, end {mem['rss_end_kib'] / 1024:.1f} MiB, "
+        f"peak {mem['peak_rss_kib'] / 1024:.1f} MiB; per instance "
+        + (
+            f"{mem['per_instance_after_create_kib']:.1f} KiB after create, "
+            if "per_instance_after_create_kib" in mem
+            else ""
+        )
+        + f"{mem['per_instance_end_kib']:.1f} KiB at the end\n"
+    )
     traced = mem.get("traced_after_create")
     if traced:
-        w("  traced Python allocations made during create and still held after it (tracemalloc): "
-          + ", ".join(f"{owner} {v['per_instance_kib']:.1f} KiB" for owner, v in traced.items())
-          + " per instance\n")
+        w(
+            "  traced Python allocations made during create and still held after it (tracemalloc): "
+            + ", ".join(f"{owner} {v['per_instance_kib']:.1f} KiB" for owner, v in traced.items())
+            + " per instance\n"
+        )
     s = t["socketio"]
-    w(f"Socket.IO: clients at the fake now {s['clients_now']} (at phase ends {s['clients_at_phase_ends']}), "
-      f"handshakes {s['handshakes']} (one per Evolution process), operator connects {s['connects']} "
-      f"(reconnects {s['reconnects']}, failed {s['failed_connects']}, namespace refusals "
-      f"{s['namespace_refusals']}); events received {sum(s['events_received'].values())}\n")
+    w(
+        f"Socket.IO: clients at the fake now {s['clients_now']} (at phase ends {s['clients_at_phase_ends']}), "
+        f"handshakes {s['handshakes']} (one per Evolution process), operator connects {s['connects']} "
+        f"(reconnects {s['reconnects']}, failed {s['failed_connects']}, namespace refusals "
+        f"{s['namespace_refusals']}); events received {sum(s['events_received'].values())}\n"
+    )
     if "shutdown_error" in result:
         w(f"operator shutdown: {result['shutdown_error']}\n")
     else:
@@ -684,32 +819,52 @@ def profile_summary(profiler: cProfile.Profile, top: int = 25) -> str:
 def _trim_pstats(text: str) -> str:
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
-    return "\n".join(line.replace(str(ROOT) + "/", "").replace(sys.prefix + "/", "")
-                     for line in lines[start:] if line.strip()) + "\n"
+    return (
+        "\n".join(
+            line.replace(str(ROOT) + "/", "").replace(sys.prefix + "/", "") for line in lines[start:] if line.strip()
+        )
+        + "\n"
+    )
 
 
 # -------------------------------------------------------------------------------------------------
 # main
 # -------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=1000, help="number of WhatsAppInstances (default 1000)")
-    parser.add_argument("--mode", choices=[m.value for m in WebsocketMode if m is not WebsocketMode.AUTO] + ["auto"],
-                        default="global", help="global: Evolution with WEBSOCKET_GLOBAL_EVENTS=true and the "
-                        "operator in global mode (default); instance: one Socket.IO namespace per instance; "
-                        "auto: global Evolution, operator in auto mode")
+    parser.add_argument(
+        "--mode",
+        choices=[m.value for m in WebsocketMode if m is not WebsocketMode.AUTO] + ["auto"],
+        default="global",
+        help="global: Evolution with WEBSOCKET_GLOBAL_EVENTS=true and the "
+        "operator in global mode (default); instance: one Socket.IO namespace per instance; "
+        "auto: global Evolution, operator in auto mode",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds each phase may take (default max(120, 0.6 s x instances))")
-    parser.add_argument("--profile", metavar="FILE", default=None,
-                        help="run under cProfile, write the raw stats to FILE and print a summary "
-                        "(cProfile roughly doubles every figure: use it to find where time goes, not for figures)")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="trace allocations during the create phase and split the memory kept by owner "
-                        "(operator, kopf, stand-in, fake); slows the run: use for the memory split, not for timings")
-    parser.add_argument("--log-file", default="/tmp/bench_instances.log",
-                        help="the operator's INFO log goes here, as in production (default %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds each phase may take (default max(120, 0.6 s x instances))"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        default=None,
+        help="run under cProfile, write the raw stats to FILE and print a summary "
+        "(cProfile roughly doubles every figure: use it to find where time goes, not for figures)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace allocations during the create phase and split the memory kept by owner "
+        "(operator, kopf, stand-in, fake); slows the run: use for the memory split, not for timings",
+    )
+    parser.add_argument(
+        "--log-file",
+        default="/tmp/bench_instances.log",
+        help="the operator's INFO log goes here, as in production (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.instances < 1:
         parser.error("--instances must be at least 1")
@@ -728,8 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     if profiler is not None:
         profiler.enable()
     try:
-        result = asyncio.run(bench(args.instances, WebsocketMode(args.mode), timeout,
-                                   trace_memory=args.tracemalloc))
+        result = asyncio.run(bench(args.instances, WebsocketMode(args.mode), timeout, trace_memory=args.tracemalloc))
     finally:
         if profiler is not None:
             profiler.disable()

@@ -102,6 +102,7 @@ ROUNDS = {
 # recorders: the fakes record every request; keep only what the checks need
 # -------------------------------------------------------------------------------------------------
 
+
 class RecentList(list):  # type: ignore[type-arg]
     """Stands in for a fake's request/emit log: keeps the latest entries only (memory stays flat)."""
 
@@ -152,6 +153,7 @@ class EvolutionLedger:
 # the operator process
 # -------------------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -165,8 +167,9 @@ def _die_with_parent() -> None:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, evolution: FakeEvolution, resync: float, log_path: Path, *,
-                 verbose: bool = False) -> None:
+    def __init__(
+        self, kubeconfig: Path, evolution: FakeEvolution, resync: float, log_path: Path, *, verbose: bool = False
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.verbose = verbose
         self.evolution = evolution
@@ -180,11 +183,17 @@ class OperatorProcess:
         log_path.write_text("")
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("EVOLUTION_", "KUBERNETES_", "WHATSAPP_OPERATOR_"))}
-        env.update(KUBECONFIG=str(self.kubeconfig), EVOLUTION_API_URL=self.evolution.url,
-                   EVOLUTION_API_KEY=self.evolution.api_key, WHATSAPP_OPERATOR_RESYNC_SECONDS=str(self.resync),
-                   WHATSAPP_OPERATOR_METRICS_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "KUBERNETES_", "WHATSAPP_OPERATOR_"))
+        }
+        env.update(
+            KUBECONFIG=str(self.kubeconfig),
+            EVOLUTION_API_URL=self.evolution.url,
+            EVOLUTION_API_KEY=self.evolution.api_key,
+            WHATSAPP_OPERATOR_RESYNC_SECONDS=str(self.resync),
+            WHATSAPP_OPERATOR_METRICS_PORT=str(free_port()),
+            PYTHONUNBUFFERED="1",
+        )
         return env
 
     async def start(self) -> None:
@@ -194,9 +203,19 @@ class OperatorProcess:
             log.write(f"===== faults.py: operator start #{self.starts} =====\n")
             log.flush()
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "whatsapp_operator", "run", "--all-namespaces", "--standalone",
-                *(["--verbose"] if self.verbose else []), env=self.env(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent)
+                sys.executable,
+                "-m",
+                "whatsapp_operator",
+                "run",
+                "--all-namespaces",
+                "--standalone",
+                *(["--verbose"] if self.verbose else []),
+                env=self.env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
         if self._sampler is None or self._sampler.done():
             self._sampler = asyncio.create_task(self._sample_rss())
 
@@ -247,15 +266,19 @@ class OperatorProcess:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines()
         background = [line for line in lines if "Background task" in line and "failed" in line]
-        return {"file": str(self.log_path), "lines": len(lines),
-                "error_lines": sum(1 for line in lines if " ERROR " in line),
-                "tracebacks": text.count("Traceback (most recent call last)"),
-                "background_task_failures": len(background)}
+        return {
+            "file": str(self.log_path),
+            "lines": len(lines),
+            "error_lines": sum(1 for line in lines if " ERROR " in line),
+            "tracebacks": text.count("Traceback (most recent call last)"),
+            "background_task_failures": len(background),
+        }
 
 
 # -------------------------------------------------------------------------------------------------
 # the suite
 # -------------------------------------------------------------------------------------------------
+
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == kind), None)
@@ -268,8 +291,18 @@ def summary(samples: list[float]) -> dict[str, float | None]:
 
 
 class Suite:
-    def __init__(self, kube: KubeStandin, evolution: FakeEvolution, operator: OperatorProcess, *, instances: int,
-                 resync: float, rng: random.Random, deadline: float, trace: str | None = None) -> None:
+    def __init__(
+        self,
+        kube: KubeStandin,
+        evolution: FakeEvolution,
+        operator: OperatorProcess,
+        *,
+        instances: int,
+        resync: float,
+        rng: random.Random,
+        deadline: float,
+        trace: str | None = None,
+    ) -> None:
         self.kube = kube
         self.evolution = evolution
         self.operator = operator
@@ -300,9 +333,18 @@ class Suite:
         for _ in range(count):
             self.serial += 1
             name = f"fault-{self.serial:05d}"
-            self.kube.create(GROUP, VERSION, PLURAL, {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "WhatsAppInstance", "metadata": {"name": name},
-                "spec": {"instanceName": name, "integration": "WHATSAPP-BAILEYS"}}, namespace=NAMESPACE)
+            self.kube.create(
+                GROUP,
+                VERSION,
+                PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "WhatsAppInstance",
+                    "metadata": {"name": name},
+                    "spec": {"instanceName": name, "integration": "WHATSAPP-BAILEYS"},
+                },
+                namespace=NAMESPACE,
+            )
             self.live.add(name)
             names.append(name)
         return names
@@ -367,7 +409,9 @@ class Suite:
         return {name for name in self.deleted if (NAMESPACE, name) in self.store}
 
     def orphans(self) -> set[str]:
-        return {name for name in self.deleted if (NAMESPACE, name) not in self.store and name in self.evolution.instances}
+        return {
+            name for name in self.deleted if (NAMESPACE, name) not in self.store and name in self.evolution.instances
+        }
 
     def lost(self) -> set[str]:
         return {name for name in self.live if (NAMESPACE, name) in self.store and name not in self.evolution.instances}
@@ -379,8 +423,11 @@ class Suite:
     def all_right(self) -> bool:
         """Every live status right, every deleted object gone and its instance too; what was already
         reported as lasting damage (lost, stuck, orphaned) is left out."""
-        return not self.stuck() - self.reported["stuck"] and not self.orphans() - self.reported["orphaned"] \
+        return (
+            not self.stuck() - self.reported["stuck"]
+            and not self.orphans() - self.reported["orphaned"]
             and not self.wrong_statuses()
+        )
 
     # -- waiting ---------------------------------------------------------------------------------------
 
@@ -419,10 +466,20 @@ class Suite:
     # -- rounds ----------------------------------------------------------------------------------------
 
     def result(self, kind: str) -> dict[str, Any]:
-        return self.results.setdefault(kind, {
-            "rounds": 0, "duplicated": 0, "lost": 0, "orphaned": 0, "stuck_finalizers": 0,
-            "wrong_after_resync": 0, "not_right_after_2_resyncs": 0, "time_to_right_s": summary([]),
-            "examples": []})
+        return self.results.setdefault(
+            kind,
+            {
+                "rounds": 0,
+                "duplicated": 0,
+                "lost": 0,
+                "orphaned": 0,
+                "stuck_finalizers": 0,
+                "wrong_after_resync": 0,
+                "not_right_after_2_resyncs": 0,
+                "time_to_right_s": summary([]),
+                "examples": [],
+            },
+        )
 
     async def settle(self, kind: str, started: float, fault_end: float) -> None:
         """After a fault: wait until everything is right (bounded), then count what is wrong."""
@@ -435,10 +492,18 @@ class Suite:
         else:
             wrong = self.wrong_statuses()
             result["wrong_after_resync"] += len(wrong)
-            self._example(result, "after one resync", wrong, self.stuck() - self.reported["stuck"],
-                          self.orphans() - self.reported["orphaned"])
-            self.dump_trace(f"{kind} round {result['rounds']}: not right one resync after the fault "
-                            f"({len(wrong)} wrong: {dict(sorted(wrong.items())[:5])})", started)
+            self._example(
+                result,
+                "after one resync",
+                wrong,
+                self.stuck() - self.reported["stuck"],
+                self.orphans() - self.reported["orphaned"],
+            )
+            self.dump_trace(
+                f"{kind} round {result['rounds']}: not right one resync after the fault "
+                f"({len(wrong)} wrong: {dict(sorted(wrong.items())[:5])})",
+                started,
+            )
             right = await self.wait_for(self.all_right, timeout=max(0.0, fault_end + 2 * self.resync - loop.time()))
             if right:
                 self.samples[kind].append(loop.time() - started)
@@ -447,15 +512,26 @@ class Suite:
         # Evolution's delete cleanup runs just after its reply: give a completed deletion a moment.
         with contextlib.suppress(TimeoutError):
             await self.evolution.wait_until(lambda: not self.orphans() - self.reported["orphaned"], timeout=2)
-        found = {"lost": self.lost(), "stuck": self.stuck(), "orphaned": self.orphans(), "duplicated": self.duplicates()}
+        found = {
+            "lost": self.lost(),
+            "stuck": self.stuck(),
+            "orphaned": self.orphans(),
+            "duplicated": self.duplicates(),
+        }
         new = {key: names - self.reported[key] for key, names in found.items()}
         result["lost"] += len(new["lost"])
         result["stuck_finalizers"] += len(new["stuck"])
         result["orphaned"] += len(new["orphaned"])
         result["duplicated"] += len(new["duplicated"])
         if any(new.values()):
-            self._example(result, "at the end of the round", {n: "lost" for n in new["lost"]}, new["stuck"],
-                          new["orphaned"], new["duplicated"])
+            self._example(
+                result,
+                "at the end of the round",
+                {n: "lost" for n in new["lost"]},
+                new["stuck"],
+                new["orphaned"],
+                new["duplicated"],
+            )
         for key, names in new.items():
             self.reported[key] |= names
         result["time_to_right_s"] = summary(self.samples[kind])
@@ -481,14 +557,27 @@ class Suite:
             self.ledger.trace.append((time.time(), text))
 
     @staticmethod
-    def _example(result: dict[str, Any], when: str, wrong: dict[str, str], stuck: set[str] = frozenset(),
-                 orphans: set[str] = frozenset(), dups: set[str] = frozenset()) -> None:
+    def _example(
+        result: dict[str, Any],
+        when: str,
+        wrong: dict[str, str],
+        stuck: set[str] = frozenset(),
+        orphans: set[str] = frozenset(),
+        dups: set[str] = frozenset(),
+    ) -> None:
         if len(result["examples"]) >= 5:
             return
-        result["examples"].append({
-            "round": result["rounds"], "when": when,
-            "wrong": dict(sorted(wrong.items())[:3]), "wrong_count": len(wrong),
-            "stuck": sorted(stuck)[:3], "orphaned": sorted(orphans)[:3], "duplicated": sorted(dups)[:3]})
+        result["examples"].append(
+            {
+                "round": result["rounds"],
+                "when": when,
+                "wrong": dict(sorted(wrong.items())[:3]),
+                "wrong_count": len(wrong),
+                "stuck": sorted(stuck)[:3],
+                "orphaned": sorted(orphans)[:3],
+                "duplicated": sorted(dups)[:3],
+            }
+        )
 
     def batch(self) -> int:
         return max(2, self.instances // 30)
@@ -524,15 +613,25 @@ class Suite:
         fault_end = loop.time()
         await self.settle("socketio_drop", started, fault_end)
 
-    async def _burst(self, kind: str, method: str, path: re.Pattern[str], statuses: list[int], times: int,
-                     trigger: Callable[[], Any], *, content_type: str | None = None) -> None:
+    async def _burst(
+        self,
+        kind: str,
+        method: str,
+        path: re.Pattern[str],
+        statuses: list[int],
+        times: int,
+        trigger: Callable[[], Any],
+        *,
+        content_type: str | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         served_before = failures_served(self.kube)
         started = loop.time()
         self.note(f"{kind}: the next {times} {method} {path.pattern} answered {statuses}")
         for status in statuses:
-            self.kube.fail_next(method, path, status, times=times, content_type=content_type,
-                                retry_after=1 if status == 429 else None)
+            self.kube.fail_next(
+                method, path, status, times=times, content_type=content_type, retry_after=1 if status == 429 else None
+            )
         await trigger()
         wanted = served_before + times * len(statuses)
         await self.wait_for(lambda: failures_served(self.kube) >= wanted, timeout=20)
@@ -554,8 +653,11 @@ class Suite:
     def events_posted(self, wanted: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of the (object name, reason) Events exist in the stand-in."""
         events = self.kube._store[self.kube._type("", "v1", "events")].values()
-        return {key for event in events
-                if (key := ((event.get("involvedObject") or {}).get("name"), event.get("reason"))) in wanted}
+        return {
+            key
+            for event in events
+            if (key := ((event.get("involvedObject") or {}).get("name"), event.get("reason"))) in wanted
+        }
 
     async def kube_event_post(self, index: int) -> None:
         wanted: set[tuple[str, str]] = set()
@@ -608,8 +710,9 @@ class Suite:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.create(self.instances)
-        if not await self.wait_for(lambda: all(self.wrong(n) is None for n in self.live),
-                                   timeout=max(120.0, 0.5 * self.instances)):
+        if not await self.wait_for(
+            lambda: all(self.wrong(n) is None for n in self.live), timeout=max(120.0, 0.5 * self.instances)
+        ):
             raise RuntimeError(f"setup: statuses not right: {list(self.wrong_statuses().items())[:5]}")
         for name in self.unpaired()[: self.instances // 3]:
             await self.evolution.scan(name)
@@ -617,7 +720,9 @@ class Suite:
             raise RuntimeError(f"setup: statuses not right after the scans: {list(self.wrong_statuses().items())[:5]}")
         return loop.time() - started
 
-    def schedule(self, scale: float, kube_faults: bool, only: set[str] | None = None) -> list[tuple[str, Callable[[], Any]]]:
+    def schedule(
+        self, scale: float, kube_faults: bool, only: set[str] | None = None
+    ) -> list[tuple[str, Callable[[], Any]]]:
         plan: list[tuple[str, Callable[[], Any]]] = []
         actions: dict[str, Callable[[int], Any]] = {
             "evolution_restart": self.evolution_restart,
@@ -658,12 +763,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.trace:
         Path(args.trace).write_text("")
     operator = OperatorProcess(kubeconfig, evolution, args.resync, Path(args.log_file), verbose=args.verbose)
-    suite = Suite(kube, evolution, operator, instances=args.instances, resync=args.resync, rng=rng,
-                  deadline=began + args.timeout, trace=args.trace)
+    suite = Suite(
+        kube,
+        evolution,
+        operator,
+        instances=args.instances,
+        resync=args.resync,
+        rng=rng,
+        deadline=began + args.timeout,
+        trace=args.trace,
+    )
     kube_faults = hasattr(kube, "fail_next")
-    document: dict[str, Any] = {"instances": args.instances, "faults": suite.results, "operator": {},
-                                "resync_seconds": args.resync, "rounds_scale": args.rounds_scale,
-                                "seed": args.seed, "complete": False}
+    document: dict[str, Any] = {
+        "instances": args.instances,
+        "faults": suite.results,
+        "operator": {},
+        "resync_seconds": args.resync,
+        "rounds_scale": args.rounds_scale,
+        "seed": args.seed,
+        "complete": False,
+    }
     if not kube_faults:
         document["skipped"] = "KubeStandin.fail_next is missing: no Kubernetes API faults"
     try:
@@ -677,8 +796,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             round_started = loop.time()
             await action()
             if args.progress:
-                print(f"[{loop.time() - began:7.1f}s] {done}/{len(plan)} {kind}: "
-                      f"{loop.time() - round_started:.2f}s live={len(suite.live)}", file=sys.stderr, flush=True)
+                print(
+                    f"[{loop.time() - began:7.1f}s] {done}/{len(plan)} {kind}: "
+                    f"{loop.time() - round_started:.2f}s live={len(suite.live)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         else:
             document["complete"] = True
     except Exception as error:  # noqa: BLE001 - the figures so far still go out, with the error
@@ -695,8 +818,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["time_to_right_s"] = summary(suite.samples[kind])
         if not result["examples"]:
             del result["examples"]
-    document["operator"] = {"restarts": operator.starts - 1, "rss_mb_max": round(operator.rss_kib_max / 1024, 1),
-                            "exit_code_at_end": code, "log": operator.log_summary()}
+    document["operator"] = {
+        "restarts": operator.starts - 1,
+        "rss_mb_max": round(operator.rss_kib_max / 1024, 1),
+        "exit_code_at_end": code,
+        "log": operator.log_summary(),
+    }
     document["live_at_end"] = len(suite.live)
     document["wall_s"] = round(loop.time() - began, 1)
     return document
@@ -705,28 +832,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def clean(document: dict[str, Any]) -> bool:
     counted = ("duplicated", "lost", "orphaned", "stuck_finalizers", "wrong_after_resync", "not_right_after_2_resyncs")
     return document.get("complete", False) and all(
-        result.get(key, 0) == 0 for result in document["faults"].values() for key in counted)
+        result.get(key, 0) == 0 for result in document["faults"].values() for key in counted
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, default=300, help="WhatsAppInstances live during the run (default 300)")
-    parser.add_argument("--rounds-scale", type=float, default=1.0,
-                        help="multiply every fault kind's number of rounds (at least 1 each; default 1)")
-    parser.add_argument("--resync", type=float, default=30.0,
-                        help="the operator's WHATSAPP_OPERATOR_RESYNC_SECONDS, also the 'right within' period (default 30)")
-    parser.add_argument("--only", metavar="KIND[,KIND]", default=None,
-                        help=f"run only these fault kinds ({', '.join(ROUNDS)})")
+    parser.add_argument(
+        "--instances", type=int, default=300, help="WhatsAppInstances live during the run (default 300)"
+    )
+    parser.add_argument(
+        "--rounds-scale",
+        type=float,
+        default=1.0,
+        help="multiply every fault kind's number of rounds (at least 1 each; default 1)",
+    )
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=30.0,
+        help="the operator's WHATSAPP_OPERATOR_RESYNC_SECONDS, also the 'right within' period (default 30)",
+    )
+    parser.add_argument(
+        "--only", metavar="KIND[,KIND]", default=None, help=f"run only these fault kinds ({', '.join(ROUNDS)})"
+    )
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the JSON document to FILE")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--timeout", type=float, default=3600.0,
-                        help="no new round starts after this many seconds (default 3600)")
-    parser.add_argument("--log-file", default="/tmp/faults-operator.log", help="the operator's log (default %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, help="no new round starts after this many seconds (default 3600)"
+    )
+    parser.add_argument(
+        "--log-file", default="/tmp/faults-operator.log", help="the operator's log (default %(default)s)"
+    )
     parser.add_argument("--progress", action="store_true", help="one line per round on stderr")
     parser.add_argument("--verbose", action="store_true", help="run the operator with --verbose (debug log)")
-    parser.add_argument("--trace", metavar="FILE", default=None,
-                        help="for every round not right one resync after its fault, append the requests the fake "
-                        "Evolution received since the round began (time, method, path, status) to FILE")
+    parser.add_argument(
+        "--trace",
+        metavar="FILE",
+        default=None,
+        help="for every round not right one resync after its fault, append the requests the fake "
+        "Evolution received since the round began (time, method, path, status) to FILE",
+    )
     args = parser.parse_args(argv)
     if args.instances < 3:
         parser.error("--instances must be at least 3")

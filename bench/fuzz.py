@@ -40,9 +40,14 @@ def run_target(target: str, examples: int | None, log_dir: Path) -> dict[str, ob
     if examples is not None:
         env["HYPOTHESIS_MAX_EXAMPLES"] = str(examples)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "--hypothesis-show-statistics", target],
-                            cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics", target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     seconds = time.monotonic() - started
     log = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", target) + ".log")
     log.write_text(result.stdout + result.stderr, encoding="utf-8")
@@ -51,8 +56,15 @@ def run_target(target: str, examples: int | None, log_dir: Path) -> dict[str, ob
         passing += int(match.group(1))
         failing += int(match.group(2))
         invalid += int(match.group(3))
-    return {"target": target, "inputs": passing + failing, "failures": failing, "invalid": invalid,
-            "test_failed": result.returncode != 0, "seconds": round(seconds, 1), "log": str(log)}
+    return {
+        "target": target,
+        "inputs": passing + failing,
+        "failures": failing,
+        "invalid": invalid,
+        "test_failed": result.returncode != 0,
+        "seconds": round(seconds, 1),
+        "log": str(log),
+    }
 
 
 def main() -> int:
@@ -71,10 +83,13 @@ def main() -> int:
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda target: run_target(target, args.examples, args.logs), targets))
-    document = {"examples_per_target": args.examples or 100_000, "targets": results,
-                "inputs": sum(int(r["inputs"]) for r in results),  # type: ignore[call-overload]
-                "failures": sum(int(r["failures"]) for r in results),  # type: ignore[call-overload]
-                "seconds": round(time.monotonic() - started, 1)}
+    document = {
+        "examples_per_target": args.examples or 100_000,
+        "targets": results,
+        "inputs": sum(int(r["inputs"]) for r in results),  # type: ignore[call-overload]
+        "failures": sum(int(r["failures"]) for r in results),  # type: ignore[call-overload]
+        "seconds": round(time.monotonic() - started, 1),
+    }
     text = json.dumps(document, indent=2)
     print(text)
     if args.json is not None:

@@ -28,13 +28,16 @@ from kube_standin import KubeStandin
 
 # Property-based tests take their budget from a profile, never from their own decorator, so that
 # bench/fuzz.py can run the very same properties with 100,000 inputs each.
-settings.register_profile("ci", max_examples=150, deadline=None, derandomize=False,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=100_000, deadline=None, database=None,
-                          suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, derandomize=False, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 if os.environ.get("HYPOTHESIS_MAX_EXAMPLES"):  # bench/fuzz.py --examples N
-    settings.register_profile("sized", parent=settings.get_profile("long"),
-                              max_examples=int(os.environ["HYPOTHESIS_MAX_EXAMPLES"]))
+    settings.register_profile(
+        "sized", parent=settings.get_profile("long"), max_examples=int(os.environ["HYPOTHESIS_MAX_EXAMPLES"])
+    )
     settings.load_profile("sized")
 else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -59,11 +62,19 @@ class OperatorUnderTest:
     evolution: FakeEvolution
     runtime: Runtime
 
-    def create(self, name: str, spec: dict[str, Any] | None = None, namespace: str = NAMESPACE,
-               annotations: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WhatsAppInstance",
-                "metadata": {"name": name, "annotations": annotations or {}},
-                "spec": {"integration": "WHATSAPP-BAILEYS", **(spec or {})}}
+    def create(
+        self,
+        name: str,
+        spec: dict[str, Any] | None = None,
+        namespace: str = NAMESPACE,
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "WhatsAppInstance",
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": {"integration": "WHATSAPP-BAILEYS", **(spec or {})},
+        }
         return self.kube.create(GROUP, VERSION, PLURAL, body, namespace=namespace)
 
     def get(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
@@ -75,16 +86,24 @@ class OperatorUnderTest:
     def delete(self, name: str, namespace: str = NAMESPACE) -> None:
         self.kube.delete(GROUP, VERSION, PLURAL, name, namespace)
 
-    async def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool],
-                          namespace: str = NAMESPACE, timeout: float = 10) -> dict[str, Any]:
-        obj = await self.kube.wait_for(GROUP, VERSION, PLURAL, name,
-                                       lambda o: o is not None and predicate(o.get("status") or {}),
-                                       namespace, timeout)
+    async def wait_status(
+        self, name: str, predicate: Callable[[dict[str, Any]], bool], namespace: str = NAMESPACE, timeout: float = 10
+    ) -> dict[str, Any]:
+        obj = await self.kube.wait_for(
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            lambda o: o is not None and predicate(o.get("status") or {}),
+            namespace,
+            timeout,
+        )
         assert obj is not None
         return obj["status"]
 
-    async def wait_phase(self, name: str, phase: str, namespace: str = NAMESPACE,
-                         timeout: float = 10) -> dict[str, Any]:
+    async def wait_phase(
+        self, name: str, phase: str, namespace: str = NAMESPACE, timeout: float = 10
+    ) -> dict[str, Any]:
         return await self.wait_status(name, lambda s: s.get("phase") == phase, namespace, timeout)
 
     async def wait_gone(self, name: str, namespace: str = NAMESPACE, timeout: float = 10) -> None:
@@ -94,16 +113,20 @@ class OperatorUnderTest:
         return [event["reason"] for event in self.kube.events_for(namespace, name)]
 
     async def wait_event(self, name: str, reason: str, namespace: str = NAMESPACE, timeout: float = 10) -> None:
-        await self.kube.wait_until(lambda: reason in self.event_reasons(name, namespace), timeout=timeout,
-                                   describe=lambda: f"events of {name}: {self.event_reasons(name, namespace)}")
+        await self.kube.wait_until(
+            lambda: reason in self.event_reasons(name, namespace),
+            timeout=timeout,
+            describe=lambda: f"events of {name}: {self.event_reasons(name, namespace)}",
+        )
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     """`whatsapp-operator ARGS` of this checkout in a child process, without Evolution settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "WHATSAPP_OPERATOR_"))}
     code = "import sys; from whatsapp_operator.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], check=False, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], check=False, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -112,11 +135,18 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def fast_config(evolution: FakeEvolution, **overrides: Any) -> OperatorConfig:
     values: dict[str, Any] = {
-        "evolution_url": evolution.url, "evolution_api_key": evolution.api_key,
-        "websocket_mode": WebsocketMode.AUTO, "resync_interval": 3600.0, "request_timeout": 5.0,
-        "outage_grace": 0.2, "reconnect_initial_delay": 0.02, "reconnect_max_delay": 0.2,
-        "retry_initial_delay": 0.05, "retry_max_delay": 0.3,
-        "metrics_port": 0}
+        "evolution_url": evolution.url,
+        "evolution_api_key": evolution.api_key,
+        "websocket_mode": WebsocketMode.AUTO,
+        "resync_interval": 3600.0,
+        "request_timeout": 5.0,
+        "outage_grace": 0.2,
+        "reconnect_initial_delay": 0.02,
+        "reconnect_max_delay": 0.2,
+        "retry_initial_delay": 0.05,
+        "retry_max_delay": 0.3,
+        "metrics_port": 0,
+    }
     values.update(overrides)
     return OperatorConfig(**values)
 
@@ -151,13 +181,18 @@ async def evolution(evolution_factory: Callable[..., Any]) -> FakeEvolution:
 
 
 @contextlib.asynccontextmanager
-async def run_operator(kube: KubeStandin, evolution: FakeEvolution, *, peering: PeeringIdentity | None = None,
-                       **overrides: Any) -> AsyncIterator[OperatorUnderTest]:
+async def run_operator(
+    kube: KubeStandin, evolution: FakeEvolution, *, peering: PeeringIdentity | None = None, **overrides: Any
+) -> AsyncIterator[OperatorUnderTest]:
     """The product's registry, run by kopf in this event loop; standalone unless `peering` is given."""
     runtimes: list[Runtime] = []
-    registry = build_registry(fast_config(evolution, **overrides), peering=peering,
-                              login=lambda: kopf.ConnectionInfo(server=kube.url),
-                              on_runtime=runtimes.append, leadership_interval=0.05)
+    registry = build_registry(
+        fast_config(evolution, **overrides),
+        peering=peering,
+        login=lambda: kopf.ConnectionInfo(server=kube.url),
+        on_runtime=runtimes.append,
+        leadership_interval=0.05,
+    )
     settings = kopf.OperatorSettings()
     configure_settings(settings)
     settings.watching.server_timeout = 10
@@ -165,11 +200,16 @@ async def run_operator(kube: KubeStandin, evolution: FakeEvolution, *, peering: 
     settings.queueing.exit_timeout = 0.2
     first_request = len(kube.requests)
     try:
-        async with running_operator(registry, server_url=kube.url, settings=settings, add_login=False,
-                                    standalone=peering is None,
-                                    peering_name=peering.name if peering else None,
-                                    identity=peering.identity if peering else None,
-                                    priority=peering.priority if peering else None):
+        async with running_operator(
+            registry,
+            server_url=kube.url,
+            settings=settings,
+            add_login=False,
+            standalone=peering is None,
+            peering_name=peering.name if peering else None,
+            identity=peering.identity if peering else None,
+            priority=peering.priority if peering else None,
+        ):
             yield OperatorUnderTest(kube, evolution, runtimes[0])
     finally:
         OPERATOR_REQUESTS.extend(kube.requests[first_request:])
@@ -181,8 +221,9 @@ def operator_factory(kube: KubeStandin) -> Callable[..., Any]:
 
 
 @pytest.fixture
-async def operator(operator_factory: Callable[..., Any], evolution: FakeEvolution,
-                   caplog: pytest.LogCaptureFixture) -> AsyncIterator[OperatorUnderTest]:
+async def operator(
+    operator_factory: Callable[..., Any], evolution: FakeEvolution, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[OperatorUnderTest]:
     caplog.set_level(logging.DEBUG)
     async with operator_factory(evolution) as running:
         yield running

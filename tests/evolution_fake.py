@@ -55,15 +55,38 @@ DEFAULT_API_KEY = "evo-global-key-for-tests"
 
 # §3.12: the websocket `events` enum (EventController.events) per version.
 EVENTS_2_2_3: tuple[str, ...] = (
-    "APPLICATION_STARTUP", "QRCODE_UPDATED", "MESSAGES_SET", "MESSAGES_UPSERT", "MESSAGES_EDITED",
-    "MESSAGES_UPDATE", "MESSAGES_DELETE", "SEND_MESSAGE", "CONTACTS_SET", "CONTACTS_UPSERT",
-    "CONTACTS_UPDATE", "PRESENCE_UPDATE", "CHATS_SET", "CHATS_UPSERT", "CHATS_UPDATE", "CHATS_DELETE",
-    "GROUPS_UPSERT", "GROUP_UPDATE", "GROUP_PARTICIPANTS_UPDATE", "CONNECTION_UPDATE", "LABELS_EDIT",
-    "LABELS_ASSOCIATION", "CALL", "TYPEBOT_START", "TYPEBOT_CHANGE_STATUS", "REMOVE_INSTANCE",
+    "APPLICATION_STARTUP",
+    "QRCODE_UPDATED",
+    "MESSAGES_SET",
+    "MESSAGES_UPSERT",
+    "MESSAGES_EDITED",
+    "MESSAGES_UPDATE",
+    "MESSAGES_DELETE",
+    "SEND_MESSAGE",
+    "CONTACTS_SET",
+    "CONTACTS_UPSERT",
+    "CONTACTS_UPDATE",
+    "PRESENCE_UPDATE",
+    "CHATS_SET",
+    "CHATS_UPSERT",
+    "CHATS_UPDATE",
+    "CHATS_DELETE",
+    "GROUPS_UPSERT",
+    "GROUP_UPDATE",
+    "GROUP_PARTICIPANTS_UPDATE",
+    "CONNECTION_UPDATE",
+    "LABELS_EDIT",
+    "LABELS_ASSOCIATION",
+    "CALL",
+    "TYPEBOT_START",
+    "TYPEBOT_CHANGE_STATUS",
+    "REMOVE_INSTANCE",
     "LOGOUT_INSTANCE",
 )
 EVENTS_2_3_6: tuple[str, ...] = (
-    EVENTS_2_2_3[:8] + ("SEND_MESSAGE_UPDATE",) + EVENTS_2_2_3[8:]
+    EVENTS_2_2_3[:8]
+    + ("SEND_MESSAGE_UPDATE",)
+    + EVENTS_2_2_3[8:]
     + ("INSTANCE_CREATE", "INSTANCE_DELETE", "STATUS_INSTANCE")
 )
 assert len(EVENTS_2_2_3) == 27 and len(EVENTS_2_3_6) == 31
@@ -71,11 +94,22 @@ assert len(EVENTS_2_2_3) == 27 and len(EVENTS_2_3_6) == 31
 INTEGRATIONS = ("WHATSAPP-BAILEYS", "WHATSAPP-BUSINESS", "EVOLUTION")
 
 # §10.7: names that exist on every JS object, so upstream's in-memory map "has" them.
-JS_OBJECT_PROPERTIES = frozenset({
-    "constructor", "__proto__", "toString", "toLocaleString", "valueOf", "hasOwnProperty",
-    "isPrototypeOf", "propertyIsEnumerable", "__defineGetter__", "__defineSetter__",
-    "__lookupGetter__", "__lookupSetter__",
-})
+JS_OBJECT_PROPERTIES = frozenset(
+    {
+        "constructor",
+        "__proto__",
+        "toString",
+        "toLocaleString",
+        "valueOf",
+        "hasOwnProperty",
+        "isPrototypeOf",
+        "propertyIsEnumerable",
+        "__defineGetter__",
+        "__defineSetter__",
+        "__lookupGetter__",
+        "__lookupSetter__",
+    }
+)
 
 # §4.7/§4.8: closes that do not reconnect.
 NO_RECONNECT_CODES = frozenset({401, 402, 403, 406})
@@ -85,14 +119,24 @@ OBJECT_OBJECT_ERROR = {"error": True, "message": "[object Object]"}  # §1 "200 
 _WA_WEB_VERSION = "2.3000.1028459513"
 _PAIRING_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # Baileys' pairing-code alphabet
 _EMPTY = object()  # marker: answer with an empty body (Express `res.json(undefined)`)
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------------
+
 
 def _utc_iso() -> str:
     now = _dt.datetime.now(_dt.UTC)
@@ -120,14 +164,17 @@ def _new_qr_code() -> str:
 
 def _png_data_url(text: str) -> str:
     """A real (1x1, grey) PNG carrying the QR text in a tEXt chunk, as a data URL."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    png = (b"\x89PNG\r\n\x1a\n"
-           + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-           + chunk(b"tEXt", b"qr\x00" + text.encode())
-           + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-           + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+        + chunk(b"tEXt", b"qr\x00" + text.encode())
+        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
@@ -192,6 +239,7 @@ def _js_json_error(raw: str, exc: json.JSONDecodeError, node24: bool) -> str:
 
 # --- a tiny subset of jsonschema 1.5.0 (§3: messages are `stack.replace('instance.', '')`) ------------
 
+
 def _js_type_ok(value: Any, kind: str) -> bool:
     if kind == "string":
         return isinstance(value, str)
@@ -206,8 +254,7 @@ def _js_type_ok(value: Any, kind: str) -> bool:
     raise ValueError(kind)
 
 
-def _schema_errors(body: dict, props: list[tuple], required: tuple[str, ...] = (),
-                   path: str = "instance") -> list[str]:
+def _schema_errors(body: dict, props: list[tuple], required: tuple[str, ...] = (), path: str = "instance") -> list[str]:
     """props: (name, type, extra) with extra keys enum / pattern / items_enum.  Errors in jsonschema's
     order: properties (in schema order; type then enum/pattern), then required."""
     out: list[str] = []
@@ -242,6 +289,7 @@ def _js_str(v: Any) -> str:
 # public data classes
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class RecordedRequest:
     """One HTTP request the fake answered.  ``headers`` has lower-cased names and keeps secrets."""
@@ -265,29 +313,29 @@ class FakeInstance:
     id: str
     token: str
     integration: str
-    number: str | None = None              # as given at create; never updated on login (§3.2)
+    number: str | None = None  # as given at create; never updated on login (§3.2)
     business_id: str | None = None
     client_name: str = "evolution"
-    db_connection_status: str = "close"    # lags the live state (§3.5)
+    db_connection_status: str = "close"  # lags the live state (§3.5)
     owner_jid: str | None = None
     profile_name: str | None = None
     profile_pic_url: str | None = None
-    settings: dict | None = None           # the 8 setting values, or None (no row)
-    websocket: dict | None = None          # {"enabled": bool, "events": [...]} or None (no row)
+    settings: dict | None = None  # the 8 setting values, or None (no row)
+    websocket: dict | None = None  # {"enabled": bool, "events": [...]} or None (no row)
     webhook: dict | None = None
     disconnection_reason_code: int | None = None
     disconnection_at: str | None = None
     disconnection_object: str | None = None
-    paired: bool = False                   # session credentials exist
+    paired: bool = False  # session credentials exist
     created_at: str = dataclasses.field(default_factory=_utc_iso)
     updated_at: str = dataclasses.field(default_factory=_utc_iso)
     # --- memory (lost on restart) ---
-    state: str | None = None               # "open" / "connecting" / "close" / None (not in memory)
+    state: str | None = None  # "open" / "connecting" / "close" / None (not in memory)
     qr_count: int = 0
     cached_qr: dict = dataclasses.field(default_factory=lambda: {"count": 0})
     pairing: bool = False
     pairing_number: str | None = None
-    wuid: str | None = None                # set on `open` in this process; becomes envelope `sender` (§4.4)
+    wuid: str | None = None  # set on `open` in this process; becomes envelope `sender` (§4.4)
     memory_profile_pic_url: str | None = None
     # --- row metadata ---
     setting_meta: dict = dataclasses.field(default_factory=dict)
@@ -328,6 +376,7 @@ class _Failure:
 # python-socketio server with Engine.IO connect/disconnect notifications
 # --------------------------------------------------------------------------------------------------
 
+
 class _SioServer(socketio.AsyncServer):
     def __init__(self, fake: FakeEvolution, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -354,6 +403,7 @@ class _SioServer(socketio.AsyncServer):
 # the fake
 # --------------------------------------------------------------------------------------------------
 
+
 class FakeEvolution:
     def __init__(
         self,
@@ -379,9 +429,9 @@ class FakeEvolution:
         self.version = version
         self.global_events = global_events
         self.websocket_enabled = websocket_enabled
-        self.qrcode_limit = qrcode_limit or 30       # §5: 0/invalid -> 30
+        self.qrcode_limit = qrcode_limit or 30  # §5: 0/invalid -> 30
         self.auto_qr = auto_qr
-        self.create_qr_ready = create_qr_ready        # create waits 5 s: normally the first QR is there
+        self.create_qr_ready = create_qr_ready  # create waits 5 s: normally the first QR is there
         self.allowed_hosts_bypass = allowed_hosts_bypass
         self.allowed_hosts = allowed_hosts
         self.ping_interval = ping_interval
@@ -393,8 +443,8 @@ class FakeEvolution:
         self.url: str = ""
         self.instances: dict[str, FakeInstance] = {}
         self.requests: list[RecordedRequest] = []
-        self.emitted: list[tuple[tuple[str, ...], dict]] = []   # (namespaces it went to, envelope)
-        self.namespace_attempts: list[tuple[str, bool]] = []    # (namespace, accepted)
+        self.emitted: list[tuple[tuple[str, ...], dict]] = []  # (namespaces it went to, envelope)
+        self.namespace_attempts: list[tuple[str, bool]] = []  # (namespace, accepted)
 
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -469,7 +519,7 @@ class FakeEvolution:
         await runner.cleanup()
         for inst in self.instances.values():
             inst.forget_memory()
-        self._namespaces.clear()      # §4.3: namespaces exist only in the process that emitted on them
+        self._namespaces.clear()  # §4.3: namespaces exist only in the process that emitted on them
         self._ns_clients.clear()
         await self._notify()
 
@@ -508,12 +558,20 @@ class FakeEvolution:
         this QR hit QRCODE_LIMIT (strict equality, §4.7) and the limit sequence was emitted instead."""
         inst = self._live(name)
         if inst.state != "connecting" or inst.paired:
-            raise RuntimeError(f"issue_qr: {name!r} is {inst.state!r} (paired={inst.paired}); QRs only come "
-                               "while an unpaired instance is connecting")
+            raise RuntimeError(
+                f"issue_qr: {name!r} is {inst.state!r} (paired={inst.paired}); QRs only come "
+                "while an unpaired instance is connecting"
+            )
         return await self._issue_qr(inst)
 
-    async def scan(self, name: str, *, number: str = "5511987654321", profile_name: str | None = "ACME Support",
-                   picture: str | None = "https://pps.whatsapp.net/x.jpg") -> None:
+    async def scan(
+        self,
+        name: str,
+        *,
+        number: str = "5511987654321",
+        profile_name: str | None = "ACME Support",
+        picture: str | None = "https://pps.whatsapp.net/x.jpg",
+    ) -> None:
         """The phone scans the QR: 515 restart-required -> silent reconnect -> `connecting`/200 ->
         `open`/200 with wuid, profileName, profilePictureUrl (§4.7).  ``profile_name=None`` models §10.10
         (push name not known yet: key absent in the event)."""
@@ -528,8 +586,9 @@ class FakeEvolution:
         """Unlinked / banned from the phone: STATUS_INSTANCE closed, LOGOUT_INSTANCE (null),
         CONNECTION_UPDATE close/<code> (§4.7 "No reconnect", §7.5)."""
         if code not in NO_RECONNECT_CODES:
-            raise ValueError(f"{code} is not a no-reconnect code {sorted(NO_RECONNECT_CODES)}; "
-                             "use transient_drop for the others")
+            raise ValueError(
+                f"{code} is not a no-reconnect code {sorted(NO_RECONNECT_CODES)}; use transient_drop for the others"
+            )
         inst = self._live(name)
         if inst.state not in ("open", "connecting"):
             raise RuntimeError(f"phone_logout: {name!r} has no socket (state={inst.state!r})")
@@ -567,12 +626,20 @@ class FakeEvolution:
         inst = self._live(name)
         remote = "5511900000000@s.whatsapp.net"
         for i in range(count):
-            await self._emit(inst, "messages.upsert", {
-                "key": {"remoteJid": remote, "fromMe": False, "id": "3EB0" + secrets.token_hex(8).upper()},
-                "pushName": "Customer", "status": "DELIVERY_ACK",
-                "message": {"conversation": f"message {i}"}, "messageType": "conversation",
-                "messageTimestamp": int(time.time()), "instanceId": inst.id, "source": "android",
-            })
+            await self._emit(
+                inst,
+                "messages.upsert",
+                {
+                    "key": {"remoteJid": remote, "fromMe": False, "id": "3EB0" + secrets.token_hex(8).upper()},
+                    "pushName": "Customer",
+                    "status": "DELIVERY_ACK",
+                    "message": {"conversation": f"message {i}"},
+                    "messageType": "conversation",
+                    "messageTimestamp": int(time.time()),
+                    "instanceId": inst.id,
+                    "source": "android",
+                },
+            )
 
     async def emit_event(self, name: str, wire_event: str, data: Any) -> None:
         """Emit any event for an existing instance through the normal delivery rules."""
@@ -593,7 +660,7 @@ class FakeEvolution:
         if graceful:
             for ns, sids in list(self._ns_clients.items()):
                 for sid in list(sids):
-                    with contextlib.suppress(KeyError, ValueError, OSError):   # already gone
+                    with contextlib.suppress(KeyError, ValueError, OSError):  # already gone
                         await sio.disconnect(sid, namespace=ns)
             for sock in list(sio.eio.sockets.values()):
                 with contextlib.suppress(TimeoutError):  # let the DISCONNECT packets reach the wire
@@ -611,8 +678,15 @@ class FakeEvolution:
             if not sock.closed and not sock.closing:
                 await sio.eio.send(eio_sid, text)
 
-    def fail_next(self, method: str, path_prefix: str, status: int, body: object | None = None,
-                  times: int = 1, headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int,
+        body: object | None = None,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """The next ``times`` requests whose method matches and whose path starts with ``path_prefix`` are
         answered with ``status`` and ``body`` (dict/list -> JSON; str -> raw text/html, bytes -> raw;
         None -> Evolution's envelope for that status) without any side effect. ``headers`` are added
@@ -649,8 +723,9 @@ class FakeEvolution:
         """Per-instance namespaces that exist in this process (created by their first emit)."""
         return frozenset(self._namespaces)
 
-    async def wait_for_request(self, method: str, path_prefix: str, *, count: int = 1,
-                               timeout: float = 5) -> RecordedRequest:
+    async def wait_for_request(
+        self, method: str, path_prefix: str, *, count: int = 1, timeout: float = 5
+    ) -> RecordedRequest:
         """Wait until ``count`` requests matching method + path prefix have been answered; returns the
         count-th one (counted over the whole recording)."""
         method = method.upper()
@@ -682,8 +757,13 @@ class FakeEvolution:
     async def wait_until_loaded(self, timeout: float = 5) -> None:
         """Wait until the startup load has finished: every DB instance in memory again and its first
         events (open, or the first QR) emitted (after start()/restart())."""
-        await self._wait(lambda: all(i.in_memory for i in self.instances.values())
-                         and not (self._load_lock is not None and self._load_lock.locked()), timeout)
+        await self._wait(
+            lambda: (
+                all(i.in_memory for i in self.instances.values())
+                and not (self._load_lock is not None and self._load_lock.locked())
+            ),
+            timeout,
+        )
 
     async def wait_until_gone(self, name: str, timeout: float = 5) -> None:
         """Wait until the instance has no DB row any more (delete cleanup finished)."""
@@ -723,9 +803,15 @@ class FakeEvolution:
 
     def _make_sio(self) -> _SioServer:
         sio = _SioServer(
-            self, async_mode="aiohttp", namespaces="*", cors_allowed_origins="*",
-            ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
-            logger=False, engineio_logger=False, max_http_buffer_size=1_000_000,
+            self,
+            async_mode="aiohttp",
+            namespaces="*",
+            cors_allowed_origins="*",
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            logger=False,
+            engineio_logger=False,
+            max_http_buffer_size=1_000_000,
         )
         sio.on("connect", self._on_ns_connect, namespace="*")
         sio.on("disconnect", self._on_ns_disconnect, namespace="*")
@@ -750,7 +836,7 @@ class FakeEvolution:
         for transport in list(self._sio_transports):
             with contextlib.suppress(OSError, RuntimeError):
                 if flush:
-                    transport.close()                   # FIN after the buffered bytes
+                    transport.close()  # FIN after the buffered bytes
                 else:
                     transport.abort()
         self._sio_transports.clear()
@@ -759,20 +845,20 @@ class FakeEvolution:
         for eio_sid, sock in list(sio.eio.sockets.items()):
             with contextlib.suppress(OSError, RuntimeError, KeyError, asyncio.QueueFull):
                 await sock.close(wait=False, abort=True)
-                sock.queue.put_nowait(None)        # wake a pending long-poll / websocket writer
+                sock.queue.put_nowait(None)  # wake a pending long-poll / websocket writer
             sio.eio.sockets.pop(eio_sid, None)
 
     def _handshake_rejection(self, request: web.Request) -> str | None:
         """Evolution's `allowRequest` (§4.2, §10.2).  None = allowed."""
         if self.version == "2.2.3":
-            return None                                    # 2.2.3: nothing checked
+            return None  # 2.2.3: nothing checked
         query = request.query
         if self.allowed_hosts_bypass and "EIO" in query:
             peer = request.remote or ""
             if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", peer):
-                peer = "::ffff:" + peer                    # Node listens on "::" (§4.2)
+                peer = "::ffff:" + peer  # Node listens on "::" (§4.2)
             hosts = [h.strip() for h in (self.allowed_hosts or "127.0.0.1,::1,::ffff:127.0.0.1").split(",")]
-            if peer in hosts:                              # exact string match
+            if peer in hosts:  # exact string match
                 return None
         key = query.get("apikey") or request.headers.get("apikey")
         if not key:
@@ -785,11 +871,13 @@ class FakeEvolution:
     def _eio_error(code: int, message: str, *, upgrade: bool) -> web.Response:
         if upgrade:
             # engine.io abortUpgrade(): always 400, plain text body (§10.1)
-            return web.Response(status=400, text=message, content_type="text/html",
-                                headers={"Connection": "close"})
+            return web.Response(status=400, text=message, content_type="text/html", headers={"Connection": "close"})
         # engine.io sendErrorMessage(): 403 for FORBIDDEN, else 400, JSON body (§4.2)
-        return web.Response(status=403 if code == 4 else 400, content_type="application/json",
-                            text=json.dumps({"code": code, "message": message}, separators=(",", ":")))
+        return web.Response(
+            status=403 if code == 4 else 400,
+            content_type="application/json",
+            text=json.dumps({"code": code, "message": message}, separators=(",", ":")),
+        )
 
     async def _socketio_entry(self, request: web.Request) -> web.StreamResponse:
         query = request.query
@@ -807,8 +895,11 @@ class FakeEvolution:
             if isinstance(body, (dict, list)):
                 response = self._json_response(failure.status, body)
             else:
-                response = web.Response(status=failure.status, body=body if isinstance(body, bytes) else
-                                        str(body).encode(), content_type="text/html")
+                response = web.Response(
+                    status=failure.status,
+                    body=body if isinstance(body, bytes) else str(body).encode(),
+                    content_type="text/html",
+                )
         elif transport not in ("polling", "websocket"):
             response = self._eio_error(0, "Transport unknown", upgrade=upgrade)
         elif sid is None and request.method != "GET":
@@ -866,10 +957,15 @@ class FakeEvolution:
         # 2. per instance: in memory + websocket row enabled + UPPER_SNAKE name subscribed
         config_name = re.sub(r"[.-]", "_", wire_event).upper()
         ws = inst.websocket
-        if (self.instances.get(inst.name) is inst and inst.in_memory and ws and ws.get("enabled")
-                and config_name in (ws.get("events") or [])):
+        if (
+            self.instances.get(inst.name) is inst
+            and inst.in_memory
+            and ws
+            and ws.get("enabled")
+            and config_name in (ws.get("events") or [])
+        ):
             namespace = "/" + inst.name
-            self._namespaces.add(namespace)   # io.of('/name') creates it on first use (§4.3)
+            self._namespaces.add(namespace)  # io.of('/name') creates it on first use (§4.3)
             await sio.emit(wire_event, envelope, namespace=namespace)
             sent_to.append(namespace)
         self.emitted.append((tuple(sent_to), envelope))
@@ -893,7 +989,7 @@ class FakeEvolution:
         if inst.wuid:
             data["wuid"] = inst.wuid
         if (inst.wuid or inst.paired) and inst.profile_name is not None:
-            data["profileName"] = inst.profile_name   # getProfileName(): client user or stored creds
+            data["profileName"] = inst.profile_name  # getProfileName(): client user or stored creds
         if inst.wuid:
             data["profilePictureUrl"] = inst.memory_profile_pic_url
         data["state"] = state
@@ -908,33 +1004,36 @@ class FakeEvolution:
         await self._emit(inst, "connection.update", self._conn_data(inst, "connecting", 200))
 
     async def _issue_qr(self, inst: FakeInstance) -> str | None:
-        if inst.qr_count == self.qrcode_limit:            # strict equality (§4.7)
+        if inst.qr_count == self.qrcode_limit:  # strict equality (§4.7)
             await self._qr_limit(inst)
             return None
         inst.qr_count += 1
         code = _new_qr_code()
         b64 = _png_data_url(code)
-        pairing_code = _pairing_code() if inst.pairing else None   # a NEW code on every refresh (§3.3)
+        pairing_code = _pairing_code() if inst.pairing else None  # a NEW code on every refresh (§3.3)
         inst.cached_qr = {"pairingCode": pairing_code, "code": code, "base64": b64, "count": inst.qr_count}
-        inst.db_connection_status = "connecting"          # DB: `connecting` when a QR is generated (§3.5)
+        inst.db_connection_status = "connecting"  # DB: `connecting` when a QR is generated (§3.5)
         inst.touch()
         # No `count` in the event (§4.6)
-        await self._emit(inst, "qrcode.updated", {
-            "qrcode": {"instance": inst.name, "pairingCode": pairing_code, "code": code, "base64": b64}})
+        await self._emit(
+            inst,
+            "qrcode.updated",
+            {"qrcode": {"instance": inst.name, "pairingCode": pairing_code, "code": code, "base64": b64}},
+        )
         return code
 
     async def _qr_limit(self, inst: FakeInstance) -> None:
         # §4.7 / §10.8: a *different* QRCODE_UPDATED shape, then refused/428 (hard-coded), then silence.
-        await self._emit(inst, "qrcode.updated",
-                         {"message": "QR code limit reached, please login again", "statusCode": 500})
+        await self._emit(
+            inst, "qrcode.updated", {"message": "QR code limit reached, please login again", "statusCode": 500}
+        )
         await self._emit(inst, "connection.update", self._conn_data(inst, "refused", 428))
         # monitor.service.ts#noConnection: qrcode = {count: 0}, state close; DB keeps `connecting`.
         inst.qr_count = 0
         inst.cached_qr = {"count": 0}
         inst.state = "close"
 
-    async def _go_open(self, inst: FakeInstance, wuid: str, profile_name: str | None,
-                       picture: str | None) -> None:
+    async def _go_open(self, inst: FakeInstance, wuid: str, profile_name: str | None, picture: str | None) -> None:
         inst.wuid = wuid or None
         inst.memory_profile_pic_url = picture
         inst.owner_jid = wuid or inst.owner_jid
@@ -956,25 +1055,41 @@ class FakeEvolution:
         inst.state = "connecting"
         await self._emit(inst, "connection.update", self._conn_data(inst, "connecting", 200))
         if inst.paired:
-            await self._go_open(inst, inst.owner_jid or inst.wuid or "", inst.profile_name,
-                                inst.profile_pic_url)
+            await self._go_open(inst, inst.owner_jid or inst.wuid or "", inst.profile_name, inst.profile_pic_url)
         elif self.auto_qr:
             await self._issue_qr(inst)
 
-    async def _close_sequence(self, inst: FakeInstance, code: int, message: str, *,
-                              in_memory: bool = True) -> None:
+    async def _close_sequence(self, inst: FakeInstance, code: int, message: str, *, in_memory: bool = True) -> None:
         """Non-reconnecting close (§4.7): STATUS_INSTANCE closed, DB close + disconnection*, LOGOUT_INSTANCE
         (only while in memory, §10.6), credentials deleted, CONNECTION_UPDATE close/<code>."""
         now = _utc_iso()
-        boom = json.dumps({"error": {"data": None, "isBoom": True, "isServer": code >= 500,
-                                     "output": {"statusCode": code,
-                                                "payload": {"statusCode": code, "error": _REASONS.get(code, "Error"),
-                                                            "message": message},
-                                                "headers": {}}},
-                           "date": now}, separators=(",", ":"))
-        await self._emit(inst, "status.instance", {
-            "instance": inst.name, "status": "closed", "disconnectionAt": now,
-            "disconnectionReasonCode": code, "disconnectionObject": boom})
+        boom = json.dumps(
+            {
+                "error": {
+                    "data": None,
+                    "isBoom": True,
+                    "isServer": code >= 500,
+                    "output": {
+                        "statusCode": code,
+                        "payload": {"statusCode": code, "error": _REASONS.get(code, "Error"), "message": message},
+                        "headers": {},
+                    },
+                },
+                "date": now,
+            },
+            separators=(",", ":"),
+        )
+        await self._emit(
+            inst,
+            "status.instance",
+            {
+                "instance": inst.name,
+                "status": "closed",
+                "disconnectionAt": now,
+                "disconnectionReasonCode": code,
+                "disconnectionObject": boom,
+            },
+        )
         inst.db_connection_status = "close"
         inst.disconnection_reason_code = code
         inst.disconnection_at = now
@@ -982,19 +1097,20 @@ class FakeEvolution:
         inst.touch()
         if in_memory and self.instances.get(inst.name) is inst:
             await self._emit(inst, "logout.instance", None)
-        inst.paired = False                                 # session wiped
+        inst.paired = False  # session wiped
         if inst.state is not None:
-            inst.state = "close"                            # stays in memory as `close`
+            inst.state = "close"  # stays in memory as `close`
         await self._emit(inst, "connection.update", self._conn_data(inst, "close", code))
 
     def _schedule_cleanup(self, inst: FakeInstance, *, logout_code: int | None = None) -> None:
         """`remove.instance` cleanup (§3.8): runs after the reply; until it has run the name still exists."""
+
         async def cleanup() -> None:
             assert self._cleanup_gate is not None
             await self._cleanup_gate.wait()
-            await asyncio.sleep(0)                          # never synchronous with the reply
+            await asyncio.sleep(0)  # never synchronous with the reply
             if self.instances.get(inst.name) is inst:
-                del self.instances[inst.name]               # DB rows + memory entry gone
+                del self.instances[inst.name]  # DB rows + memory entry gone
             await self._notify()
             if logout_code is not None:
                 # §10.6: the logout started by the delete lands after REMOVE_INSTANCE, when the instance is
@@ -1031,8 +1147,12 @@ class FakeEvolution:
     def _json_response(status: int, payload: Any) -> web.Response:
         if payload is _EMPTY:
             return web.Response(status=status, body=b"", content_type="application/json", charset="utf-8")
-        return web.Response(status=status, text=json.dumps(payload, separators=(",", ":")),
-                            content_type="application/json", charset="utf-8")
+        return web.Response(
+            status=status,
+            text=json.dumps(payload, separators=(",", ":")),
+            content_type="application/json",
+            charset="utf-8",
+        )
 
     async def _rest_entry(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -1080,8 +1200,9 @@ class FakeEvolution:
         first = text.lstrip()[:1]
         if first not in ("{", "["):
             # body-parser strict mode
-            raise _HttpError(400, "Internal Server Error",
-                             f"Unexpected token '{first}', \"{text.strip()[:30]}\" is not valid JSON")
+            raise _HttpError(
+                400, "Internal Server Error", f"Unexpected token '{first}', \"{text.strip()[:30]}\" is not valid JSON"
+            )
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
@@ -1116,8 +1237,13 @@ class FakeEvolution:
             return self._h_root(request)
         if method == "POST" and lower == ["verify-creds"]:
             self._auth(request, None)
-            return 200, {"status": 200, "message": "Credentials are valid", "facebookAppId": None,
-                         "facebookConfigId": None, "facebookUserToken": None}
+            return 200, {
+                "status": 200,
+                "message": "Credentials are valid",
+                "facebookAppId": None,
+                "facebookConfigId": None,
+                "facebookUserToken": None,
+            }
         if method == "POST" and lower == ["instance", "create"]:
             return await self._h_create(request, body)
         if method == "GET" and lower == ["instance", "fetchinstances"]:
@@ -1142,7 +1268,7 @@ class FakeEvolution:
         return name in self.instances or name in JS_OBJECT_PROPERTIES
 
     def _auth(self, request: web.Request, instance_name: str | None) -> str:
-        key = request.headers.get("apikey")                 # case-insensitive header, no Bearer (§2)
+        key = request.headers.get("apikey")  # case-insensitive header, no Bearer (§2)
         if not key:
             raise _unauthorized()
         if key == self.api_key:
@@ -1157,8 +1283,11 @@ class FakeEvolution:
 
     def _h_root(self, request: web.Request) -> tuple[int, Any]:
         info: dict[str, Any] = {
-            "status": 200, "message": "Welcome to the Evolution API, it is working!", "version": self.version,
-            "clientName": self.client_name, "manager": f"{request.scheme}://{request.host}/manager",
+            "status": 200,
+            "message": "Welcome to the Evolution API, it is working!",
+            "version": self.version,
+            "clientName": self.client_name,
+            "manager": f"{request.scheme}://{request.host}/manager",
             "documentation": "https://doc.evolution-api.com",
         }
         if self.version == "2.3.6":
@@ -1168,26 +1297,49 @@ class FakeEvolution:
     def _create_schema(self) -> list[tuple]:
         s, b = "string", "boolean"
         props: list[tuple] = [
-            ("instanceName", s, {}), ("token", s, {}),
-            ("number", s, {"pattern": r"^\d+[\.@\w-]+"}), ("qrcode", b, {}),
-            ("Integration", s, {"enum": list(INTEGRATIONS)}),   # misspelled key: `integration` is never checked
-            ("rejectCall", b, {}), ("msgCall", s, {}), ("groupsIgnore", b, {}), ("alwaysOnline", b, {}),
-            ("readMessages", b, {}), ("readStatus", b, {}), ("syncFullHistory", b, {}), ("wavoipToken", s, {}),
-            ("proxyHost", s, {}), ("proxyPort", s, {}), ("proxyProtocol", s, {}), ("proxyUsername", s, {}),
+            ("instanceName", s, {}),
+            ("token", s, {}),
+            ("number", s, {"pattern": r"^\d+[\.@\w-]+"}),
+            ("qrcode", b, {}),
+            ("Integration", s, {"enum": list(INTEGRATIONS)}),  # misspelled key: `integration` is never checked
+            ("rejectCall", b, {}),
+            ("msgCall", s, {}),
+            ("groupsIgnore", b, {}),
+            ("alwaysOnline", b, {}),
+            ("readMessages", b, {}),
+            ("readStatus", b, {}),
+            ("syncFullHistory", b, {}),
+            ("wavoipToken", s, {}),
+            ("proxyHost", s, {}),
+            ("proxyPort", s, {}),
+            ("proxyProtocol", s, {}),
+            ("proxyUsername", s, {}),
             ("proxyPassword", s, {}),
-            ("webhookUrl", s, {}), ("webhookByEvents", b, {}), ("webhookBase64", b, {}),
-            ("webhookEvents", "array", {}), ("rabbitmqEnabled", b, {}), ("rabbitmqEvents", "array", {}),
-            ("sqsEnabled", b, {}), ("sqsEvents", "array", {}),
+            ("webhookUrl", s, {}),
+            ("webhookByEvents", b, {}),
+            ("webhookBase64", b, {}),
+            ("webhookEvents", "array", {}),
+            ("rabbitmqEnabled", b, {}),
+            ("rabbitmqEvents", "array", {}),
+            ("sqsEnabled", b, {}),
+            ("sqsEvents", "array", {}),
         ]
         if self.version == "2.3.6":
             props += [("natsEnabled", b, {}), ("natsEvents", "array", {})]
         props += [
-            ("chatwootAccountId", s, {}), ("chatwootToken", s, {}), ("chatwootUrl", s, {}),
-            ("chatwootSignMsg", b, {}), ("chatwootReopenConversation", b, {}),
-            ("chatwootConversationPending", b, {}), ("chatwootImportContacts", b, {}),
-            ("chatwootNameInbox", s, {}), ("chatwootMergeBrazilContacts", b, {}),
-            ("chatwootImportMessages", b, {}), ("chatwootDaysLimitImportMessages", "number", {}),
-            ("chatwootOrganization", s, {}), ("chatwootLogo", s, {}),
+            ("chatwootAccountId", s, {}),
+            ("chatwootToken", s, {}),
+            ("chatwootUrl", s, {}),
+            ("chatwootSignMsg", b, {}),
+            ("chatwootReopenConversation", b, {}),
+            ("chatwootConversationPending", b, {}),
+            ("chatwootImportContacts", b, {}),
+            ("chatwootNameInbox", s, {}),
+            ("chatwootMergeBrazilContacts", b, {}),
+            ("chatwootImportMessages", b, {}),
+            ("chatwootDaysLimitImportMessages", "number", {}),
+            ("chatwootOrganization", s, {}),
+            ("chatwootLogo", s, {}),
         ]
         return props
 
@@ -1207,17 +1359,24 @@ class FakeEvolution:
         if set(body) <= {"instanceName"} and isinstance(name, str) and len(name) < 1:
             errors.append('The "instanceName" cannot be empty')
         if errors:
-            raise _bad_request(errors)                      # nested array (§1)
+            raise _bad_request(errors)  # nested array (§1)
         integration = body.get("integration")
         if integration not in INTEGRATIONS:
-            raise _bad_request("Invalid integration")       # channelController.init, before anything exists
+            raise _bad_request("Invalid integration")  # channelController.init, before anything exists
         if not isinstance(name, str):
             raise _bad_request("(fake) create without instanceName on an empty server: not specified by the contract")
 
         token = body.get("token") or str(uuid.uuid4()).upper()
         number = body.get("number")
-        inst = FakeInstance(name=name, id=str(uuid.uuid4()), token=token, integration=integration,
-                            number=number, business_id=body.get("businessId"), client_name=self.client_name)
+        inst = FakeInstance(
+            name=name,
+            id=str(uuid.uuid4()),
+            token=token,
+            integration=integration,
+            number=number,
+            business_id=body.get("businessId"),
+            client_name=self.client_name,
+        )
         inst.db_connection_status = "open" if integration == "WHATSAPP-BUSINESS" else "close"
         inst.state = "close"
         self.instances[name] = inst
@@ -1230,7 +1389,7 @@ class FakeEvolution:
                 events = ws_req.get("events") if isinstance(ws_req, dict) else None
                 if events is None:
                     raise _type_error("Cannot read properties of undefined (reading 'length')")
-                stored = list(events) if len(events) else list(self.events)   # not validated at create
+                stored = list(events) if len(events) else list(self.events)  # not validated at create
                 inst.websocket = {"enabled": True, "events": stored}
                 now = _utc_iso()
                 inst.websocket_meta = {"id": _cuid(), "createdAt": now, "updatedAt": now}
@@ -1239,9 +1398,14 @@ class FakeEvolution:
                 events = wh_req.get("events") if isinstance(wh_req, dict) else None
                 if events is None:
                     raise _type_error("Cannot read properties of undefined (reading 'length')")
-                inst.webhook = {"enabled": True, "url": wh_req.get("url"), "events": list(events),
-                                "headers": wh_req.get("headers"), "byEvents": wh_req.get("byEvents"),
-                                "base64": wh_req.get("base64")}
+                inst.webhook = {
+                    "enabled": True,
+                    "url": wh_req.get("url"),
+                    "events": list(events),
+                    "headers": wh_req.get("headers"),
+                    "byEvents": wh_req.get("byEvents"),
+                    "base64": wh_req.get("base64"),
+                }
 
             await self._emit(inst, "instance.create", {"instanceName": name, "instanceId": inst.id})
 
@@ -1250,10 +1414,14 @@ class FakeEvolution:
                 # §10.3: the settings setter touches a socket that does not exist yet
                 raise _type_error("Cannot read properties of undefined (reading 'ws')")
             settings = {
-                "rejectCall": body.get("rejectCall") is True, "msgCall": body.get("msgCall") or "",
-                "groupsIgnore": body.get("groupsIgnore") is True, "alwaysOnline": body.get("alwaysOnline") is True,
-                "readMessages": body.get("readMessages") is True, "readStatus": body.get("readStatus") is True,
-                "syncFullHistory": body.get("syncFullHistory") is True, "wavoipToken": wavoip or "",
+                "rejectCall": body.get("rejectCall") is True,
+                "msgCall": body.get("msgCall") or "",
+                "groupsIgnore": body.get("groupsIgnore") is True,
+                "alwaysOnline": body.get("alwaysOnline") is True,
+                "readMessages": body.get("readMessages") is True,
+                "readStatus": body.get("readStatus") is True,
+                "syncFullHistory": body.get("syncFullHistory") is True,
+                "wavoipToken": wavoip or "",
             }
             inst.settings = dict(settings)
             now = _utc_iso()
@@ -1271,10 +1439,10 @@ class FakeEvolution:
                 # `number` + qrcode:true = pairing-code mode (§3.2/§3.3)
                 await self._begin_connect(inst, number)
                 if self.auto_qr and self.create_qr_ready:
-                    await self._issue_qr(inst)               # the 5 s wait normally catches the first QR
+                    await self._issue_qr(inst)  # the 5 s wait normally catches the first QR
                 elif self.auto_qr:
                     self._spawn(self._qr_after_reply(inst))
-                qrcode = inst.qr_object()                    # else {"count":0} (§7.1)
+                qrcode = inst.qr_object()  # else {"count":0} (§7.1)
         except _HttpError as exc:
             # Failure rollback (§3.2): REMOVE_INSTANCE + async DB cleanup, then 400 [<message>]
             await self._emit(inst, "remove.instance", None)
@@ -1290,12 +1458,24 @@ class FakeEvolution:
             return {out: obj[src] for out, src in mapping if src in obj}
 
         result: dict[str, Any] = {
-            "instance": {"instanceName": name, "instanceId": inst.id, "integration": integration,
-                         "webhookWaBusiness": web_business, "accessTokenWaBusiness": token_business,
-                         "status": inst.state},
+            "instance": {
+                "instanceName": name,
+                "instanceId": inst.id,
+                "integration": integration,
+                "webhookWaBusiness": web_business,
+                "accessTokenWaBusiness": token_business,
+                "status": inst.state,
+            },
             "hash": token,
-            "webhook": echo(body.get("webhook"), (("webhookUrl", "url"), ("webhookHeaders", "headers"),
-                                                  ("webhookByEvents", "byEvents"), ("webhookBase64", "base64"))),
+            "webhook": echo(
+                body.get("webhook"),
+                (
+                    ("webhookUrl", "url"),
+                    ("webhookHeaders", "headers"),
+                    ("webhookByEvents", "byEvents"),
+                    ("webhookBase64", "base64"),
+                ),
+            ),
             "websocket": echo(body.get("websocket"), (("enabled", "enabled"),)),
             "rabbitmq": echo(body.get("rabbitmq"), (("enabled", "enabled"),)),
         }
@@ -1315,11 +1495,11 @@ class FakeEvolution:
     async def _h_connect(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
         inst = self.instances.get(name)
         if inst is None or not inst.in_memory:
-            return 200, OBJECT_OBJECT_ERROR                 # not in memory (§3.3)
+            return 200, OBJECT_OBJECT_ERROR  # not in memory (§3.3)
         if inst.state == "open":
             return 200, {"instance": {"instanceName": name, "state": "open"}}
         if inst.state == "connecting":
-            return 200, inst.qr_object()                    # read-only, `number` ignored
+            return 200, inst.qr_object()  # read-only, `number` ignored
         # close: new socket (+ pairing mode with ?number=), reply after "2 s" with whatever is cached:
         # {"count":0} or a STALE QR (the cached QR is never cleared, §3.3); the new QR follows the reply.
         await self._begin_connect(inst, request.query.get("number"))
@@ -1339,13 +1519,13 @@ class FakeEvolution:
         inst = self.instances.get(name)
         payload: dict[str, Any] = {"instanceName": name}
         if inst is not None and inst.in_memory:
-            payload["state"] = inst.state                   # never "refused" (§3.4)
+            payload["state"] = inst.state  # never "refused" (§3.4)
         return 200, {"instance": payload}
 
     async def _h_restart(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
         inst = self.instances.get(name)
         if inst is None or not inst.in_memory or inst.state == "close":
-            return 200, OBJECT_OBJECT_ERROR                 # §3.6
+            return 200, OBJECT_OBJECT_ERROR  # §3.6
         # the socket is ended without a status code -> silent reconnect, processed after the reply
         if inst.state == "open":
             reply: Any = {"instance": {"instanceName": name, "state": "open"}}
@@ -1363,12 +1543,14 @@ class FakeEvolution:
     async def _h_logout(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
         inst = self.instances.get(name)
         if inst is not None and inst.state == "close":
-            raise _bad_request(f'The "{name}" instance is not connected')   # §3.7
+            raise _bad_request(f'The "{name}" instance is not connected')  # §3.7
         if inst is not None and inst.state in ("open", "connecting"):
-            async def logout() -> None:                    # logoutInstance() is not awaited
+
+            async def logout() -> None:  # logoutInstance() is not awaited
                 await asyncio.sleep(0)
                 if self.instances.get(name) is inst and inst.state in ("open", "connecting"):
                     await self._close_sequence(inst, 401, "Intentional Logout")
+
             self._spawn(logout())
         # not in memory: `waInstances[name]?.logoutInstance()` is a no-op, still "SUCCESS"
         return 200, {"status": "SUCCESS", "error": False, "response": {"message": "Instance logged out"}}
@@ -1385,13 +1567,29 @@ class FakeEvolution:
         self._schedule_cleanup(inst, logout_code=401 if needs_logout else None)
         return 200, {"status": "SUCCESS", "error": False, "response": {"message": "Instance deleted"}}
 
-    _SETTINGS_KEYS = ("rejectCall", "msgCall", "groupsIgnore", "alwaysOnline", "readMessages", "readStatus",
-                      "syncFullHistory", "wavoipToken")
+    _SETTINGS_KEYS = (
+        "rejectCall",
+        "msgCall",
+        "groupsIgnore",
+        "alwaysOnline",
+        "readMessages",
+        "readStatus",
+        "syncFullHistory",
+        "wavoipToken",
+    )
 
     async def _h_settings_set(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
         s, b = "string", "boolean"
-        props = [("rejectCall", b, {}), ("msgCall", s, {}), ("groupsIgnore", b, {}), ("alwaysOnline", b, {}),
-                 ("readMessages", b, {}), ("readStatus", b, {}), ("syncFullHistory", b, {}), ("wavoipToken", s, {})]
+        props = [
+            ("rejectCall", b, {}),
+            ("msgCall", s, {}),
+            ("groupsIgnore", b, {}),
+            ("alwaysOnline", b, {}),
+            ("readMessages", b, {}),
+            ("readStatus", b, {}),
+            ("syncFullHistory", b, {}),
+            ("wavoipToken", s, {}),
+        ]
         required = ("rejectCall", "groupsIgnore", "alwaysOnline", "readMessages", "readStatus", "syncFullHistory")
         errors = _schema_errors(body, props, required)
         if errors:
@@ -1401,23 +1599,31 @@ class FakeEvolution:
             raise _type_error("Cannot read properties of undefined (reading 'setSettings')")  # (fake) wording
         wavoip = body.get("wavoipToken")
         if wavoip and inst.state not in ("open", "connecting"):
-            raise _type_error("Cannot read properties of undefined (reading 'ws')")   # §3.9: no socket yet
+            raise _type_error("Cannot read properties of undefined (reading 'ws')")  # §3.9: no socket yet
         previous = inst.settings or {}
         inst.settings = {
-            "rejectCall": body["rejectCall"], "msgCall": body.get("msgCall", previous.get("msgCall", "")),
-            "groupsIgnore": body["groupsIgnore"], "alwaysOnline": body["alwaysOnline"],
-            "readMessages": body["readMessages"], "readStatus": body["readStatus"],
+            "rejectCall": body["rejectCall"],
+            "msgCall": body.get("msgCall", previous.get("msgCall", "")),
+            "groupsIgnore": body["groupsIgnore"],
+            "alwaysOnline": body["alwaysOnline"],
+            "readMessages": body["readMessages"],
+            "readStatus": body["readStatus"],
             "syncFullHistory": body["syncFullHistory"],
             "wavoipToken": body.get("wavoipToken", previous.get("wavoipToken", "")),
         }
         now = _utc_iso()
-        inst.setting_meta = {"id": inst.setting_meta.get("id") or _cuid(),
-                             "createdAt": inst.setting_meta.get("createdAt") or now, "updatedAt": now}
+        inst.setting_meta = {
+            "id": inst.setting_meta.get("id") or _cuid(),
+            "createdAt": inst.setting_meta.get("createdAt") or now,
+            "updatedAt": now,
+        }
         if wavoip:
-            async def reconnect() -> None:                  # a non-empty wavoipToken forces a reconnect
+
+            async def reconnect() -> None:  # a non-empty wavoipToken forces a reconnect
                 await asyncio.sleep(0)
                 if self.instances.get(name) is inst and inst.state in ("open", "connecting"):
                     await self._silent_reconnect(inst)
+
             self._spawn(reconnect())
         return 201, {"settings": {"instanceName": name, "settings": body}}
 
@@ -1433,8 +1639,14 @@ class FakeEvolution:
         if inst.websocket is None:
             return None
         meta = inst.websocket_meta
-        return {"id": meta.get("id"), "enabled": inst.websocket["enabled"], "events": list(inst.websocket["events"]),
-                "createdAt": meta.get("createdAt"), "updatedAt": meta.get("updatedAt"), "instanceId": inst.id}
+        return {
+            "id": meta.get("id"),
+            "enabled": inst.websocket["enabled"],
+            "events": list(inst.websocket["events"]),
+            "createdAt": meta.get("createdAt"),
+            "updatedAt": meta.get("updatedAt"),
+            "instanceId": inst.id,
+        }
 
     async def _h_websocket_set(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
         # eventSchema: `websocket` itself is NOT required (§3.12)
@@ -1445,13 +1657,18 @@ class FakeEvolution:
                 errors.append("websocket is not of a type(s) object")
             else:
                 errors += _schema_errors(
-                    ws, [("enabled", "boolean", {"enum": [True, False]}),
-                         ("events", "array", {"items_enum": list(self.events)})],
-                    ("enabled",), path="instance.websocket")
+                    ws,
+                    [
+                        ("enabled", "boolean", {"enum": [True, False]}),
+                        ("events", "array", {"items_enum": list(self.events)}),
+                    ],
+                    ("enabled",),
+                    path="instance.websocket",
+                )
         if errors:
             raise _bad_request(errors)
         if not self.websocket_enabled:
-            return 201, _EMPTY                               # WEBSOCKET_ENABLED=false: empty body
+            return 201, _EMPTY  # WEBSOCKET_ENABLED=false: empty body
         ws = body.get("websocket")
         if ws is None:
             # flat body passes validation, then `data.websocket.events = []` crashes
@@ -1467,8 +1684,11 @@ class FakeEvolution:
             raise _type_error("Cannot read properties of undefined (reading 'instanceId')")
         inst.websocket = {"enabled": bool(ws.get("enabled")), "events": events}
         now = _utc_iso()
-        inst.websocket_meta = {"id": inst.websocket_meta.get("id") or _cuid(),
-                               "createdAt": inst.websocket_meta.get("createdAt") or now, "updatedAt": now}
+        inst.websocket_meta = {
+            "id": inst.websocket_meta.get("id") or _cuid(),
+            "createdAt": inst.websocket_meta.get("createdAt") or now,
+            "updatedAt": now,
+        }
         return 201, self._websocket_row(inst)
 
     async def _h_websocket_find(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
@@ -1481,14 +1701,25 @@ class FakeEvolution:
 
     def _fetch_row(self, inst: FakeInstance) -> dict:
         row: dict[str, Any] = {
-            "id": inst.id, "name": inst.name, "connectionStatus": inst.db_connection_status,
-            "ownerJid": inst.owner_jid, "profileName": inst.profile_name, "profilePicUrl": inst.profile_pic_url,
-            "integration": inst.integration, "number": inst.number, "businessId": inst.business_id,
-            "token": inst.token,                                  # always included (§3.5)
-            "clientName": inst.client_name, "disconnectionReasonCode": inst.disconnection_reason_code,
-            "disconnectionObject": inst.disconnection_object, "disconnectionAt": inst.disconnection_at,
-            "createdAt": inst.created_at, "updatedAt": inst.updated_at,
-            "Chatwoot": None, "Proxy": None, "Rabbitmq": None,
+            "id": inst.id,
+            "name": inst.name,
+            "connectionStatus": inst.db_connection_status,
+            "ownerJid": inst.owner_jid,
+            "profileName": inst.profile_name,
+            "profilePicUrl": inst.profile_pic_url,
+            "integration": inst.integration,
+            "number": inst.number,
+            "businessId": inst.business_id,
+            "token": inst.token,  # always included (§3.5)
+            "clientName": inst.client_name,
+            "disconnectionReasonCode": inst.disconnection_reason_code,
+            "disconnectionObject": inst.disconnection_object,
+            "disconnectionAt": inst.disconnection_at,
+            "createdAt": inst.created_at,
+            "updatedAt": inst.updated_at,
+            "Chatwoot": None,
+            "Proxy": None,
+            "Rabbitmq": None,
         }
         if self.version == "2.3.6":
             row["Nats"] = None
@@ -1498,9 +1729,13 @@ class FakeEvolution:
             row["Setting"] = None
         else:
             meta = inst.setting_meta
-            row["Setting"] = {"id": meta.get("id"), **{k: inst.settings.get(k) for k in self._SETTINGS_KEYS},
-                              "createdAt": meta.get("createdAt"), "updatedAt": meta.get("updatedAt"),
-                              "instanceId": inst.id}
+            row["Setting"] = {
+                "id": meta.get("id"),
+                **{k: inst.settings.get(k) for k in self._SETTINGS_KEYS},
+                "createdAt": meta.get("createdAt"),
+                "updatedAt": meta.get("updatedAt"),
+                "instanceId": inst.id,
+            }
         row["_count"] = {"Message": 0, "Contact": 0, "Chat": 0}
         return row
 

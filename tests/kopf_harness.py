@@ -27,17 +27,11 @@ _owner: contextvars.ContextVar[weakref.WeakSet[asyncio.Task[Any]] | None] = cont
     "kopf_harness_owner", default=None
 )
 _login_urls: weakref.WeakKeyDictionary[kopf.OperatorRegistry, str] = weakref.WeakKeyDictionary()
-_factory_users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
-    weakref.WeakKeyDictionary()
-)
-_previous_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-    weakref.WeakKeyDictionary()
-)
+_factory_users: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+_previous_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
-def _tracing_factory(
-    loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
-) -> asyncio.Future[Any]:
+def _tracing_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
     previous = _previous_factories.get(loop)
     task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
     owned = _owner.get()  # the creator's context: the factory runs inside create_task()
@@ -143,9 +137,7 @@ async def running_operator(
         runner = asyncio.create_task(run(), name="kopf harness")
         try:
             ready = asyncio.create_task(ready_flag.wait(), name="kopf harness readiness")
-            await asyncio.wait(
-                [runner, ready], timeout=STARTUP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait([runner, ready], timeout=STARTUP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
             await asyncio.wait([ready])
             if runner.done():

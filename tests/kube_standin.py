@@ -118,9 +118,7 @@ def _not_found(rt: ResourceType, name: str) -> KubeApiError:
 
 
 def _no_such_resource(**details: Any) -> KubeApiError:
-    return KubeApiError(
-        404, "NotFound", "the server could not find the requested resource", **details
-    )
+    return KubeApiError(404, "NotFound", "the server could not find the requested resource", **details)
 
 
 def _invalid(message: str) -> KubeApiError:
@@ -469,9 +467,7 @@ class KubeStandin:
             raise ValueError("times must be at least 1")
         if not 400 <= status <= 599:
             raise ValueError(f"not an error status: {status}")
-        self._faults.append(
-            _FaultRule(method.upper(), path, status, times, body, retry_after, content_type)
-        )
+        self._faults.append(_FaultRule(method.upper(), path, status, times, body, retry_after, content_type))
 
     def clear_failures(self) -> None:
         """Forget every fail_next() rule not used up yet (failures_served keeps its count)."""
@@ -509,15 +505,11 @@ class KubeStandin:
             if target is not None and target.name is not None:
                 details["name"] = target.name
                 if rule.status == 409:
-                    message = (
-                        f'Operation cannot be fulfilled on {rt.qualified} "{target.name}": {message}'
-                    )
+                    message = f'Operation cannot be fulfilled on {rt.qualified} "{target.name}": {message}'
                 elif rule.status == 422:
                     message = f'{rt.kind}.{rt.group} "{target.name}" is invalid: injected fault'
                     details["kind"] = rt.kind
-                    details["causes"] = [
-                        {"reason": "FieldValueInvalid", "message": "injected fault", "field": ""}
-                    ]
+                    details["causes"] = [{"reason": "FieldValueInvalid", "message": "injected fault", "field": ""}]
         if rule.status == 500:
             details["causes"] = [{"message": "injected fault"}]
         if retry_after is not None:
@@ -531,9 +523,7 @@ class KubeStandin:
         app = web.Application(client_max_size=16 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a watch handler ends as soon as its client disconnects.
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-        )
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]
@@ -571,24 +561,18 @@ class KubeStandin:
         with open(path, "w") as f:
             json.dump(config, f)  # JSON is YAML, which the kubeconfig loaders read
 
-    def create(
-        self, group: str, version: str, plural: str, body: Obj, namespace: str | None = None
-    ) -> Obj:
+    def create(self, group: str, version: str, plural: str, body: Obj, namespace: str | None = None) -> Obj:
         rt = self._type(group, version, plural)
         if rt.namespaced and namespace is None:
             namespace = body.get("metadata", {}).get("namespace")
         return self._create(rt, namespace, body)
 
-    def get(
-        self, group: str, version: str, plural: str, name: str, namespace: str | None = None
-    ) -> Obj | None:
+    def get(self, group: str, version: str, plural: str, name: str, namespace: str | None = None) -> Obj | None:
         rt = self._type(group, version, plural)
         obj = self._store[rt].get(self._key(rt, namespace, name))
         return copy.deepcopy(obj)
 
-    def list(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> builtins.list[Obj]:
+    def list(self, group: str, version: str, plural: str, namespace: str | None = None) -> builtins.list[Obj]:
         return self._list(self._type(group, version, plural), namespace)
 
     def patch(
@@ -605,9 +589,7 @@ class KubeStandin:
         self._check_subresource(rt, subresource)
         return self._patch(rt, namespace, name, MERGE_PATCH, patch, subresource)
 
-    def delete(
-        self, group: str, version: str, plural: str, name: str, namespace: str | None = None
-    ) -> None:
+    def delete(self, group: str, version: str, plural: str, name: str, namespace: str | None = None) -> None:
         self._delete(self._type(group, version, plural), namespace, name)
 
     async def wait_for(
@@ -630,9 +612,7 @@ class KubeStandin:
         await self.wait_until(
             check,
             timeout=timeout,
-            describe=lambda: (
-                f"{plural} {namespace}/{name}; last seen: {json.dumps(seen[0], indent=2)}"
-            ),
+            describe=lambda: f"{plural} {namespace}/{name}; last seen: {json.dumps(seen[0], indent=2)}",
         )
         return seen[0]
 
@@ -655,11 +635,7 @@ class KubeStandin:
             raise AssertionError(f"condition not met within {timeout}s: {describe()}") from None
 
     def events_for(self, namespace: str | None, name: str) -> builtins.list[Obj]:
-        return [
-            e
-            for e in self.list("", "v1", "events", namespace)
-            if e.get("involvedObject", {}).get("name") == name
-        ]
+        return [e for e in self.list("", "v1", "events", namespace) if e.get("involvedObject", {}).get("name") == name]
 
     # ---- storage and semantics ----------------------------------------------------------------
 
@@ -680,9 +656,7 @@ class KubeStandin:
         if subresource is not None and (subresource != "status" or not rt.status_subresource):
             raise _no_such_resource()
 
-    def _existing(
-        self, rt: ResourceType, namespace: str | None, name: str
-    ) -> tuple[tuple[str, str], Obj]:
+    def _existing(self, rt: ResourceType, namespace: str | None, name: str) -> tuple[tuple[str, str], Obj]:
         key = self._key(rt, namespace, name)
         if key not in self._store[rt]:
             raise _not_found(rt, name)
@@ -700,9 +674,7 @@ class KubeStandin:
             if (namespace is None or ns == namespace) and selector(obj)
         ]
 
-    def _commit(
-        self, rt: ResourceType, key: tuple[str, str], obj: Obj, old: Obj | None, type_: str
-    ) -> Obj:
+    def _commit(self, rt: ResourceType, key: tuple[str, str], obj: Obj, old: Obj | None, type_: str) -> Obj:
         """The one place that writes: bumps the resourceVersion, stores, feeds the watchers."""
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
@@ -728,9 +700,7 @@ class KubeStandin:
         meta = obj.setdefault("metadata", {})
         for field, expected in (("apiVersion", rt.api_version), ("kind", rt.kind)):
             if obj.setdefault(field, expected) != expected:
-                raise _bad_request(
-                    f"{field} {obj[field]!r} does not match the expected {expected!r}"
-                )
+                raise _bad_request(f"{field} {obj[field]!r} does not match the expected {expected!r}")
         if meta.get("resourceVersion"):
             raise _bad_request("resourceVersion should not be set on objects to be created")
         if rt.namespaced:
@@ -738,8 +708,7 @@ class KubeStandin:
                 raise _bad_request("a namespace is required for namespaced resources")
             if meta.get("namespace", namespace) != namespace:
                 raise _bad_request(
-                    "the namespace of the provided object does not match the "
-                    "namespace sent on the request"
+                    "the namespace of the provided object does not match the namespace sent on the request"
                 )
             if ("", namespace) not in self._store[_NAMESPACES]:
                 raise _not_found(_NAMESPACES, namespace)
@@ -814,8 +783,7 @@ class KubeStandin:
             "acceptedNames": names,
             "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
             "conditions": [
-                {"type": t, "status": "True", "lastTransitionTime": _now()}
-                for t in ("NamesAccepted", "Established")
+                {"type": t, "status": "True", "lastTransitionTime": _now()} for t in ("NamesAccepted", "Established")
             ],
         }
 
@@ -877,8 +845,7 @@ class KubeStandin:
         finalizers = meta.get("finalizers") or []
         if "deletionTimestamp" in meta and set(finalizers) - set(old_meta.get("finalizers") or []):
             raise _invalid(
-                "metadata.finalizers: Forbidden: no new finalizers can be added if the "
-                "object is being deleted"
+                "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"
             )
         if new == old:  # a no-op write changes nothing: no new resourceVersion, no watch event
             return copy.deepcopy(old)
@@ -914,19 +881,11 @@ class KubeStandin:
             )
         return self._update(rt, key, old, candidate, subresource)
 
-    def _replace(
-        self, rt: ResourceType, namespace: str | None, name: str, body: Any, subresource: str | None
-    ) -> Obj:
+    def _replace(self, rt: ResourceType, namespace: str | None, name: str, body: Any, subresource: str | None) -> Obj:
         key, old = self._existing(rt, namespace, name)
         # Custom resources do not allow unconditional updates (built-ins mostly do).
-        if (
-            rt.custom
-            and isinstance(body, dict)
-            and not body.get("metadata", {}).get("resourceVersion")
-        ):
-            raise _invalid(
-                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
-            )
+        if rt.custom and isinstance(body, dict) and not body.get("metadata", {}).get("resourceVersion"):
+            raise _invalid("metadata.resourceVersion: Invalid value: 0x0: must be specified for an update")
         return self._update(rt, key, old, body, subresource)
 
     def _delete(self, rt: ResourceType, namespace: str | None, name: str) -> Obj:
@@ -980,9 +939,7 @@ class KubeStandin:
             return "watch" if query.get("watch") in ("true", "1") else "list"
         if method == "DELETE" and target is not None and target.name is None:
             return "deletecollection"
-        return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
-            method, method.lower()
-        )
+        return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
@@ -1041,9 +998,7 @@ class KubeStandin:
             self.requests[index] = marked
         request[_RECORD_KEY] = (index, marked)
 
-    def _record(
-        self, request: web.Request, target: _Target | None, query: dict[str, str], body: Any
-    ) -> None:
+    def _record(self, request: web.Request, target: _Target | None, query: dict[str, str], body: Any) -> None:
         rt = target.rt if target else None
         self.requests.append(
             RecordedRequest(
@@ -1114,9 +1069,7 @@ class KubeStandin:
             return {
                 "kind": "APIVersions",
                 "versions": ["v1"],
-                "serverAddressByClientCIDRs": [
-                    {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.split("//")[-1]}
-                ],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.split("//")[-1]}],
             }
         groups: dict[str, list[str]] = {}
         for group, version, _ in self._types:
@@ -1182,9 +1135,7 @@ class KubeStandin:
             timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
         except ValueError:
             raise _bad_request(f"invalid timeoutSeconds: {query['timeoutSeconds']!r}") from None
-        watcher = _Watcher(
-            rt, namespace, parse_label_selector(query.get("labelSelector")), asyncio.Queue()
-        )
+        watcher = _Watcher(rt, namespace, parse_label_selector(query.get("labelSelector")), asyncio.Queue())
         # Subscribe and take the initial events in the same loop step: nothing lost or doubled.
         self._watchers.add(watcher)
         subscribed_rv = self._rv  # later changes go to the queue, not into the backlog
@@ -1195,9 +1146,7 @@ class KubeStandin:
             elif not since.isdigit():
                 raise _bad_request(f"invalid resource version: {since!r}")
             elif int(since) < self._compacted_rv:
-                gone = KubeApiError(
-                    410, "Expired", f"too old resource version: {since} ({self._compacted_rv})"
-                )
+                gone = KubeApiError(410, "Expired", f"too old resource version: {since} ({self._compacted_rv})")
                 backlog = [("ERROR", gone.status)]
             else:
                 backlog = [
@@ -1218,9 +1167,7 @@ class KubeStandin:
                 meta: Obj = {"resourceVersion": str(rv)}
                 if annotations:
                     meta["annotations"] = annotations
-                await send(
-                    "BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
-                )
+                await send("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
 
             for type_, obj in backlog:
                 await send(type_, obj)
@@ -1237,11 +1184,7 @@ class KubeStandin:
             while True:
                 wait = None if deadline is None else max(0.0, deadline - loop.time())
                 if bookmarks:
-                    wait = (
-                        self.bookmark_interval
-                        if wait is None
-                        else min(wait, self.bookmark_interval)
-                    )
+                    wait = self.bookmark_interval if wait is None else min(wait, self.bookmark_interval)
                 try:
                     async with asyncio.timeout(wait):
                         event = await watcher.queue.get()

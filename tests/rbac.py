@@ -98,6 +98,7 @@ def _name_matches(rule: dict, name: str) -> bool:
 
 # --- reading the manifests --------------------------------------------------------------------
 
+
 def load_yaml_documents(path: Path) -> list[dict]:
     """Every non-empty YAML document of one file."""
     with path.open(encoding="utf-8") as stream:
@@ -136,8 +137,11 @@ def load_kustomization(directory: Path = MANIFESTS) -> list[dict]:
 
 def _set_image(docs: list[dict], image: dict) -> None:
     for doc in docs:
-        pod = (doc.get("spec") or {}).get("template", {}).get("spec") if doc.get("kind") in (
-            "Deployment", "StatefulSet", "DaemonSet", "Job") else None
+        pod = (
+            (doc.get("spec") or {}).get("template", {}).get("spec")
+            if doc.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+            else None
+        )
         for container in (pod or {}).get("containers", []) + (pod or {}).get("initContainers", []):
             ref = container.get("image", "")
             base = ref.split("@", 1)[0]
@@ -150,7 +154,7 @@ def _set_image(docs: list[dict], image: dict) -> None:
             elif "newTag" in image:
                 container["image"] = f"{new_name}:{image['newTag']}"
             else:
-                container["image"] = new_name + ref[len(base_name):]
+                container["image"] = new_name + ref[len(base_name) :]
 
 
 def operator_service_account(docs: list[dict]) -> tuple[str, str]:
@@ -166,11 +170,19 @@ def operator_service_account(docs: list[dict]) -> tuple[str, str]:
 
 def bindings_for(docs: list[dict], namespace: str, name: str) -> list[dict]:
     """The (Cluster)RoleBindings whose subjects include this ServiceAccount."""
+
     def binds(subject: dict) -> bool:
-        return (subject.get("kind") == "ServiceAccount" and subject.get("name") == name
-                and subject.get("namespace") == namespace)
-    return [d for d in docs if d.get("kind") in ("ClusterRoleBinding", "RoleBinding")
-            and any(binds(s) for s in d.get("subjects") or [])]
+        return (
+            subject.get("kind") == "ServiceAccount"
+            and subject.get("name") == name
+            and subject.get("namespace") == namespace
+        )
+
+    return [
+        d
+        for d in docs
+        if d.get("kind") in ("ClusterRoleBinding", "RoleBinding") and any(binds(s) for s in d.get("subjects") or [])
+    ]
 
 
 def load_operator_rules(directory: Path = MANIFESTS) -> list[dict]:

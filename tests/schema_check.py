@@ -475,8 +475,9 @@ def _validate_object(schema: Schema, value: dict[str, Any], path: str, root: boo
     properties = schema.get("properties") or {}
     extra = schema.get("additionalProperties")
     if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        yield Cause(path, f"Too many: {len(value)}: must have at most {schema['maxProperties']} items",
-                    "FieldValueTooMany")
+        yield Cause(
+            path, f"Too many: {len(value)}: must have at most {schema['maxProperties']} items", "FieldValueTooMany"
+        )
     if "minProperties" in schema and len(value) < schema["minProperties"]:
         yield _invalid(path, value, f"{_where(path)} in body should have at least {schema['minProperties']} properties")
     for key in schema.get("required") or []:
@@ -496,9 +497,7 @@ def _validate_object(schema: Schema, value: dict[str, Any], path: str, root: boo
 
 # ---- formats ---------------------------------------------------------------------------------
 
-_DATE_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))"
-)
+_DATE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))")
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 

@@ -28,9 +28,7 @@ NOW = "2025-03-01T12:00:00Z"
 
 def render_patch(lua: str) -> str:
     """The argocd-cm patch: the script as a literal block, byte for byte."""
-    body = "".join(
-        f"    {line}" if line.strip() else "\n" for line in lua.splitlines(keepends=True)
-    )
+    body = "".join(f"    {line}" if line.strip() else "\n" for line in lua.splitlines(keepends=True))
     return (
         "# Generated from health.lua by `python tests/test_argocd_health.py`; do not edit by hand.\n"
         "# Adds the WhatsAppInstance health check to Argo CD (see README.md beside this file).\n"
@@ -76,9 +74,7 @@ def health(obj: dict[str, Any], runtime: str = "lua51") -> dict[str, Any]:
     return {"status": result["status"], "message": result["message"]}
 
 
-def wai(
-    status: dict[str, Any] | None = None, generation: int = 1, **metadata: Any
-) -> dict[str, Any]:
+def wai(status: dict[str, Any] | None = None, generation: int = 1, **metadata: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "apiVersion": "whatsapp-operator.io/v1alpha1",
         "kind": "WhatsAppInstance",
@@ -158,15 +154,11 @@ def test_every_phase_as_the_operator_renders_it(phase: str, runtime: str) -> Non
 
 
 def test_messages_are_the_status_message() -> None:
-    assert (
-        health(wai(rendered(state_in("Connected"))))["message"]
-        == "Connected to WhatsApp as +5511987654321."
-    )
+    assert health(wai(rendered(state_in("Connected"))))["message"] == "Connected to WhatsApp as +5511987654321."
     awaiting = health(wai(rendered(state_in("AwaitingScan"))))
     assert awaiting == {
         "status": "Suspended",
-        "message": "Waiting for a scan: enter pairing code WZYEH1YY "
-        "in WhatsApp on the phone, or scan the QR code.",
+        "message": "Waiting for a scan: enter pairing code WZYEH1YY in WhatsApp on the phone, or scan the QR code.",
     }
     failed = health(wai(rendered(state_in("Failed"))))
     assert failed == {

@@ -28,18 +28,45 @@ async def test_the_command_runs_the_operator_end_to_end(evolution, tmp_path):
         kube.write_kubeconfig(kubeconfig)
         metrics_port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith(("EVOLUTION_", "KUBERNETES_"))}
-        env.update(KUBECONFIG=str(kubeconfig), EVOLUTION_API_URL=evolution.url,
-                   EVOLUTION_API_KEY=evolution.api_key, WHATSAPP_OPERATOR_METRICS_PORT=str(metrics_port))
+        env.update(
+            KUBECONFIG=str(kubeconfig),
+            EVOLUTION_API_URL=evolution.url,
+            EVOLUTION_API_KEY=evolution.api_key,
+            WHATSAPP_OPERATOR_METRICS_PORT=str(metrics_port),
+        )
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "whatsapp_operator", "run", "--all-namespaces", "--verbose",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "whatsapp_operator",
+            "run",
+            "--all-namespaces",
+            "--verbose",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         try:
-            kube.create(GROUP, VERSION, PLURAL, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WhatsAppInstance",
-                                                 "metadata": {"name": "shop"}, "spec": {"instanceName": "shop"}},
-                        namespace=NAMESPACE)
-            obj = await kube.wait_for(GROUP, VERSION, PLURAL, "shop",
-                                      lambda o: (o or {}).get("status", {}).get("phase") == "AwaitingScan",
-                                      NAMESPACE, timeout=30)
+            kube.create(
+                GROUP,
+                VERSION,
+                PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "WhatsAppInstance",
+                    "metadata": {"name": "shop"},
+                    "spec": {"instanceName": "shop"},
+                },
+                namespace=NAMESPACE,
+            )
+            obj = await kube.wait_for(
+                GROUP,
+                VERSION,
+                PLURAL,
+                "shop",
+                lambda o: (o or {}).get("status", {}).get("phase") == "AwaitingScan",
+                NAMESPACE,
+                timeout=30,
+            )
             assert obj["status"]["qr"]["code"] == evolution.instances["shop"].cached_qr["code"]
             samples = await scrape(metrics_port)
             assert samples[("whatsapp_operator_instances", (("phase", "AwaitingScan"),))] == 1

@@ -28,8 +28,13 @@ def test_minimal_environment():
 def test_key_from_a_file(tmp_path):
     key_file = tmp_path / "apikey"
     key_file.write_text("file-key-2\n")
-    config = OperatorConfig.from_env({"EVOLUTION_API_URL": "https://evo", "EVOLUTION_API_KEY_FILE": str(key_file),
-                                      "EVOLUTION_WEBSOCKET_MODE": "Instance"})
+    config = OperatorConfig.from_env(
+        {
+            "EVOLUTION_API_URL": "https://evo",
+            "EVOLUTION_API_KEY_FILE": str(key_file),
+            "EVOLUTION_WEBSOCKET_MODE": "Instance",
+        }
+    )
     assert config.evolution_api_key == "file-key-2"
     assert config.websocket_mode is WebsocketMode.INSTANCE
 
@@ -37,21 +42,36 @@ def test_key_from_a_file(tmp_path):
 GOOD = {"EVOLUTION_API_URL": "http://evo:8080", "EVOLUTION_API_KEY": "k"}
 
 
-@pytest.mark.parametrize("env,message", [
-    ({}, "EVOLUTION_API_URL: not set (for example http://evolution-api:8080)"),
-    ({"EVOLUTION_API_URL": "evo:8080", "EVOLUTION_API_KEY": "k"},
-     "EVOLUTION_API_URL: must start with http:// or https://"),
-    ({"EVOLUTION_API_URL": "http://evo"},
-     "EVOLUTION_API_KEY: not set (set it, or EVOLUTION_API_KEY_FILE to a file holding it)"),
-    ({**GOOD, "EVOLUTION_API_KEY_FILE": "/x"},
-     "EVOLUTION_API_KEY_FILE: set only one of EVOLUTION_API_KEY and EVOLUTION_API_KEY_FILE"),
-    ({"EVOLUTION_API_URL": "http://evo", "EVOLUTION_API_KEY_FILE": "/nonexistent/key"},
-     "EVOLUTION_API_KEY_FILE: cannot read '/nonexistent/key': No such file or directory"),
-    ({**GOOD, "EVOLUTION_WEBSOCKET_MODE": "both"},
-     "EVOLUTION_WEBSOCKET_MODE: must be one of: global, instance, auto; got 'both'"),
-    ({**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "-1"},
-     "WHATSAPP_OPERATOR_RESYNC_SECONDS: must be a number of seconds from 10 to 86400, got '-1'"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({}, "EVOLUTION_API_URL: not set (for example http://evolution-api:8080)"),
+        (
+            {"EVOLUTION_API_URL": "evo:8080", "EVOLUTION_API_KEY": "k"},
+            "EVOLUTION_API_URL: must start with http:// or https://",
+        ),
+        (
+            {"EVOLUTION_API_URL": "http://evo"},
+            "EVOLUTION_API_KEY: not set (set it, or EVOLUTION_API_KEY_FILE to a file holding it)",
+        ),
+        (
+            {**GOOD, "EVOLUTION_API_KEY_FILE": "/x"},
+            "EVOLUTION_API_KEY_FILE: set only one of EVOLUTION_API_KEY and EVOLUTION_API_KEY_FILE",
+        ),
+        (
+            {"EVOLUTION_API_URL": "http://evo", "EVOLUTION_API_KEY_FILE": "/nonexistent/key"},
+            "EVOLUTION_API_KEY_FILE: cannot read '/nonexistent/key': No such file or directory",
+        ),
+        (
+            {**GOOD, "EVOLUTION_WEBSOCKET_MODE": "both"},
+            "EVOLUTION_WEBSOCKET_MODE: must be one of: global, instance, auto; got 'both'",
+        ),
+        (
+            {**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "-1"},
+            "WHATSAPP_OPERATOR_RESYNC_SECONDS: must be a number of seconds from 10 to 86400, got '-1'",
+        ),
+    ],
+)
 def test_bad_environment_is_one_line_naming_the_setting(env, message):
     with pytest.raises(ConfigError) as raised:
         OperatorConfig.from_env(env)
@@ -65,15 +85,21 @@ def test_max_concurrent_requests_is_a_whole_number_from_1_to_1024(value):
     with pytest.raises(ConfigError, match=r"^EVOLUTION_MAX_CONCURRENT_REQUESTS: must be a whole number from 1 to 1024"):
         OperatorConfig.from_env({**GOOD, "EVOLUTION_MAX_CONCURRENT_REQUESTS": value})
     assert OperatorConfig.from_env({**GOOD, "EVOLUTION_MAX_CONCURRENT_REQUESTS": "1"}).max_concurrent_requests == 1
-    assert OperatorConfig.from_env({**GOOD, "EVOLUTION_MAX_CONCURRENT_REQUESTS": "1024"}).max_concurrent_requests == 1024
+    assert (
+        OperatorConfig.from_env({**GOOD, "EVOLUTION_MAX_CONCURRENT_REQUESTS": "1024"}).max_concurrent_requests == 1024
+    )
 
 
-@pytest.mark.parametrize("name,low,high", [
-    ("WHATSAPP_OPERATOR_RESYNC_SECONDS", "10", "86400"),
-    ("EVOLUTION_REQUEST_TIMEOUT_SECONDS", "1", "600"),
-])
-@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "infinity", "1e999", "0", "-5", "0.5", "1_000",
-                                   "٣٠", "30s", "1e6"])
+@pytest.mark.parametrize(
+    "name,low,high",
+    [
+        ("WHATSAPP_OPERATOR_RESYNC_SECONDS", "10", "86400"),
+        ("EVOLUTION_REQUEST_TIMEOUT_SECONDS", "1", "600"),
+    ],
+)
+@pytest.mark.parametrize(
+    "value", ["nan", "NaN", "inf", "-inf", "infinity", "1e999", "0", "-5", "0.5", "1_000", "٣٠", "30s", "1e6"]
+)
 def test_seconds_are_finite_and_within_their_range(name, low, high, value):
     # float("nan") > 0 is False, but so is float("nan") <= 0: NaN used to pass, and a NaN resync
     # interval means no resync ever. "٣٠" (Arabic-Indic 30) and "1_000" are floats to Python only.
@@ -83,14 +109,17 @@ def test_seconds_are_finite_and_within_their_range(name, low, high, value):
 
 
 def test_seconds_bounds_are_inclusive_and_decimals_are_fine():
-    config = OperatorConfig.from_env({**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "10",
-                                      "EVOLUTION_REQUEST_TIMEOUT_SECONDS": "600"})
+    config = OperatorConfig.from_env(
+        {**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "10", "EVOLUTION_REQUEST_TIMEOUT_SECONDS": "600"}
+    )
     assert (config.resync_interval, config.request_timeout) == (10.0, 600.0)
-    config = OperatorConfig.from_env({**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": " 86400 ",
-                                      "EVOLUTION_REQUEST_TIMEOUT_SECONDS": "1.5"})
+    config = OperatorConfig.from_env(
+        {**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": " 86400 ", "EVOLUTION_REQUEST_TIMEOUT_SECONDS": "1.5"}
+    )
     assert (config.resync_interval, config.request_timeout) == (86400.0, 1.5)
-    config = OperatorConfig.from_env({**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "",
-                                      "EVOLUTION_REQUEST_TIMEOUT_SECONDS": ""})
+    config = OperatorConfig.from_env(
+        {**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "", "EVOLUTION_REQUEST_TIMEOUT_SECONDS": ""}
+    )
     assert (config.resync_interval, config.request_timeout) == (300.0, 30.0)  # empty: the default
 
 
@@ -139,12 +168,15 @@ def test_api_key_file_with_control_characters_or_whitespace_is_refused(tmp_path,
     assert "def-secret" not in message
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", "is empty"),
-    (b"\n\n", "is empty"),
-    (b"\xff\xfekey", "is not UTF-8 text"),
-    (b"k" * 70_000, "is larger than 65536 bytes: not an API key"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        (b"\xff\xfekey", "is not UTF-8 text"),
+        (b"k" * 70_000, "is larger than 65536 bytes: not an API key"),
+    ],
+)
 def test_api_key_file_that_holds_no_key(tmp_path, content, message):
     key_file = tmp_path / "apikey"
     key_file.write_bytes(content)
@@ -166,46 +198,82 @@ def test_api_key_file_trailing_newline_is_stripped_and_a_directory_is_refused(tm
     with pytest.raises(ConfigError) as raised:
         OperatorConfig.from_env({**env, "EVOLUTION_API_KEY_FILE": "/keys/\ud800"})
     assert str(raised.value) == (
-        "EVOLUTION_API_KEY_FILE: cannot read '/keys/\\ud800': the path cannot be encoded for the file system")
+        "EVOLUTION_API_KEY_FILE: cannot read '/keys/\\ud800': the path cannot be encoded for the file system"
+    )
 
 
-@pytest.mark.parametrize("url,why", [
-    ("http://evo:8080/?debug=1", "must not have a query (?...) or a fragment (#...)"),
-    ("http://evo:8080/#top", "must not have a query (?...) or a fragment (#...)"),
-    ("http://evo?", "must not have a query (?...) or a fragment (#...)"),
-    ("http://", "has no host name (for example http://evolution-api:8080)"),
-    ("http:///evolution", "has no host name (for example http://evolution-api:8080)"),
-    ("http://:8080", "has no host name (for example http://evolution-api:8080)"),
-    ("http://evo:http", "the port must be a number from 1 to 65535, got 'http'"),
-    ("http://evo:65536", "the port must be a number from 1 to 65535, got '65536'"),
-    ("http://evo:0", "the port must be a number from 1 to 65535, got '0'"),
-    ("http://evo:", "the port must be a number from 1 to 65535, got ''"),
-    ("http://evo:80:80", "the port must be a number from 1 to 65535, got '80:80'"),
-    ("http://evo:٨٠", ("must be printable ASCII without spaces or control characters "
-                      "(write an international host name in its xn-- form)")),
-    ("http://evo lution:8080", ("must be printable ASCII without spaces or control characters "
-                               "(write an international host name in its xn-- form)")),
-    ("http://evo\x1b[2J:8080", ("must be printable ASCII without spaces or control characters "
-                               "(write an international host name in its xn-- form)")),
-    ("ftp://evo", "must start with http:// or https://"),
-    ("ws://evo:8080", "must start with http:// or https://"),
-    ("http:/evo", "must start with http:// or https://"),
-    ("http://999.1.1.1:8080", "has an invalid IPv4 address '999.1.1.1'"),
-    ("http://[::g]:8080", "has an invalid IPv6 address '::g'"),
-    ("http://[::1:8080", "has a malformed IPv6 address (write it as http://[::1]:8080)"),
-    ("http://evo$:8080", ("has an invalid host name 'evo$' (letters, digits, '-' and '_' in dot-separated "
-                         "labels of up to 63 characters)")),
-    ("http://evo..local", ("has an invalid host name 'evo..local' (letters, digits, '-' and '_' in "
-                          "dot-separated labels of up to 63 characters)")),
-])
+@pytest.mark.parametrize(
+    "url,why",
+    [
+        ("http://evo:8080/?debug=1", "must not have a query (?...) or a fragment (#...)"),
+        ("http://evo:8080/#top", "must not have a query (?...) or a fragment (#...)"),
+        ("http://evo?", "must not have a query (?...) or a fragment (#...)"),
+        ("http://", "has no host name (for example http://evolution-api:8080)"),
+        ("http:///evolution", "has no host name (for example http://evolution-api:8080)"),
+        ("http://:8080", "has no host name (for example http://evolution-api:8080)"),
+        ("http://evo:http", "the port must be a number from 1 to 65535, got 'http'"),
+        ("http://evo:65536", "the port must be a number from 1 to 65535, got '65536'"),
+        ("http://evo:0", "the port must be a number from 1 to 65535, got '0'"),
+        ("http://evo:", "the port must be a number from 1 to 65535, got ''"),
+        ("http://evo:80:80", "the port must be a number from 1 to 65535, got '80:80'"),
+        (
+            "http://evo:٨٠",
+            (
+                "must be printable ASCII without spaces or control characters "
+                "(write an international host name in its xn-- form)"
+            ),
+        ),
+        (
+            "http://evo lution:8080",
+            (
+                "must be printable ASCII without spaces or control characters "
+                "(write an international host name in its xn-- form)"
+            ),
+        ),
+        (
+            "http://evo\x1b[2J:8080",
+            (
+                "must be printable ASCII without spaces or control characters "
+                "(write an international host name in its xn-- form)"
+            ),
+        ),
+        ("ftp://evo", "must start with http:// or https://"),
+        ("ws://evo:8080", "must start with http:// or https://"),
+        ("http:/evo", "must start with http:// or https://"),
+        ("http://999.1.1.1:8080", "has an invalid IPv4 address '999.1.1.1'"),
+        ("http://[::g]:8080", "has an invalid IPv6 address '::g'"),
+        ("http://[::1:8080", "has a malformed IPv6 address (write it as http://[::1]:8080)"),
+        (
+            "http://evo$:8080",
+            (
+                "has an invalid host name 'evo$' (letters, digits, '-' and '_' in dot-separated "
+                "labels of up to 63 characters)"
+            ),
+        ),
+        (
+            "http://evo..local",
+            (
+                "has an invalid host name 'evo..local' (letters, digits, '-' and '_' in "
+                "dot-separated labels of up to 63 characters)"
+            ),
+        ),
+    ],
+)
 def test_bad_urls_are_refused(url, why):
     with pytest.raises(ConfigError) as raised:
         OperatorConfig.from_env({**GOOD, "EVOLUTION_API_URL": url})
     assert str(raised.value) == f"EVOLUTION_API_URL: {why}"
 
 
-@pytest.mark.parametrize("url", ["http://admin:hunter2-pw@evo:8080", "http://admin@evo:8080",
-                                 "https://admin:hunter2/pw@evo", "http://evo:8080/@hunter2-pw"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://admin:hunter2-pw@evo:8080",
+        "http://admin@evo:8080",
+        "https://admin:hunter2/pw@evo",
+        "http://evo:8080/@hunter2-pw",
+    ],
+)
 def test_urls_with_credentials_are_refused_without_showing_them(url):
     # The URL ends up in error messages (and so in status.message): no user:password in it.
     with pytest.raises(ConfigError) as raised:
@@ -214,15 +282,21 @@ def test_urls_with_credentials_are_refused_without_showing_them(url):
     assert "hunter2" not in str(raised.value) and "admin" not in str(raised.value)
 
 
-@pytest.mark.parametrize("url,expected", [
-    ("http://evo:8080/", "http://evo:8080"),
-    ("  HTTPS://Evolution-API.example.com/api/v2/  ", "https://Evolution-API.example.com/api/v2"),
-    ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
-    ("http://[::1]:8080/", "http://[::1]:8080"),
-    ("http://evolution_api:8080", "http://evolution_api:8080"),  # docker compose service names
-    ("http://evolution-api.evolution.svc.cluster.local.:8080", "http://evolution-api.evolution.svc.cluster.local.:8080"),
-    ("http://xn--evolucin-i2a.example", "http://xn--evolucin-i2a.example"),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("http://evo:8080/", "http://evo:8080"),
+        ("  HTTPS://Evolution-API.example.com/api/v2/  ", "https://Evolution-API.example.com/api/v2"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("http://evolution_api:8080", "http://evolution_api:8080"),  # docker compose service names
+        (
+            "http://evolution-api.evolution.svc.cluster.local.:8080",
+            "http://evolution-api.evolution.svc.cluster.local.:8080",
+        ),
+        ("http://xn--evolucin-i2a.example", "http://xn--evolucin-i2a.example"),
+    ],
+)
 def test_good_urls(url, expected):
     assert OperatorConfig.from_env({**GOOD, "EVOLUTION_API_URL": url}).evolution_url == expected
 
@@ -232,19 +306,27 @@ def test_run_without_configuration_exits_2_with_a_message(monkeypatch, capsys):
         monkeypatch.delenv(name, raising=False)
     assert main(["run", "--all-namespaces"]) == 2
     assert capsys.readouterr().err == (
-        "whatsapp-operator: EVOLUTION_API_URL: not set (for example http://evolution-api:8080)\n")
+        "whatsapp-operator: EVOLUTION_API_URL: not set (for example http://evolution-api:8080)\n"
+    )
 
 
 # -- the real command in a child process -----------------------------------------------------------
 
 
-def run_command(env: dict[str, str], tmp_path, args=("run", "--all-namespaces", "--standalone"),
-                timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_command(
+    env: dict[str, str], tmp_path, args=("run", "--all-namespaces", "--standalone"), timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """`python -m whatsapp_operator ARGS` with exactly `env` (plus PATH/PYTHONPATH) and no Kubernetes credentials."""
     base = {key: value for key, value in os.environ.items() if key in ("PATH", "PYTHONPATH", "LANG", "LC_ALL")}
     full = {"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), **base, **env}
-    return subprocess.run([sys.executable, "-m", "whatsapp_operator", *args], env=full, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "whatsapp_operator", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_command_without_configuration_is_one_line():
@@ -254,26 +336,48 @@ def test_command_without_configuration_is_one_line():
 
 
 BAD_SETTINGS = [
-    ("EVOLUTION_MAX_CONCURRENT_REQUESTS", "0.5",
-     "EVOLUTION_MAX_CONCURRENT_REQUESTS: must be a whole number from 1 to 1024, got '0.5'"),
-    ("WHATSAPP_OPERATOR_RESYNC_SECONDS", "nan",
-     "WHATSAPP_OPERATOR_RESYNC_SECONDS: must be a number of seconds from 10 to 86400, got 'nan'"),
-    ("WHATSAPP_OPERATOR_METRICS_PORT", "٩٠٩٠",
-     ("WHATSAPP_OPERATOR_METRICS_PORT: must be a port number from 0 to 65535 (0 turns the endpoint off), "
-     "got '\\u0669\\u0660\\u0669\\u0660'")),
-    ("EVOLUTION_API_KEY", "sk-live\nX-Other: 1",
-     ("EVOLUTION_API_KEY: the key contains a line break (the key is not shown); "
-     "an Evolution API key is printable ASCII without spaces")),
-    ("EVOLUTION_API_URL", "http://ops:s3cr3t@evo:8080",
-     ("EVOLUTION_API_URL: must not contain a user name or password (user:password@) or any '@'; "
-     "the API key goes in EVOLUTION_API_KEY")),
+    (
+        "EVOLUTION_MAX_CONCURRENT_REQUESTS",
+        "0.5",
+        "EVOLUTION_MAX_CONCURRENT_REQUESTS: must be a whole number from 1 to 1024, got '0.5'",
+    ),
+    (
+        "WHATSAPP_OPERATOR_RESYNC_SECONDS",
+        "nan",
+        "WHATSAPP_OPERATOR_RESYNC_SECONDS: must be a number of seconds from 10 to 86400, got 'nan'",
+    ),
+    (
+        "WHATSAPP_OPERATOR_METRICS_PORT",
+        "٩٠٩٠",
+        (
+            "WHATSAPP_OPERATOR_METRICS_PORT: must be a port number from 0 to 65535 (0 turns the endpoint off), "
+            "got '\\u0669\\u0660\\u0669\\u0660'"
+        ),
+    ),
+    (
+        "EVOLUTION_API_KEY",
+        "sk-live\nX-Other: 1",
+        (
+            "EVOLUTION_API_KEY: the key contains a line break (the key is not shown); "
+            "an Evolution API key is printable ASCII without spaces"
+        ),
+    ),
+    (
+        "EVOLUTION_API_URL",
+        "http://ops:s3cr3t@evo:8080",
+        (
+            "EVOLUTION_API_URL: must not contain a user name or password (user:password@) or any '@'; "
+            "the API key goes in EVOLUTION_API_KEY"
+        ),
+    ),
 ]
 
 
 def test_command_with_a_bad_setting_prints_one_line_and_exits_2(tmp_path):
     name, value, line = BAD_SETTINGS[0]
-    result = run_command({"EVOLUTION_API_URL": "http://evo:8080", "EVOLUTION_API_KEY": "sk-live", name: value},
-                         tmp_path)
+    result = run_command(
+        {"EVOLUTION_API_URL": "http://evo:8080", "EVOLUTION_API_KEY": "sk-live", name: value}, tmp_path
+    )
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"whatsapp-operator: {line}\n")
 
 
@@ -294,9 +398,11 @@ MALFORMED_KUBECONFIGS = {
     "a list": b"- a\n- b\n",
     "not utf-8": b"\xff\xfe\x00",
     "a directory": "directory",
-    "no such CA": (b"apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-                   b"clusters: [{name: k, cluster: {server: 'https://127.0.0.1:9', certificate-authority: /nonexistent/ca}}]\n"
-                   b"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"),
+    "no such CA": (
+        b"apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        b"clusters: [{name: k, cluster: {server: 'https://127.0.0.1:9', certificate-authority: /nonexistent/ca}}]\n"
+        b"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    ),
 }
 
 
@@ -312,13 +418,20 @@ def write_kubeconfig(tmp_path, case: str):
 
 def test_command_without_kubernetes_credentials_exits_2_instead_of_retrying(tmp_path):
     # kopf used to print a traceback and retry the login every 60 s, forever.
-    result = run_command({"EVOLUTION_API_URL": "http://evo:8080", "EVOLUTION_API_KEY": "sk-live",
-                          "KUBECONFIG": str(tmp_path / "missing")}, tmp_path)
+    result = run_command(
+        {
+            "EVOLUTION_API_URL": "http://evo:8080",
+            "EVOLUTION_API_KEY": "sk-live",
+            "KUBECONFIG": str(tmp_path / "missing"),
+        },
+        tmp_path,
+    )
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "whatsapp-operator: kubernetes credentials: no in-cluster service account (Service host/port is not set.) "
         f"and no usable kubeconfig (KUBECONFIG={tmp_path / 'missing'}): Invalid kube-config file. "
-        "No configuration found.\n")
+        "No configuration found.\n"
+    )
 
 
 @pytest.mark.parametrize("case", list(MALFORMED_KUBECONFIGS))
@@ -350,7 +463,8 @@ def test_login_error_names_the_kubeconfig_and_is_one_line(tmp_path, monkeypatch)
         login_from_environment()
     assert str(raised.value) == (
         "no in-cluster service account (Service host/port is not set.) and no usable kubeconfig "
-        f"(KUBECONFIG={kubeconfig}): Invalid kube-config file. No configuration found.")
+        f"(KUBECONFIG={kubeconfig}): Invalid kube-config file. No configuration found."
+    )
 
 
 async def test_install_crds_creates_missing_crds_once(tmp_path, monkeypatch):
@@ -368,7 +482,9 @@ async def test_install_crds_creates_missing_crds_once(tmp_path, monkeypatch):
         await install_crds(crds)  # a second run finds it installed
         posts = [r for r in kube.requests if r.method == "POST" and r.resource == "customresourcedefinitions"]
         assert len(posts) == 1
-        crd = kube.get("apiextensions.k8s.io", "v1", "customresourcedefinitions", "whatsappinstances.whatsapp-operator.io")
+        crd = kube.get(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions", "whatsappinstances.whatsapp-operator.io"
+        )
         assert crd is not None and crd["spec"]["names"]["shortNames"] == ["wai"]
 
 
@@ -376,8 +492,13 @@ def test_python_dash_m_entry_point():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "whatsapp_operator", "--version"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "whatsapp_operator", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0
     assert result.stdout.startswith("whatsapp-operator ")
 

@@ -47,9 +47,36 @@ KEY_FILE = "<the key file>"  # replaced by the path of a file holding the drawn 
 # Any character, lone surrogates included: os.environ decodes undecodable bytes to surrogates.
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
 ANY_TEXT = st.text(ANY_CHAR, max_size=40)
-NASTY = st.sampled_from(["\n", "\r\n", "\x00", "\x1b[31m", "\x7f", "\x85", "\u202e", "\u2066", "\u200f",
-                         " ", "\t", "\u00a0", "\u2028", "é", "٩", "９", "\udcff", "@", "?", "#", ":", "/",
-                         "[", "]", "%", "."])
+NASTY = st.sampled_from(
+    [
+        "\n",
+        "\r\n",
+        "\x00",
+        "\x1b[31m",
+        "\x7f",
+        "\x85",
+        "\u202e",
+        "\u2066",
+        "\u200f",
+        " ",
+        "\t",
+        "\u00a0",
+        "\u2028",
+        "é",
+        "٩",
+        "９",
+        "\udcff",
+        "@",
+        "?",
+        "#",
+        ":",
+        "/",
+        "[",
+        "]",
+        "%",
+        ".",
+    ]
+)
 
 
 def near(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
@@ -62,27 +89,55 @@ def near(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
         ANY_TEXT,
         st.builds(lambda a, b: a + b, base, noise),
         st.builds(lambda a, b: a + b, noise, base),
-        st.builds(lambda a, b, c: a[: len(a) // 2] + b + c[len(c) // 2:], base, noise, base),
+        st.builds(lambda a, b, c: a[: len(a) // 2] + b + c[len(c) // 2 :], base, noise, base),
     )
     return st.integers(0, 99).flatmap(lambda roll: st.sampled_from(good) if roll < 85 else anything)
 
 
-URLS = near(["http://evo:8080", "https://evolution-api.evolution.svc.cluster.local:8080/", "http://127.0.0.1:1",
-             "http://[::1]:65535/api", "HTTP://Evo", "http://evo_api", "http://evo.", "http://e/v/o/"],
-            ["http://evo:65536", "http://u:p@evo", "http://evo/?a=1", "http://evo#x", "http://", "http://:80",
-             "ftp://evo", "http://evo:٩٠", "http://999.1.1.1", "http://[fe80::1%25eth0]:80", "http://evo:0"])
-SECONDS = near(["10", "300", "86400", "1", "600", "30", "1e3", "5.", ".5e2", ""],
-               ["86400.5", "600.0001", "0.5", "1e999", "nan", "inf", "-inf", "-1", "0", "+30", "1_000", "٣٠"])
-WHOLE = near(["1", "8", "1024", "0", "65535", "9090", "", " 8 "],
-             ["1025", "0.5", "65536", "٩٠٩٠", "-1", "+8", "1" * 20])
+URLS = near(
+    [
+        "http://evo:8080",
+        "https://evolution-api.evolution.svc.cluster.local:8080/",
+        "http://127.0.0.1:1",
+        "http://[::1]:65535/api",
+        "HTTP://Evo",
+        "http://evo_api",
+        "http://evo.",
+        "http://e/v/o/",
+    ],
+    [
+        "http://evo:65536",
+        "http://u:p@evo",
+        "http://evo/?a=1",
+        "http://evo#x",
+        "http://",
+        "http://:80",
+        "ftp://evo",
+        "http://evo:٩٠",
+        "http://999.1.1.1",
+        "http://[fe80::1%25eth0]:80",
+        "http://evo:0",
+    ],
+)
+SECONDS = near(
+    ["10", "300", "86400", "1", "600", "30", "1e3", "5.", ".5e2", ""],
+    ["86400.5", "600.0001", "0.5", "1e999", "nan", "inf", "-inf", "-1", "0", "+30", "1_000", "٣٠"],
+)
+WHOLE = near(
+    ["1", "8", "1024", "0", "65535", "9090", "", " 8 "], ["1025", "0.5", "65536", "٩٠٩٠", "-1", "+8", "1" * 20]
+)
 MODES = near(["auto", "global", "instance", "GLOBAL", " Instance ", ""], ["both", "globa", "ınstance"])
-PRINTABLE_KEYS = st.text(st.sampled_from(string.ascii_letters + string.digits + string.punctuation),
-                         min_size=1, max_size=30)
+PRINTABLE_KEYS = st.text(
+    st.sampled_from(string.ascii_letters + string.digits + string.punctuation), min_size=1, max_size=30
+)
 KEYS = st.one_of(
     PRINTABLE_KEYS,
     ANY_TEXT,
-    st.builds(lambda a, b: a + MARKER + b, st.one_of(PRINTABLE_KEYS, ANY_TEXT, NASTY),
-              st.one_of(PRINTABLE_KEYS, ANY_TEXT, NASTY, st.just(""))),
+    st.builds(
+        lambda a, b: a + MARKER + b,
+        st.one_of(PRINTABLE_KEYS, ANY_TEXT, NASTY),
+        st.one_of(PRINTABLE_KEYS, ANY_TEXT, NASTY, st.just("")),
+    ),
 )
 KEY_FILE_CONTENT = st.one_of(
     KEYS.map(lambda key: key.encode("utf-8", "surrogatepass") + b"\n"),
@@ -170,8 +225,9 @@ def check_error(error: ConfigError, env: dict[str, str], key: str | None) -> Non
 @pytest.mark.properties
 @settings()
 @given(env=ENVIRONMENTS, file_content=KEY_FILE_CONTENT)
-def test_from_env_gives_a_valid_config_or_names_the_setting(env: dict[str, str], file_content: bytes,
-                                                             key_file: Path) -> None:
+def test_from_env_gives_a_valid_config_or_names_the_setting(
+    env: dict[str, str], file_content: bytes, key_file: Path
+) -> None:
     key = env.get("EVOLUTION_API_KEY")
     if env.get("EVOLUTION_API_KEY_FILE") == KEY_FILE:
         key_file.write_bytes(file_content)

@@ -9,8 +9,9 @@ import celpy
 import pytest
 import yaml
 
-CRD = yaml.safe_load((Path(__file__).resolve().parent.parent / "crds" / "whatsappinstances.whatsapp-operator.io.yaml")
-                     .read_text())
+CRD = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "crds" / "whatsappinstances.whatsapp-operator.io.yaml").read_text()
+)
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 SPEC = SCHEMA["properties"]["spec"]
@@ -29,20 +30,25 @@ def spec_rules_hold(old: dict[str, Any], new: dict[str, Any]) -> bool:
 BAILEYS = {"integration": "WHATSAPP-BAILEYS"}
 
 
-@pytest.mark.parametrize("old,new,allowed", [
-    ({**BAILEYS, "instanceName": "shop"}, {**BAILEYS, "instanceName": "shop", "number": "5511987654321"}, True),
-    ({**BAILEYS, "instanceName": "shop"}, {**BAILEYS, "instanceName": "other"}, False),
-    ({**BAILEYS, "instanceName": "shop"}, dict(BAILEYS), False),  # removing it would switch to the default name
-    (dict(BAILEYS), {**BAILEYS, "instanceName": "shop"}, False),  # adding it later too
-    (dict(BAILEYS), {**BAILEYS, "settings": {"rejectCall": True}}, True),
-    (dict(BAILEYS), {"integration": "EVOLUTION"}, False),
-])
+@pytest.mark.parametrize(
+    "old,new,allowed",
+    [
+        ({**BAILEYS, "instanceName": "shop"}, {**BAILEYS, "instanceName": "shop", "number": "5511987654321"}, True),
+        ({**BAILEYS, "instanceName": "shop"}, {**BAILEYS, "instanceName": "other"}, False),
+        ({**BAILEYS, "instanceName": "shop"}, dict(BAILEYS), False),  # removing it would switch to the default name
+        (dict(BAILEYS), {**BAILEYS, "instanceName": "shop"}, False),  # adding it later too
+        (dict(BAILEYS), {**BAILEYS, "settings": {"rejectCall": True}}, True),
+        (dict(BAILEYS), {"integration": "EVOLUTION"}, False),
+    ],
+)
 def test_instance_name_and_integration_are_immutable(old, new, allowed):
     assert spec_rules_hold(old, new) is allowed
 
 
-@pytest.mark.parametrize("name,allowed", [("shop-123", True), ("constructor", False), ("__proto__", False),
-                                          ("toString", False), ("Constructor", True)])
+@pytest.mark.parametrize(
+    "name,allowed",
+    [("shop-123", True), ("constructor", False), ("__proto__", False), ("toString", False), ("Constructor", True)],
+)
 def test_names_evolution_cannot_hold_are_refused(name, allowed):
     rule = SPEC["properties"]["instanceName"]["x-kubernetes-validations"][0]["rule"]
     assert evaluate(rule, self=name) is allowed
@@ -68,8 +74,15 @@ def test_schema_is_structural():
 
 def test_printer_columns_and_names():
     columns = [(c["name"], c.get("priority", 0)) for c in VERSION["additionalPrinterColumns"]]
-    assert columns == [("Phase", 0), ("Number", 0), ("Profile", 0), ("Ready", 0), ("Age", 0),
-                       ("Instance", 1), ("Message", 1)]
+    assert columns == [
+        ("Phase", 0),
+        ("Number", 0),
+        ("Profile", 0),
+        ("Ready", 0),
+        ("Age", 0),
+        ("Instance", 1),
+        ("Message", 1),
+    ]
     names = CRD["spec"]["names"]
     assert (names["kind"], names["shortNames"], names["categories"]) == ("WhatsAppInstance", ["wai"], ["whatsapp"])
     assert VERSION["subresources"] == {"status": {}}
@@ -84,8 +97,9 @@ def test_status_schema_lists_every_field_the_operator_writes():
     state.created("id-1")
     state.qr_received("2@x", "data:x", "ABCD1234", "2026-01-01T00:00:00Z")
     awaiting = state.render_status(1, "2026-01-01T00:00:00Z")
-    state.connection_updated(ConnectionUpdated("shop", "open", 200, "5511@s.whatsapp.net", "ACME", "https://p"),
-                             "2026-01-01T00:01:00Z")
+    state.connection_updated(
+        ConnectionUpdated("shop", "open", 200, "5511@s.whatsapp.net", "ACME", "https://p"), "2026-01-01T00:01:00Z"
+    )
     state.sync_failed("EvolutionServerError", "boom")
     connected = state.render_status(1, "2026-01-01T00:01:00Z")
     declared = SCHEMA["properties"]["status"]

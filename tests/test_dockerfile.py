@@ -31,6 +31,7 @@ VENV = "/opt/venv"
 
 # --- a small Dockerfile parser ------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Instruction:
     keyword: str
@@ -122,7 +123,8 @@ def final(stages: list[Stage]) -> Stage:
 def test_parser_understands_continuations_args_and_stages() -> None:
     args, stages = parse_dockerfile(
         "ARG B=python:3.11.9-slim\n# c\nFROM ${B} AS build\nRUN a \\\n  # inner\n  && b\n"
-        "FROM $B\nCOPY --from=build --chown=1:1 /x /y\nUSER 1:1\n")
+        "FROM $B\nCOPY --from=build --chown=1:1 /x /y\nUSER 1:1\n"
+    )
     assert args == {"B": "python:3.11.9-slim"}
     assert [(s.base, s.name) for s in stages] == [("python:3.11.9-slim", "build"), ("python:3.11.9-slim", None)]
     assert stages[0].last("RUN").value == "a  && b"
@@ -130,6 +132,7 @@ def test_parser_understands_continuations_args_and_stages() -> None:
 
 
 # --- .dockerignore, the way docker reads it ----------------------------------------------------
+
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern]]:
     patterns = []
@@ -199,12 +202,19 @@ def test_every_copy_source_exists_and_reaches_the_build_context(stages: list[Sta
         kept = [f for f in files if not ignored(str(f.relative_to(REPO)), patterns)]
         assert kept, f"COPY source {source} is excluded by .dockerignore"
     # What the wheel build needs is in the context.
-    for needed in ("pyproject.toml", "README.md", "requirements.lock", "operator/whatsapp_operator/cli.py",
-                   "operator/whatsapp_operator/py.typed", "crds/whatsappinstances.whatsapp-operator.io.yaml"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "requirements.lock",
+        "operator/whatsapp_operator/cli.py",
+        "operator/whatsapp_operator/py.typed",
+        "crds/whatsappinstances.whatsapp-operator.io.yaml",
+    ):
         assert not ignored(needed, patterns), needed
 
 
 # --- stages, user, entry point ------------------------------------------------------------------
+
 
 def test_base_images_are_pinned_slim_python_and_the_same_in_every_stage(stages: list[Stage]) -> None:
     bases = {s.base for s in stages if s.base not in {t.name for t in stages}}
@@ -230,8 +240,10 @@ def test_multi_stage_build_copies_only_the_venv_and_the_crds(stages: list[Stage]
     assert any("-r requirements.lock" in r.value and "--no-deps" in r.value for r in build[0].all("RUN"))
     assert any("pip" in r.value and " check" in r.value for r in build[0].all("RUN"))
     copies = [c.flags_and_args() for c in final.all("COPY")]
-    assert copies == [({"from": "build"}, [VENV, VENV]),
-                      ({}, ["crds/", f"{VENV}/lib/python{python_minor(stages)}/site-packages/whatsapp_operator/crds/"])]
+    assert copies == [
+        ({"from": "build"}, [VENV, VENV]),
+        ({}, ["crds/", f"{VENV}/lib/python{python_minor(stages)}/site-packages/whatsapp_operator/crds/"]),
+    ]
 
 
 def test_the_image_crds_land_where_install_crds_looks(stages: list[Stage], final: Stage, tmp_path: Path) -> None:
@@ -255,7 +267,7 @@ def test_final_stage_runs_as_a_numeric_non_root_user(final: Stage) -> None:
     uid, gid = match.groups()
     assert int(uid) != 0 and gid is not None and int(gid) != 0
     # Nothing after USER may need root.
-    after = final.instructions[final.instructions.index(final.last("USER")):]
+    after = final.instructions[final.instructions.index(final.last("USER")) :]
     assert not [i for i in after if i.keyword == "RUN"]
 
 
@@ -280,8 +292,6 @@ def test_cmd_is_accepted_by_the_real_command_line(final: Stage) -> None:
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr, bad.stderr
 
 
-
-
 def test_environment_ports_and_liveness(final: Stage) -> None:
     env = " ".join(i.value for i in final.all("ENV"))
     assert re.search(r"\bPYTHONDONTWRITEBYTECODE=1\b", env)
@@ -295,6 +305,7 @@ def test_environment_ports_and_liveness(final: Stage) -> None:
 
 
 # --- requirements.lock --------------------------------------------------------------------------
+
 
 def read_lock() -> dict[str, Version]:
     pins: dict[str, Version] = {}
@@ -318,7 +329,8 @@ def test_lock_pins_every_runtime_dependency_within_pyproject_ranges() -> None:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} is not pinned in requirements.lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"{name}=={pins[name]} is outside pyproject's {requirement.specifier}")
+            f"{name}=={pins[name]} is outside pyproject's {requirement.specifier}"
+        )
     # Test tooling stays out of the image (aiohttp is in the test extra too, but kopf needs it).
     assert not {"pytest", "pytest-asyncio", "python-socketio", "lupa"} & set(pins)
     assert not {"pip", "setuptools", "wheel"} & set(pins)
@@ -331,9 +343,13 @@ def test_lock_is_closed_under_dependencies(machine: str) -> None:
     pins = read_lock()
     environment = default_environment() | {
         "python_version": python_minor(parse_dockerfile(DOCKERFILE.read_text())[1]),
-        "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-        "platform_machine": machine, "implementation_name": "cpython",
-        "platform_python_implementation": "CPython", "extra": "",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": machine,
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
     }
     checked = 0
     for name, version in pins.items():
@@ -351,7 +367,8 @@ def test_lock_is_closed_under_dependencies(machine: str) -> None:
             dependency = canonicalize_name(requirement.name)
             assert dependency in pins, f"{name} needs {requirement}, which requirements.lock lacks"
             assert requirement.specifier.contains(pins[dependency], prereleases=True), (
-                f"{name} needs {requirement}, lock has {pins[dependency]}")
+                f"{name} needs {requirement}, lock has {pins[dependency]}"
+            )
     # The project's own requirements resolve within the lock as well.
     for spec in PYPROJECT["project"]["dependencies"]:
         assert canonicalize_name(Requirement(spec).name) in pins

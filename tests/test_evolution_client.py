@@ -33,23 +33,42 @@ def client_answering(status: int, body, *, raw: bool = False) -> EvolutionClient
     return EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler))
 
 
-@pytest.mark.parametrize("body,expected", [
-    ({"status": 401, "error": "Unauthorized", "response": {"message": "Unauthorized"}}, "Unauthorized"),
-    ({"status": 404, "error": "Not Found", "response": {"message": ['The "x" instance does not exist']}},
-     'The "x" instance does not exist'),
-    ({"status": 400, "error": "Bad Request", "response": {"message": [["rejectCall is not of a type(s) boolean",
-                                                                        "instance requires property \"groupsIgnore\""]]}},
-     'rejectCall is not of a type(s) boolean; instance requires property "groupsIgnore"'),
-    ({"error": True, "message": "[object Object]"}, "[object Object]"),
-    ("plain text", "plain text"),
-])
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ({"status": 401, "error": "Unauthorized", "response": {"message": "Unauthorized"}}, "Unauthorized"),
+        (
+            {"status": 404, "error": "Not Found", "response": {"message": ['The "x" instance does not exist']}},
+            'The "x" instance does not exist',
+        ),
+        (
+            {
+                "status": 400,
+                "error": "Bad Request",
+                "response": {
+                    "message": [["rejectCall is not of a type(s) boolean", 'instance requires property "groupsIgnore"']]
+                },
+            },
+            'rejectCall is not of a type(s) boolean; instance requires property "groupsIgnore"',
+        ),
+        ({"error": True, "message": "[object Object]"}, "[object Object]"),
+        ("plain text", "plain text"),
+    ],
+)
 def test_error_messages_are_flattened(body, expected):
     assert error_message_from_body(body) == expected
 
 
-@pytest.mark.parametrize("status,reason", [(400, "EvolutionRejectedRequest"), (401, "EvolutionUnauthorized"),
-                                           (403, "EvolutionForbidden"), (500, "EvolutionServerError"),
-                                           (503, "EvolutionServerError")])
+@pytest.mark.parametrize(
+    "status,reason",
+    [
+        (400, "EvolutionRejectedRequest"),
+        (401, "EvolutionUnauthorized"),
+        (403, "EvolutionForbidden"),
+        (500, "EvolutionServerError"),
+        (503, "EvolutionServerError"),
+    ],
+)
 async def test_http_errors_become_reasons(status, reason):
     client = client_answering(status, {"status": status, "error": "x", "response": {"message": ["went wrong"]}})
     with pytest.raises(EvolutionError) as caught:
@@ -60,8 +79,9 @@ async def test_http_errors_become_reasons(status, reason):
 
 
 async def test_404_on_an_instance_route_is_instance_not_found():
-    client = client_answering(404, {"status": 404, "error": "Not Found",
-                                    "response": {"message": ['The "acme" instance does not exist']}})
+    client = client_answering(
+        404, {"status": 404, "error": "Not Found", "response": {"message": ['The "acme" instance does not exist']}}
+    )
     with pytest.raises(InstanceNotFound):
         await client.connection_state("acme")
     assert await client.delete_instance("acme") is False
@@ -78,8 +98,14 @@ async def test_http_200_error_body_is_an_error():
 
 
 async def test_500_with_a_string_message():
-    client = client_answering(500, {"status": 500, "error": "Internal Server Error",
-                                    "response": {"message": "Cannot read properties of undefined (reading 'length')"}})
+    client = client_answering(
+        500,
+        {
+            "status": 500,
+            "error": "Internal Server Error",
+            "response": {"message": "Cannot read properties of undefined (reading 'length')"},
+        },
+    )
     with pytest.raises(EvolutionError) as caught:
         await client.create_instance("acme", integration="WHATSAPP-BAILEYS", settings={})
     assert "Cannot read properties of undefined" in caught.value.message
@@ -95,8 +121,9 @@ async def test_non_json_answer_is_a_bad_response():
 
 
 async def test_name_in_use_is_already_exists():
-    client = client_answering(403, {"status": 403, "error": "Forbidden",
-                                    "response": {"message": ['This name "acme" is already in use.']}})
+    client = client_answering(
+        403, {"status": 403, "error": "Forbidden", "response": {"message": ['This name "acme" is already in use.']}}
+    )
     with pytest.raises(InstanceAlreadyExists):
         await client.create_instance("acme", integration="WHATSAPP-BAILEYS", settings={})
     await client.aclose()
@@ -114,17 +141,29 @@ async def test_unreachable_server():
 
 
 async def test_connect_answers():
-    for body, state, code in [({"instance": {"instanceName": "acme", "state": "open"}}, "open", None),
-                              ({"count": 0}, None, None),
-                              ({"pairingCode": None, "code": "2@x", "base64": "data:x", "count": 3}, None, "2@x")]:
+    for body, state, code in [
+        ({"instance": {"instanceName": "acme", "state": "open"}}, "open", None),
+        ({"count": 0}, None, None),
+        ({"pairingCode": None, "code": "2@x", "base64": "data:x", "count": 3}, None, "2@x"),
+    ]:
         result = await client_answering(200, body).connect("acme")
         assert result.state == state
         assert (result.qr.code if result.qr else None) == code
 
 
 async def test_tokens_never_leave_the_client():
-    rows = [{"id": "i-1", "name": "acme", "connectionStatus": "open", "ownerJid": "5511@s.whatsapp.net",
-             "profileName": "ACME", "profilePicUrl": None, "token": "INSTANCE-TOKEN-123", "disconnectionReasonCode": None}]
+    rows = [
+        {
+            "id": "i-1",
+            "name": "acme",
+            "connectionStatus": "open",
+            "ownerJid": "5511@s.whatsapp.net",
+            "profileName": "ACME",
+            "profilePicUrl": None,
+            "token": "INSTANCE-TOKEN-123",
+            "disconnectionReasonCode": None,
+        }
+    ]
     record = await client_answering(200, rows).fetch_instance("acme")
     assert record is not None and record.instance_id == "i-1"
     assert "INSTANCE-TOKEN-123" not in repr(record)
@@ -135,8 +174,10 @@ async def test_create_request_body():
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.update(json.loads(request.content))
-        return httpx.Response(201, json={"instance": {"instanceName": "acme", "instanceId": "i-1",
-                                                      "status": "close"}, "hash": "TOKEN-XYZ"})
+        return httpx.Response(
+            201,
+            json={"instance": {"instanceName": "acme", "instanceId": "i-1", "status": "close"}, "hash": "TOKEN-XYZ"},
+        )
 
     client = EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler))
     created = await client.create_instance("acme", integration="WHATSAPP-BAILEYS", settings={"rejectCall": True})
@@ -166,8 +207,11 @@ async def test_follow_up_calls_are_served_before_new_entries():
 
     holder = asyncio.create_task(hold())
     await asyncio.sleep(0)  # the holder takes the only slot
-    waiting = [asyncio.create_task(call("entry-1", 1)), asyncio.create_task(call("entry-2", 1)),
-               asyncio.create_task(call("follow-up", 0))]
+    waiting = [
+        asyncio.create_task(call("entry-1", 1)),
+        asyncio.create_task(call("entry-2", 1)),
+        asyncio.create_task(call("follow-up", 0)),
+    ]
     cancelled = asyncio.create_task(call("cancelled", 0))
     await asyncio.sleep(0)
     cancelled.cancel()
@@ -235,30 +279,42 @@ def test_error_messages_are_bounded_in_depth_and_size():
     wide = {"response": {"message": [f"part {index}" for index in range(100_000)]}}
     assert len(error_message_from_body(wide)) < 2000
     assert len(error_message_from_body("x" * 10_000_000)) < 2000
-    for text in ["x" * (64 * 1024 - 5) + API_KEY, "apikey=abc " + "x" * 100_000 + API_KEY,
-                 " " * 100_000 + API_KEY + " trailing", "token=" + "t" * 70_000 + " " + API_KEY]:
+    for text in [
+        "x" * (64 * 1024 - 5) + API_KEY,
+        "apikey=abc " + "x" * 100_000 + API_KEY,
+        " " * 100_000 + API_KEY + " trailing",
+        "token=" + "t" * 70_000 + " " + API_KEY,
+    ]:
         message = EvolutionError("X", f"HTTP 500: {error_message_from_body(text)}").message
         assert API_KEY[:6] not in message and "abc" not in message and "ttt" not in message
-    assert error_message_from_body({"message": {"token": "TOKEN-IN-A-MESSAGE", "x": [1, None, 2**80]}}) \
+    assert (
+        error_message_from_body({"message": {"token": "TOKEN-IN-A-MESSAGE", "x": [1, None, 2**80]}})
         == "{token: ***, x: [1, null, 1208925819614629174706176]}"
+    )
 
 
-@pytest.mark.parametrize("content_type,body", [
-    ("application/json; charset=utf-16", b"\xff\x00\xd8"),  # not UTF-16 at all
-    ("application/json; charset=utf-16", b'{"instance": {"state": "op\xe9n"}'),
-    ("application/json; charset=idna", b"\x00\x00\x00\xff"),  # a codec that is not a charset
-    ("application/json; charset=no-such-charset", b"\xc3("),
-    ("application/json; charset=\x00", b"\xc3("),
-])
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/json; charset=utf-16", b"\xff\x00\xd8"),  # not UTF-16 at all
+        ("application/json; charset=utf-16", b'{"instance": {"state": "op\xe9n"}'),
+        ("application/json; charset=idna", b"\x00\x00\x00\xff"),  # a codec that is not a charset
+        ("application/json; charset=no-such-charset", b"\xc3("),
+        ("application/json; charset=\x00", b"\xc3("),
+    ],
+)
 async def test_a_declared_charset_that_does_not_fit_the_bytes(content_type, body):
     await bad_response_then_recovery(scripted_client((200, body, {"content-type": content_type})))
 
 
-@pytest.mark.parametrize("content_type,body", [
-    ("application/json; charset=utf-16", b'{"instance": {"state": "open"}}'),  # UTF-8 first
-    ("application/json; charset=utf-16", '{"instance": {"state": "open"}}'.encode("utf-16")),  # BOM
-    ("application/json", '\ufeff{"instance": {"state": "open"}}'.encode()),  # UTF-8 BOM
-])
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/json; charset=utf-16", b'{"instance": {"state": "open"}}'),  # UTF-8 first
+        ("application/json; charset=utf-16", '{"instance": {"state": "open"}}'.encode("utf-16")),  # BOM
+        ("application/json", '\ufeff{"instance": {"state": "open"}}'.encode()),  # UTF-8 BOM
+    ],
+)
 async def test_json_is_read_whatever_the_declared_charset(content_type, body):
     client = scripted_client((200, body, {"content-type": content_type}))
     assert await client.connection_state("acme") == "open"
@@ -305,11 +361,13 @@ async def test_a_gzip_bomb_is_stopped_at_the_limit(encoding):
 async def test_gzip_and_deflate_answers_are_decoded():
     body = b'{"instance": {"instanceName": "acme", "state": "open"}}'
     raw_deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-    answers = [(200, gzip.compress(body), {"content-encoding": "gzip"}),
-               (200, zlib.compress(body), {"content-encoding": "deflate"}),
-               (200, raw_deflate.compress(body) + raw_deflate.flush(), {"content-encoding": "deflate"}),
-               (200, gzip.compress(gzip.compress(body)), {"content-encoding": "gzip, gzip"}),
-               (200, body, {"content-encoding": "x-unknown"})]
+    answers = [
+        (200, gzip.compress(body), {"content-encoding": "gzip"}),
+        (200, zlib.compress(body), {"content-encoding": "deflate"}),
+        (200, raw_deflate.compress(body) + raw_deflate.flush(), {"content-encoding": "deflate"}),
+        (200, gzip.compress(gzip.compress(body)), {"content-encoding": "gzip, gzip"}),
+        (200, body, {"content-encoding": "x-unknown"}),
+    ]
     client = scripted_client(*answers)
     for _ in answers:
         assert await client.connection_state("acme") == "open"
@@ -363,13 +421,27 @@ def json_answer(body) -> tuple[int, bytes, dict[str, str]]:
 
 async def test_parsed_values_fit_the_status():
     lone = "\ud800"
-    qr = {"code": f"2@{lone}", "base64": "data:image/png;base64," + "A" * (IMAGE_LIMIT + 1),
-          "pairingCode": "X" * 5000, "count": 2**64}
-    row = {"id": "i-1", "name": "acme", "profileName": "N" * 5000 + lone, "disconnectionReasonCode": 2**63,
-           "ownerJid": lone, "hash": "H-123456", "apikey": "A-123456"}
-    client = scripted_client(json_answer({"instance": {"instanceName": "acme", "state": "close"}, "qrcode": qr}),
-                             json_answer({"count": True}), json_answer([row]),
-                             json_answer([{**row, "disconnectionReasonCode": 401}]))
+    qr = {
+        "code": f"2@{lone}",
+        "base64": "data:image/png;base64," + "A" * (IMAGE_LIMIT + 1),
+        "pairingCode": "X" * 5000,
+        "count": 2**64,
+    }
+    row = {
+        "id": "i-1",
+        "name": "acme",
+        "profileName": "N" * 5000 + lone,
+        "disconnectionReasonCode": 2**63,
+        "ownerJid": lone,
+        "hash": "H-123456",
+        "apikey": "A-123456",
+    }
+    client = scripted_client(
+        json_answer({"instance": {"instanceName": "acme", "state": "close"}, "qrcode": qr}),
+        json_answer({"count": True}),
+        json_answer([row]),
+        json_answer([{**row, "disconnectionReasonCode": 401}]),
+    )
     result = await client.connect("acme")
     assert result.qr == QRPayload(code="2@\ufffd", base64=None, pairing_code=None, count=None)
     assert (await client.connect("acme")).qr == QRPayload()

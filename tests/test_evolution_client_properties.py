@@ -49,13 +49,16 @@ scalars = st.one_of(st.none(), numbers, texts)
 
 
 def with_secrets(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.builds(lambda plain, secrets: {**plain, **secrets},
-                     st.dictionaries(texts, children, max_size=3),
-                     st.dictionaries(SECRET_KEYS, TOKEN_VALUES, max_size=2))
+    return st.builds(
+        lambda plain, secrets: {**plain, **secrets},
+        st.dictionaries(texts, children, max_size=3),
+        st.dictionaries(SECRET_KEYS, TOKEN_VALUES, max_size=2),
+    )
 
 
-json_values = st.recursive(scalars, lambda children: st.one_of(st.lists(children, max_size=4),
-                                                                with_secrets(children)), max_leaves=12)
+json_values = st.recursive(
+    scalars, lambda children: st.one_of(st.lists(children, max_size=4), with_secrets(children)), max_leaves=12
+)
 
 
 class Deep:
@@ -75,42 +78,106 @@ class Deep:
         return opening * self.depth + json.dumps(self.leaf, ensure_ascii=ensure_ascii) + closing * self.depth
 
 
-deep_values = st.builds(Deep, st.one_of(st.integers(1, 100), st.integers(1, 3000)), scalars,
-                        st.sampled_from(["list", "dict"]))
-qr_objects = st.fixed_dictionaries({}, optional={
-    "code": st.one_of(texts, numbers, st.none()), "base64": st.one_of(texts, st.just("data:" + "A" * 300_000)),
-    "pairingCode": st.one_of(texts, st.none()), "count": numbers})
+deep_values = st.builds(
+    Deep, st.one_of(st.integers(1, 100), st.integers(1, 3000)), scalars, st.sampled_from(["list", "dict"])
+)
+qr_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "code": st.one_of(texts, numbers, st.none()),
+        "base64": st.one_of(texts, st.just("data:" + "A" * 300_000)),
+        "pairingCode": st.one_of(texts, st.none()),
+        "count": numbers,
+    },
+)
 instance_rows = st.builds(
     lambda fields, secrets: {**fields, **secrets},
-    st.fixed_dictionaries({"name": st.one_of(st.just("acme"), texts)}, optional={
-        "id": scalars, "connectionStatus": scalars, "ownerJid": scalars, "profileName": st.one_of(texts, st.just(
-            "N" * 5000)), "profilePicUrl": scalars, "disconnectionReasonCode": numbers}),
-    st.dictionaries(SECRET_KEYS, TOKEN_VALUES, max_size=2))
+    st.fixed_dictionaries(
+        {"name": st.one_of(st.just("acme"), texts)},
+        optional={
+            "id": scalars,
+            "connectionStatus": scalars,
+            "ownerJid": scalars,
+            "profileName": st.one_of(texts, st.just("N" * 5000)),
+            "profilePicUrl": scalars,
+            "disconnectionReasonCode": numbers,
+        },
+    ),
+    st.dictionaries(SECRET_KEYS, TOKEN_VALUES, max_size=2),
+)
 # What Evolution documents (and what it sends when it fails), with arbitrary values inside.
 envelopes = st.one_of(
-    st.builds(lambda status, message: {"status": status, "error": "Bad Request", "response": {"message": message}},
-              numbers, st.one_of(json_values, deep_values)),
+    st.builds(
+        lambda status, message: {"status": status, "error": "Bad Request", "response": {"message": message}},
+        numbers,
+        st.one_of(json_values, deep_values),
+    ),
     st.builds(lambda message: {"error": True, "message": message}, json_values),
-    st.builds(lambda state, qr: {"instance": {"instanceName": "acme", "state": state}, "qrcode": qr},
-              st.one_of(texts, st.none()), qr_objects),
+    st.builds(
+        lambda state, qr: {"instance": {"instanceName": "acme", "state": state}, "qrcode": qr},
+        st.one_of(texts, st.none()),
+        qr_objects,
+    ),
     qr_objects,
     st.lists(instance_rows, max_size=4),
-    st.builds(lambda instance, token: {"instance": instance, "hash": token},
-              st.fixed_dictionaries({"instanceName": texts, "instanceId": scalars, "status": scalars}),
-              TOKEN_VALUES),
+    st.builds(
+        lambda instance, token: {"instance": instance, "hash": token},
+        st.fixed_dictionaries({"instanceName": texts, "instanceId": scalars, "status": scalars}),
+        TOKEN_VALUES,
+    ),
 )
 bodies = st.one_of(json_values, deep_values, envelopes)
 
-ENCODINGS = ["", "identity", "gzip", "x-gzip", "deflate", "br", "zstd", "gzip, gzip", "deflate, gzip",
-             "garbage", "gzip;q=1", "GZIP", " gzip ", "compress"]
-CHARSETS = ["utf-8", "UTF-8", "utf-16", "utf-16-le", "utf-32", "latin-1", "iso-8859-1", "cp1252", "ascii",
-            "idna", "punycode", "rot13", "base64", "zlib", "no-such-charset", "", "\x00", "utf-8\x00",
-            "x" * 200]
+ENCODINGS = [
+    "",
+    "identity",
+    "gzip",
+    "x-gzip",
+    "deflate",
+    "br",
+    "zstd",
+    "gzip, gzip",
+    "deflate, gzip",
+    "garbage",
+    "gzip;q=1",
+    "GZIP",
+    " gzip ",
+    "compress",
+]
+CHARSETS = [
+    "utf-8",
+    "UTF-8",
+    "utf-16",
+    "utf-16-le",
+    "utf-32",
+    "latin-1",
+    "iso-8859-1",
+    "cp1252",
+    "ascii",
+    "idna",
+    "punycode",
+    "rot13",
+    "base64",
+    "zlib",
+    "no-such-charset",
+    "",
+    "\x00",
+    "utf-8\x00",
+    "x" * 200,
+]
 # More headers, some repeating or contradicting the ones above.
-ODD_HEADERS = [(b"content-encoding", b"gzip"), (b"content-encoding", b"deflate"), (b"content-encoding", b"\xff\xfe"),
-               (b"content-encoding", b""), (b"content-type", b"text/plain; charset=utf-16"),
-               (b"content-type", b"application/json; charset=\xe9"), (b"content-length", b"999999999"),
-               (b"content-length", b"-1"), (b"transfer-encoding", b"chunked"), (b"x-odd", b"\x00\x01\x7f\xff")]
+ODD_HEADERS = [
+    (b"content-encoding", b"gzip"),
+    (b"content-encoding", b"deflate"),
+    (b"content-encoding", b"\xff\xfe"),
+    (b"content-encoding", b""),
+    (b"content-type", b"text/plain; charset=utf-16"),
+    (b"content-type", b"application/json; charset=\xe9"),
+    (b"content-length", b"999999999"),
+    (b"content-length", b"-1"),
+    (b"transfer-encoding", b"chunked"),
+    (b"x-odd", b"\x00\x01\x7f\xff"),
+]
 
 
 @dataclasses.dataclass
@@ -127,8 +194,14 @@ def to_json(value: Any, ensure_ascii: bool = True) -> str:
     if isinstance(value, Deep):
         return value.json(ensure_ascii)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(key, ensure_ascii=ensure_ascii)}: {to_json(item, ensure_ascii)}"
-                               for key, item in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(
+                f"{json.dumps(key, ensure_ascii=ensure_ascii)}: {to_json(item, ensure_ascii)}"
+                for key, item in value.items()
+            )
+            + "}"
+        )
     if isinstance(value, list):
         return "[" + ", ".join(to_json(item, ensure_ascii) for item in value) + "]"
     return json.dumps(value, ensure_ascii=ensure_ascii)
@@ -177,8 +250,13 @@ def answers(draw: st.DrawFn) -> Answer:
     # Mostly the body really is in the coding the header names; sometimes it is not.
     if draw(st.integers(0, 3)) > 0:
         body = compress(body, encoding)
-    headers = [(b"content-type", draw(st.sampled_from([b"application/json", b"text/html", b"", b";;;"]))
-                + (b"; charset=" + charset.encode("utf-8", "surrogatepass") if charset else b""))]
+    headers = [
+        (
+            b"content-type",
+            draw(st.sampled_from([b"application/json", b"text/html", b"", b";;;"]))
+            + (b"; charset=" + charset.encode("utf-8", "surrogatepass") if charset else b""),
+        )
+    ]
     if encoding:
         headers.append((b"content-encoding", encoding.encode("utf-8", "surrogatepass")))
     headers += draw(st.lists(st.sampled_from(ODD_HEADERS), max_size=2))
@@ -200,13 +278,14 @@ class ChunkedStream(httpx.AsyncByteStream):
                 raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
             if sent >= len(body):
                 break
-            yield body[sent:sent + size]
+            yield body[sent : sent + size]
             sent += size
 
 
 CALLS: dict[str, Callable[[EvolutionClient], Any]] = {
-    "create_instance": lambda client: client.create_instance("acme", integration="WHATSAPP-BAILEYS",
-                                                             settings={"rejectCall": True}),
+    "create_instance": lambda client: client.create_instance(
+        "acme", integration="WHATSAPP-BAILEYS", settings={"rejectCall": True}
+    ),
     "connect": lambda client: client.connect("acme", number="5511999999999"),
     "connection_state": lambda client: client.connection_state("acme"),
     "fetch_instance": lambda client: client.fetch_instance("acme"),
@@ -220,8 +299,12 @@ CALLS: dict[str, Callable[[EvolutionClient], Any]] = {
 def secrets_in(answer: Answer) -> list[str]:
     """Token values that are somewhere in the body (compressed or not, they all came from TOKEN_VALUES)."""
     raw = answer.body
-    for decompress in (gzip.decompress, zlib.decompress, lambda data: gzip.decompress(gzip.decompress(data)),
-                       lambda data: zlib.decompress(gzip.decompress(data))):
+    for decompress in (
+        gzip.decompress,
+        zlib.decompress,
+        lambda data: gzip.decompress(gzip.decompress(data)),
+        lambda data: zlib.decompress(gzip.decompress(data)),
+    ):
         try:
             raw = decompress(raw)
             break
@@ -233,7 +316,7 @@ def secrets_in(answer: Answer) -> list[str]:
     found: list[str] = []
     start = text.find("TKN")
     while start != -1:
-        found.append(text[start:start + 35].split('"')[0])
+        found.append(text[start : start + 35].split('"')[0])
         start = text.find("TKN", start + 3)
     return [value for value in found if len(value) >= 19]
 
@@ -273,8 +356,9 @@ async def exercise(answer: Answer, call: str, max_body_bytes: int) -> None:
         assert request.headers["apikey"] == API_KEY
         return httpx.Response(answer.status, headers=answer.headers, stream=ChunkedStream(answer))
 
-    client = EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler),
-                             max_body_bytes=max_body_bytes)
+    client = EvolutionClient(
+        "http://evolution.test", API_KEY, transport=httpx.MockTransport(handler), max_body_bytes=max_body_bytes
+    )
     secrets = secrets_in(answer)
     try:
         result = await CALLS[call](client)
@@ -315,8 +399,11 @@ def _close_the_event_loop() -> Iterator[None]:
 
 
 @PROPERTY_SETTINGS
-@given(answer=answers(), call=st.sampled_from(sorted(CALLS)),
-       max_body_bytes=st.sampled_from([DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1, 64, 1024]))
+@given(
+    answer=answers(),
+    call=st.sampled_from(sorted(CALLS)),
+    max_body_bytes=st.sampled_from([DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 1, 64, 1024]),
+)
 def test_every_answer_is_a_result_or_an_evolution_error(answer: Answer, call: str, max_body_bytes: int) -> None:
     run(exercise(answer, call, max_body_bytes))
 
@@ -331,11 +418,28 @@ def test_documented_bodies_as_plain_json(status: int, body: Any, call: str) -> N
 
 
 @PROPERTY_SETTINGS
-@given(failure=st.sampled_from([httpx.ConnectError, httpx.ReadTimeout, httpx.ConnectTimeout, httpx.ReadError,
-                                httpx.RemoteProtocolError, httpx.DecodingError, httpx.TooManyRedirects,
-                                httpx.UnsupportedProtocol, httpx.ProxyError, RuntimeError, ValueError,
-                                UnicodeDecodeError, RecursionError, MemoryError, LookupError]),
-       call=st.sampled_from(sorted(CALLS)))
+@given(
+    failure=st.sampled_from(
+        [
+            httpx.ConnectError,
+            httpx.ReadTimeout,
+            httpx.ConnectTimeout,
+            httpx.ReadError,
+            httpx.RemoteProtocolError,
+            httpx.DecodingError,
+            httpx.TooManyRedirects,
+            httpx.UnsupportedProtocol,
+            httpx.ProxyError,
+            RuntimeError,
+            ValueError,
+            UnicodeDecodeError,
+            RecursionError,
+            MemoryError,
+            LookupError,
+        ]
+    ),
+    call=st.sampled_from(sorted(CALLS)),
+)
 def test_every_failure_of_the_transport_is_an_evolution_error(failure: type[Exception], call: str) -> None:
     async def scenario() -> None:
         def handler(request: httpx.Request) -> httpx.Response:

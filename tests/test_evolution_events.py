@@ -15,27 +15,39 @@ from whatsapp_operator.values import IMAGE_LIMIT, INT64_MAX, INT64_MIN, TEXT_LIM
 
 
 def envelope(event: str, data, instance="acme") -> list:
-    return [{"event": event, "instance": instance, "data": data, "date_time": "2025-10-21T14:42:10.004Z",
-             "apikey": None}]
+    return [
+        {"event": event, "instance": instance, "data": data, "date_time": "2025-10-21T14:42:10.004Z", "apikey": None}
+    ]
 
 
 def test_qr_event():
-    data = {"qrcode": {"instance": "acme", "pairingCode": None, "code": "2@a,b,c,d", "base64": "data:image/png;base64,xx"}}
+    data = {
+        "qrcode": {"instance": "acme", "pairingCode": None, "code": "2@a,b,c,d", "base64": "data:image/png;base64,xx"}
+    }
     assert parse_event("qrcode.updated", envelope("qrcode.updated", data)) == QRUpdated(
-        "acme", "2@a,b,c,d", "data:image/png;base64,xx", None)
+        "acme", "2@a,b,c,d", "data:image/png;base64,xx", None
+    )
 
 
 def test_qr_limit_event_has_another_shape():
     data = {"message": "QR code limit reached, please login again", "statusCode": 500}
     assert parse_event("qrcode.updated", envelope("qrcode.updated", data)) == QRLimitReached(
-        "acme", "QR code limit reached, please login again")
+        "acme", "QR code limit reached, please login again"
+    )
 
 
 def test_connection_update_open_with_profile():
-    data = {"instance": "acme", "wuid": "5511@s.whatsapp.net", "profileName": "ACME", "profilePictureUrl": None,
-            "state": "open", "statusReason": 200}
+    data = {
+        "instance": "acme",
+        "wuid": "5511@s.whatsapp.net",
+        "profileName": "ACME",
+        "profilePictureUrl": None,
+        "state": "open",
+        "statusReason": 200,
+    }
     assert parse_event("connection.update", envelope("connection.update", data)) == ConnectionUpdated(
-        "acme", "open", 200, "5511@s.whatsapp.net", "ACME", None)
+        "acme", "open", 200, "5511@s.whatsapp.net", "ACME", None
+    )
 
 
 def test_logout_and_remove_have_null_data():
@@ -53,15 +65,18 @@ def test_unfollowed_events_are_none():
     assert parse_event("instance.create", envelope("instance.create", {})) is None
 
 
-@pytest.mark.parametrize("name,args", [
-    ("connection.update", []),
-    ("connection.update", ["not an object"]),
-    ("connection.update", envelope("connection.update", {"statusReason": 200})),
-    ("connection.update", envelope("connection.update", None)),
-    ("qrcode.updated", envelope("qrcode.updated", {"qrcode": {}})),
-    ("qrcode.updated", envelope("qrcode.updated", {"other": 1})),
-    ("logout.instance", [{"event": "logout.instance", "data": None}]),
-])
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("connection.update", []),
+        ("connection.update", ["not an object"]),
+        ("connection.update", envelope("connection.update", {"statusReason": 200})),
+        ("connection.update", envelope("connection.update", None)),
+        ("qrcode.updated", envelope("qrcode.updated", {"qrcode": {}})),
+        ("qrcode.updated", envelope("qrcode.updated", {"other": 1})),
+        ("logout.instance", [{"event": "logout.instance", "data": None}]),
+    ],
+)
 def test_malformed_envelopes_raise(name, args):
     with pytest.raises(MalformedEvent):
         parse_event(name, args)
@@ -75,8 +90,11 @@ def short_id(value):
     return text if len(text) <= 24 else f"{text[:12]}...({len(text)} chars)"
 
 
-@pytest.mark.parametrize("args", [{"0": {}}, {}, "envelope", 7, 10**400, 1.5, float("nan"), None, True,
-                                  [None], [[{"instance": "acme"}]]], ids=short_id)
+@pytest.mark.parametrize(
+    "args",
+    [{"0": {}}, {}, "envelope", 7, 10**400, 1.5, float("nan"), None, True, [None], [[{"instance": "acme"}]]],
+    ids=short_id,
+)
 def test_args_that_are_not_a_list_starting_with_an_object_are_malformed(args):
     # A dict made args[0] raise KeyError, an int TypeError.
     with pytest.raises(MalformedEvent):
@@ -88,11 +106,25 @@ def test_names_that_are_not_strings_are_not_followed(name):
     assert parse_event(name, envelope("logout.instance", None)) is None
 
 
-@pytest.mark.parametrize("reason,expected", [
-    (INT64_MAX, INT64_MAX), (INT64_MIN, INT64_MIN), (INT64_MAX + 1, None), (INT64_MIN - 1, None),
-    (10**400, None), (True, None), (False, None), (428.0, None), (float("nan"), None),
-    (float("inf"), None), ("428", None), ([428], None), (None, None),
-], ids=short_id)
+@pytest.mark.parametrize(
+    "reason,expected",
+    [
+        (INT64_MAX, INT64_MAX),
+        (INT64_MIN, INT64_MIN),
+        (INT64_MAX + 1, None),
+        (INT64_MIN - 1, None),
+        (10**400, None),
+        (True, None),
+        (False, None),
+        (428.0, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        ("428", None),
+        ([428], None),
+        (None, None),
+    ],
+    ids=short_id,
+)
 def test_status_reason_is_an_int64_or_none(reason, expected):
     data = {"state": "close", "statusReason": reason}
     event = parse_event("connection.update", envelope("connection.update", data))
@@ -101,18 +133,28 @@ def test_status_reason_is_an_int64_or_none(reason, expected):
 
 
 def test_lone_surrogates_become_replacement_characters():
-    data = {"state": "op\ud800en", "statusReason": 200, "wuid": "55\udfff@s.whatsapp.net",
-            "profileName": "AC\ud83dME", "profilePictureUrl": "https://pps/\udc00"}
+    data = {
+        "state": "op\ud800en",
+        "statusReason": 200,
+        "wuid": "55\udfff@s.whatsapp.net",
+        "profileName": "AC\ud83dME",
+        "profilePictureUrl": "https://pps/\udc00",
+    }
     event = parse_event("connection.update", envelope("connection.update", data, instance="ac\ud800me"))
-    assert event == ConnectionUpdated("ac\ufffdme", "op\ufffden", 200, "55\ufffd@s.whatsapp.net",
-                                      "AC\ufffdME", "https://pps/\ufffd")
+    assert event == ConnectionUpdated(
+        "ac\ufffdme", "op\ufffden", 200, "55\ufffd@s.whatsapp.net", "AC\ufffdME", "https://pps/\ufffd"
+    )
     for value in (event.instance, event.state, event.wuid, event.profile_name, event.profile_picture_url):
         value.encode("utf-8")
 
 
 def test_oversized_strings_are_dropped_or_shortened():
-    data = {"state": "open", "wuid": "w" * (TOKEN_LIMIT + 1), "profileName": "n" * (TEXT_LIMIT + 50),
-            "profilePictureUrl": "u" * (TOKEN_LIMIT + 1)}
+    data = {
+        "state": "open",
+        "wuid": "w" * (TOKEN_LIMIT + 1),
+        "profileName": "n" * (TEXT_LIMIT + 50),
+        "profilePictureUrl": "u" * (TOKEN_LIMIT + 1),
+    }
     event = parse_event("connection.update", envelope("connection.update", data))
     assert event.wuid is None and event.profile_picture_url is None
     assert event.profile_name == "n" * (TEXT_LIMIT - 1) + "…"
@@ -142,7 +184,8 @@ def test_qr_limit_message_is_shortened_valid_text():
     assert isinstance(event, QRLimitReached)
     assert len(event.message) == TEXT_LIMIT and event.message.startswith("limit \ufffd")
     assert parse_event("qrcode.updated", envelope("qrcode.updated", {"statusCode": 500})) == QRLimitReached(
-        "acme", "QR code limit reached")
+        "acme", "QR code limit reached"
+    )
 
 
 def test_an_unusable_instance_name_falls_back_to_the_namespace_or_is_malformed():

@@ -54,8 +54,16 @@ SHORT_TEXT = st.text(CHARS, max_size=12)
 LONG_TEXT = st.builds(
     lambda n, tail: "x" * n + tail,
     st.sampled_from(
-        [TEXT_LIMIT - 1, TEXT_LIMIT, TEXT_LIMIT + 1, TOKEN_LIMIT - 1, TOKEN_LIMIT, TOKEN_LIMIT + 1,
-         IMAGE_LIMIT - 1, IMAGE_LIMIT + 1]
+        [
+            TEXT_LIMIT - 1,
+            TEXT_LIMIT,
+            TEXT_LIMIT + 1,
+            TOKEN_LIMIT - 1,
+            TOKEN_LIMIT,
+            TOKEN_LIMIT + 1,
+            IMAGE_LIMIT - 1,
+            IMAGE_LIMIT + 1,
+        ]
     ),
     st.sampled_from(["", "\ud800", "é"]),
 )
@@ -95,9 +103,7 @@ QRCODES = optional_fields(code=ANY, pairingCode=ANY, base64=ANY, instance=ANY)
 DATA = st.one_of(
     JSON_LIKE,
     optional_fields(qrcode=st.one_of(QRCODES, ANY), message=ANY, statusCode=ANY),
-    optional_fields(
-        state=ANY, statusReason=ANY, wuid=ANY, profileName=ANY, profilePictureUrl=ANY, instance=ANY
-    ),
+    optional_fields(state=ANY, statusReason=ANY, wuid=ANY, profileName=ANY, profilePictureUrl=ANY, instance=ANY),
 )
 ENVELOPES = optional_fields(event=ANY, instance=ANY, data=DATA, date_time=ANY, apikey=ANY)
 ARGS = st.one_of(
@@ -116,9 +122,7 @@ def check_event(event: Any) -> None:
     for field in dataclasses.fields(event):
         value = getattr(event, field.name)
         if field.name == "status_reason":
-            assert value is None or (
-                type(value) is int and INT64_MIN <= value <= INT64_MAX
-            ), value
+            assert value is None or (type(value) is int and INT64_MIN <= value <= INT64_MAX), value
             continue
         if field.name in ("instance", "state", "message"):
             assert isinstance(value, str) and value

@@ -23,13 +23,15 @@ UUID_UPPER = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3
 
 # --------------------------------------------------------------------------------------------- helpers
 
+
 class Listener:
     """A python-socketio client that queues every (namespace, event, data) it receives."""
 
     def __init__(self, namespaces: tuple[str, ...] = ("/",), *, reconnection: bool = True) -> None:
         self.namespaces = namespaces
-        self.sio = socketio.AsyncClient(reconnection=reconnection, reconnection_delay=0.02,
-                                        reconnection_delay_max=0.05, randomization_factor=0)
+        self.sio = socketio.AsyncClient(
+            reconnection=reconnection, reconnection_delay=0.02, reconnection_delay_max=0.05, randomization_factor=0
+        )
         self.queue: asyncio.Queue = asyncio.Queue()
         self.connects: asyncio.Queue = asyncio.Queue()
         self.disconnects: asyncio.Queue = asyncio.Queue()
@@ -41,23 +43,27 @@ class Listener:
     def _collector(self, ns: str):
         async def handler(event: str, data=None) -> None:
             await self.queue.put((ns, event, data))
+
         return handler
 
     def _disconnect_marker(self, ns: str):
         async def handler(reason=None) -> None:
             await self.disconnects.put((ns, reason))
+
         return handler
 
     @staticmethod
     def _marker(queue: asyncio.Queue, ns: str):
         async def handler(*args) -> None:
             await queue.put(ns)
+
         return handler
 
     async def connect(self, url: str, key: str | None = KEY, **kwargs) -> None:
         target = f"{url}?apikey={key}" if key else url
-        await self.sio.connect(target, namespaces=list(self.namespaces), transports=["websocket"],
-                               wait_timeout=2, **kwargs)
+        await self.sio.connect(
+            target, namespaces=list(self.namespaces), transports=["websocket"], wait_timeout=2, **kwargs
+        )
 
     async def next(self, timeout: float = 2) -> tuple[str, str, dict]:
         return await asyncio.wait_for(self.queue.get(), timeout)
@@ -74,7 +80,7 @@ class Listener:
             with pytest.raises(socketio.exceptions.ConnectionError) as info:
                 await self.connect(url, key=key)
         finally:
-            http = self.sio.eio.http                 # a refused handshake leaves the aiohttp session open
+            http = self.sio.eio.http  # a refused handshake leaves the aiohttp session open
             if http is not None and not http.closed:
                 await http.close()
         return str(info.value)
@@ -122,11 +128,14 @@ async def raw_http(port: int, request: str) -> tuple[int, dict[str, str], str]:
 
 
 def ws_upgrade_request(path: str) -> str:
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------- REST
+
 
 @pytest.mark.parametrize("version", ["2.2.3", "2.3.6"])
 async def test_root_info_depends_on_version(version: str) -> None:
@@ -146,37 +155,44 @@ async def test_root_info_depends_on_version(version: str) -> None:
 
 async def test_error_envelopes_and_guard_order(fake: FakeEvolution, http: httpx.AsyncClient) -> None:
     r = await http.get("/foo?x=1")
-    assert (r.status_code, r.json()) == (404, {"status": 404, "error": "Not Found",
-                                              "response": {"message": ["Cannot GET /foo?x=1"]}})
+    assert (r.status_code, r.json()) == (
+        404,
+        {"status": 404, "error": "Not Found", "response": {"message": ["Cannot GET /foo?x=1"]}},
+    )
     # unknown instance: 404 BEFORE auth (no key at all)
     r = await http.get("/instance/connectionState/ghost")
-    assert (r.status_code, r.json()) == (404, {"status": 404, "error": "Not Found", "response": {
-        "message": ['The "ghost" instance does not exist']}})
+    assert (r.status_code, r.json()) == (
+        404,
+        {"status": 404, "error": "Not Found", "response": {"message": ['The "ghost" instance does not exist']}},
+    )
 
     token = (await create(http, "acme", token="ACME-TOKEN")).json()["hash"]
     assert token == "ACME-TOKEN"
     await create(http, "beta")
     unauthorized = {"status": 401, "error": "Unauthorized", "response": {"message": "Unauthorized"}}
     r = await http.get("/instance/connectionState/acme")
-    assert (r.status_code, r.json()) == (401, unauthorized)           # string message, not an array
+    assert (r.status_code, r.json()) == (401, unauthorized)  # string message, not an array
     r = await http.get("/instance/connectionState/acme", headers={"apikey": "wrong"})
     assert (r.status_code, r.json()) == (401, unauthorized)
     r = await http.get("/instance/connectionState/acme", headers={"Authorization": f"Bearer {KEY}"})
-    assert r.status_code == 401                                       # no Bearer support
+    assert r.status_code == 401  # no Bearer support
     r = await http.get("/instance/connectionState/acme", headers={"APIKEY": KEY})
-    assert r.status_code == 200                                       # header name is case-insensitive
+    assert r.status_code == 200  # header name is case-insensitive
     # an instance token works for its own instance only, and never for create
     r = await http.get("/instance/connectionState/acme", headers={"apikey": token})
     assert r.json() == {"instance": {"instanceName": "acme", "state": "close"}}
     r = await http.get("/instance/connectionState/beta", headers={"apikey": token})
     assert r.status_code == 401
-    r = await http.post("/instance/create", json={"instanceName": "gamma", "integration": "WHATSAPP-BAILEYS"},
-                        headers={"apikey": token})
+    r = await http.post(
+        "/instance/create", json={"instanceName": "gamma", "integration": "WHATSAPP-BAILEYS"}, headers={"apikey": token}
+    )
     assert (r.status_code, r.json()) == (401, unauthorized)
     # name in use: 403 before auth
     r = await http.post("/instance/create", json={"instanceName": "acme", "integration": "WHATSAPP-BAILEYS"})
-    assert (r.status_code, r.json()) == (403, {"status": 403, "error": "Forbidden", "response": {
-        "message": ['This name "acme" is already in use.']}})
+    assert (r.status_code, r.json()) == (
+        403,
+        {"status": 403, "error": "Forbidden", "response": {"message": ['This name "acme" is already in use.']}},
+    )
     # fetchInstances with an instance token: only rows carrying that token
     r = await http.get("/instance/fetchInstances", headers={"apikey": token})
     assert [row["name"] for row in r.json()] == ["acme"]
@@ -194,27 +210,37 @@ async def test_create_response_shape(version: str) -> None:
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            r = await create(http, "acme", qrcode=False, groupsIgnore=True,
-                             websocket={"enabled": False, "events": []})
+            r = await create(http, "acme", qrcode=False, groupsIgnore=True, websocket={"enabled": False, "events": []})
         assert r.status_code == 201
         body = r.json()
         expected_keys = ["instance", "hash", "webhook", "websocket", "rabbitmq"]
         expected_keys += ["nats"] if version == "2.3.6" else []
         expected_keys += ["sqs", "settings"]
-        assert list(body) == expected_keys                         # no `qrcode` without qrcode:true
-        assert body["instance"] == {"instanceName": "acme", "instanceId": server.instances["acme"].id,
-                                    "integration": "WHATSAPP-BAILEYS", "webhookWaBusiness": None,
-                                    "accessTokenWaBusiness": "", "status": "close"}
-        assert UUID_UPPER.match(body["hash"])                      # generated token: uppercase UUIDv4
+        assert list(body) == expected_keys  # no `qrcode` without qrcode:true
+        assert body["instance"] == {
+            "instanceName": "acme",
+            "instanceId": server.instances["acme"].id,
+            "integration": "WHATSAPP-BAILEYS",
+            "webhookWaBusiness": None,
+            "accessTokenWaBusiness": "",
+            "status": "close",
+        }
+        assert UUID_UPPER.match(body["hash"])  # generated token: uppercase UUIDv4
         assert body["webhook"] == {} and body["rabbitmq"] == {} and body["sqs"] == {}
         # the echo shows the request's `enabled`; the stored row is forced to enabled + all events
         assert body["websocket"] == {"enabled": False}
         stored = server.instances["acme"].websocket
-        assert stored == {"enabled": True,
-                          "events": list(EVENTS_2_3_6 if version == "2.3.6" else EVENTS_2_2_3)}
-        assert body["settings"] == {"rejectCall": False, "msgCall": "", "groupsIgnore": True,
-                                    "alwaysOnline": False, "readMessages": False, "readStatus": False,
-                                    "syncFullHistory": False, "wavoipToken": ""}
+        assert stored == {"enabled": True, "events": list(EVENTS_2_3_6 if version == "2.3.6" else EVENTS_2_2_3)}
+        assert body["settings"] == {
+            "rejectCall": False,
+            "msgCall": "",
+            "groupsIgnore": True,
+            "alwaysOnline": False,
+            "readMessages": False,
+            "readStatus": False,
+            "syncFullHistory": False,
+            "wavoipToken": "",
+        }
     finally:
         await server.stop()
 
@@ -227,8 +253,18 @@ async def test_create_rejections(fake: FakeEvolution, http: httpx.AsyncClient) -
     r = await http.post("/instance/create", json={"instanceName": ""}, headers=AUTH)
     assert r.json()["response"]["message"] == [['The "instanceName" cannot be empty']]
     r = await create(http, "acme", qrcode="yes", number="+5511")
-    assert (r.status_code, r.json()) == (400, {"status": 400, "error": "Bad Request", "response": {"message": [[
-        "number does not match pattern \"^\\\\d+[\\\\.@\\\\w-]+\"", "qrcode is not of a type(s) boolean"]]}})
+    assert (r.status_code, r.json()) == (
+        400,
+        {
+            "status": 400,
+            "error": "Bad Request",
+            "response": {
+                "message": [
+                    ['number does not match pattern "^\\\\d+[\\\\.@\\\\w-]+"', "qrcode is not of a type(s) boolean"]
+                ]
+            },
+        },
+    )
     assert fake.instances == {}
     assert (await create(http, "acme")).status_code == 201
     # missing instanceName once any instance exists: Prisma `name: undefined` matches every row
@@ -240,14 +276,21 @@ async def test_create_rejections(fake: FakeEvolution, http: httpx.AsyncClient) -
 
 
 async def test_create_nested_websocket_without_events_rolls_back_asynchronously(
-        fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]) -> None:
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     listener = Listener()
     listeners.append(listener)
     await listener.connect(fake.url)
     fake.hold_cleanups()
     r = await create(http, "acme", websocket={"enabled": True})
-    assert (r.status_code, r.json()) == (400, {"status": 400, "error": "Bad Request", "response": {
-        "message": ["Cannot read properties of undefined (reading 'length')"]}})
+    assert (r.status_code, r.json()) == (
+        400,
+        {
+            "status": 400,
+            "error": "Bad Request",
+            "response": {"message": ["Cannot read properties of undefined (reading 'length')"]},
+        },
+    )
     _, event, envelope = await listener.next()
     assert (event, envelope["instance"], envelope["data"]) == ("remove.instance", "acme", None)
     # the rollback cleanup is asynchronous: the name is still taken until it has run
@@ -264,10 +307,17 @@ async def test_malformed_json_error_depends_on_node_version() -> None:
         await server.start()
         try:
             async with httpx.AsyncClient(base_url=server.url) as http:
-                r = await http.post("/instance/create", content=b"{bad",
-                                    headers={**AUTH, "Content-Type": "application/json"})
-            assert (r.status_code, r.json()) == (400, {"status": 400, "error": "Internal Server Error", "response": {
-                "message": f"Expected property name or '}}' in JSON at position 1{suffix}"}})
+                r = await http.post(
+                    "/instance/create", content=b"{bad", headers={**AUTH, "Content-Type": "application/json"}
+                )
+            assert (r.status_code, r.json()) == (
+                400,
+                {
+                    "status": 400,
+                    "error": "Internal Server Error",
+                    "response": {"message": f"Expected property name or '}}' in JSON at position 1{suffix}"},
+                },
+            )
         finally:
             await server.stop()
 
@@ -275,12 +325,33 @@ async def test_malformed_json_error_depends_on_node_version() -> None:
 async def test_settings_schema_and_round_trip(fake: FakeEvolution, http: httpx.AsyncClient) -> None:
     await create(http, "acme")
     r = await http.post("/settings/set/acme", json={"rejectCall": "no", "alwaysOnline": False}, headers=AUTH)
-    assert (r.status_code, r.json()) == (400, {"status": 400, "error": "Bad Request", "response": {"message": [[
-        "rejectCall is not of a type(s) boolean", 'instance requires property "groupsIgnore"',
-        'instance requires property "readMessages"', 'instance requires property "readStatus"',
-        'instance requires property "syncFullHistory"']]}})
-    settings = {"rejectCall": True, "msgCall": "Calls are not answered here", "groupsIgnore": True,
-                "alwaysOnline": False, "readMessages": False, "readStatus": False, "syncFullHistory": False}
+    assert (r.status_code, r.json()) == (
+        400,
+        {
+            "status": 400,
+            "error": "Bad Request",
+            "response": {
+                "message": [
+                    [
+                        "rejectCall is not of a type(s) boolean",
+                        'instance requires property "groupsIgnore"',
+                        'instance requires property "readMessages"',
+                        'instance requires property "readStatus"',
+                        'instance requires property "syncFullHistory"',
+                    ]
+                ]
+            },
+        },
+    )
+    settings = {
+        "rejectCall": True,
+        "msgCall": "Calls are not answered here",
+        "groupsIgnore": True,
+        "alwaysOnline": False,
+        "readMessages": False,
+        "readStatus": False,
+        "syncFullHistory": False,
+    }
     r = await http.post("/settings/set/acme", json=settings, headers=AUTH)
     assert (r.status_code, r.json()) == (201, {"settings": {"instanceName": "acme", "settings": settings}})
     r = await http.get("/settings/find/acme", headers=AUTH)
@@ -297,30 +368,43 @@ async def test_websocket_set_traps(version: str) -> None:
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
             await create(http, "acme")
-            r = await http.post("/websocket/set/acme", json={"enabled": True, "events": ["QRCODE_UPDATED"]},
-                                headers=AUTH)
-            assert (r.status_code, r.json()) == (500, {"status": 500, "error": "Internal Server Error", "response": {
-                "message": "Cannot set properties of undefined (setting 'events')"}})
+            r = await http.post(
+                "/websocket/set/acme", json={"enabled": True, "events": ["QRCODE_UPDATED"]}, headers=AUTH
+            )
+            assert (r.status_code, r.json()) == (
+                500,
+                {
+                    "status": 500,
+                    "error": "Internal Server Error",
+                    "response": {"message": "Cannot set properties of undefined (setting 'events')"},
+                },
+            )
             r = await http.post("/websocket/set/acme", json={"websocket": {"enabled": True}}, headers=AUTH)
             assert r.json()["response"]["message"] == "Cannot read properties of undefined (reading 'length')"
-            r = await http.post("/websocket/set/acme", json={"websocket": {"enabled": True,
-                                                                         "events": ["INSTANCE_CREATE"]}},
-                                headers=AUTH)
+            r = await http.post(
+                "/websocket/set/acme",
+                json={"websocket": {"enabled": True, "events": ["INSTANCE_CREATE"]}},
+                headers=AUTH,
+            )
             if version == "2.2.3":
                 assert r.status_code == 400
-                assert r.json()["response"]["message"] == [[
-                    "websocket.events[0] is not one of enum values: " + ",".join(EVENTS_2_2_3)]]
+                assert r.json()["response"]["message"] == [
+                    ["websocket.events[0] is not one of enum values: " + ",".join(EVENTS_2_2_3)]
+                ]
             else:
                 assert r.status_code == 201 and r.json()["events"] == ["INSTANCE_CREATE"]
-            r = await http.post("/websocket/set/acme", json={"websocket": {"enabled": True, "events": []}},
-                                headers=AUTH)
+            r = await http.post(
+                "/websocket/set/acme", json={"websocket": {"enabled": True, "events": []}}, headers=AUTH
+            )
             row = r.json()
             assert r.status_code == 201
             assert row["events"] == list(EVENTS_2_3_6 if version == "2.3.6" else EVENTS_2_2_3)
             assert set(row) == {"id", "enabled", "events", "createdAt", "updatedAt", "instanceId"}
-            r = await http.post("/websocket/set/acme", json={"websocket": {"enabled": False,
-                                                                         "events": ["QRCODE_UPDATED"]}},
-                                headers=AUTH)
+            r = await http.post(
+                "/websocket/set/acme",
+                json={"websocket": {"enabled": False, "events": ["QRCODE_UPDATED"]}},
+                headers=AUTH,
+            )
             assert (r.json()["enabled"], r.json()["events"]) == (False, [])
             r = await http.get("/websocket/find/acme", headers=AUTH)
             assert r.json()["id"] == row["id"] and r.json()["enabled"] is False
@@ -334,12 +418,19 @@ async def test_websocket_disabled_server() -> None:
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
             r = await http.get("/socket.io/?EIO=4&transport=polling")
-            assert (r.status_code, r.json()) == (404, {"status": 404, "error": "Not Found", "response": {
-                "message": ["Cannot GET /socket.io/?EIO=4&transport=polling"]}})
+            assert (r.status_code, r.json()) == (
+                404,
+                {
+                    "status": 404,
+                    "error": "Not Found",
+                    "response": {"message": ["Cannot GET /socket.io/?EIO=4&transport=polling"]},
+                },
+            )
             # nested websocket without events is fine: the websocket setter returns early
             assert (await create(http, "acme", websocket={"enabled": True})).status_code == 201
-            r = await http.post("/websocket/set/acme", json={"websocket": {"enabled": True, "events": []}},
-                                headers=AUTH)
+            r = await http.post(
+                "/websocket/set/acme", json={"websocket": {"enabled": True, "events": []}}, headers=AUTH
+            )
             assert (r.status_code, r.content) == (201, b"")
             r = await http.get("/websocket/find/acme", headers=AUTH)
             assert (r.status_code, r.content) == (200, b"")
@@ -351,10 +442,32 @@ async def test_fetch_instances_rows_and_lookups(fake: FakeEvolution, http: httpx
     await create(http, "acme", number="5511999999999", token="T1")
     r = await http.get("/instance/fetchInstances", headers=AUTH)
     (row,) = r.json()
-    assert list(row) == ["id", "name", "connectionStatus", "ownerJid", "profileName", "profilePicUrl",
-                         "integration", "number", "businessId", "token", "clientName", "disconnectionReasonCode",
-                         "disconnectionObject", "disconnectionAt", "createdAt", "updatedAt", "Chatwoot", "Proxy",
-                         "Rabbitmq", "Nats", "Sqs", "Websocket", "Setting", "_count"]
+    assert list(row) == [
+        "id",
+        "name",
+        "connectionStatus",
+        "ownerJid",
+        "profileName",
+        "profilePicUrl",
+        "integration",
+        "number",
+        "businessId",
+        "token",
+        "clientName",
+        "disconnectionReasonCode",
+        "disconnectionObject",
+        "disconnectionAt",
+        "createdAt",
+        "updatedAt",
+        "Chatwoot",
+        "Proxy",
+        "Rabbitmq",
+        "Nats",
+        "Sqs",
+        "Websocket",
+        "Setting",
+        "_count",
+    ]
     assert (row["token"], row["connectionStatus"], row["number"]) == ("T1", "close", "5511999999999")
     r = await http.get("/instance/fetchInstances", params={"number": "5511999999999"}, headers=AUTH)
     assert [x["name"] for x in r.json()] == ["acme"]
@@ -383,7 +496,7 @@ async def test_fail_next_and_wait_for_request(fake: FakeEvolution, http: httpx.A
     fake.fail_next("GET", "/instance/connect/", 200, {"error": True, "message": "[object Object]"})
     r = await http.get("/instance/connect/acme", headers=AUTH)
     assert r.json() == {"error": True, "message": "[object Object]"}
-    assert fake.instances["acme"].state == "close"             # no side effect
+    assert fake.instances["acme"].state == "close"  # no side effect
     fake.fail_next("DELETE", "/instance/delete", 401)
     r = await http.delete("/instance/delete/acme", headers=AUTH)
     assert r.json() == {"status": 401, "error": "Unauthorized", "response": {"message": "Unauthorized"}}
@@ -403,8 +516,8 @@ async def test_fail_next_and_wait_for_request(fake: FakeEvolution, http: httpx.A
 
 # --------------------------------------------------------------------------------------------- Socket.IO
 
-async def test_handshake_auth_2_3_6(fake: FakeEvolution, http: httpx.AsyncClient,
-                                    listeners: list[Listener]) -> None:
+
+async def test_handshake_auth_2_3_6(fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]) -> None:
     r = await http.get("/socket.io/?EIO=4&transport=polling")
     assert (r.status_code, r.json()) == (403, {"code": 4, "message": "apiKey is required"})
     r = await http.get("/socket.io/?EIO=4&transport=polling&apikey=wrong")
@@ -425,8 +538,7 @@ async def test_handshake_auth_2_3_6(fake: FakeEvolution, http: httpx.AsyncClient
     # websocket transport refused on the upgrade: HTTP 400, plain text (§10.1)
     status, _, body = await raw_http(fake.port, ws_upgrade_request("/socket.io/?EIO=4&transport=websocket"))
     assert (status, body) == (400, "apiKey is required")
-    status, _, body = await raw_http(fake.port,
-                                     ws_upgrade_request("/socket.io/?EIO=4&transport=websocket&apikey=bad"))
+    status, _, body = await raw_http(fake.port, ws_upgrade_request("/socket.io/?EIO=4&transport=websocket&apikey=bad"))
     assert (status, body) == (400, "Invalid global token")
     # python-socketio: refused without a key, accepted with one
     await Listener(reconnection=False).expect_refused(fake.url, key=None)
@@ -450,7 +562,7 @@ async def test_handshake_2_2_3_needs_no_key(listeners: list[Listener]) -> None:
         listeners.append(listener)
         await listener.connect(server.url, key=None)
         assert server.namespace_clients("/") == 1
-        assert server.socket_clients == 2              # the raw polling handshake is a session too
+        assert server.socket_clients == 2  # the raw polling handshake is a session too
         await listener.close()
     finally:
         await server.stop()
@@ -461,37 +573,42 @@ async def test_allowed_hosts_bypass_and_ping_settings() -> None:
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            r = await http.get("/socket.io/?EIO=4&transport=polling")          # loopback peer: no key needed
+            r = await http.get("/socket.io/?EIO=4&transport=polling")  # loopback peer: no key needed
             assert r.status_code == 200
             handshake = json.loads(r.text[1:])
             assert (handshake["pingInterval"], handshake["pingTimeout"]) == (500, 250)
-            r = await http.get("/socket.io/?transport=polling")                 # no EIO: no bypass (§10.2)
+            r = await http.get("/socket.io/?transport=polling")  # no EIO: no bypass (§10.2)
             assert (r.status_code, r.json()["message"]) == (403, "apiKey is required")
     finally:
         await server.stop()
 
 
-async def test_connect_answers_count_zero_then_emits_qr(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                        listeners: list[Listener]) -> None:
+async def test_connect_answers_count_zero_then_emits_qr(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     listener = Listener()
     listeners.append(listener)
     await listener.connect(fake.url)
     await create(http, "acme")
     _, event, envelope = await listener.next()
-    assert (event, envelope["data"]) == ("instance.create", {"instanceName": "acme",
-                                                             "instanceId": fake.instances["acme"].id})
-    assert set(envelope) == {"event", "instance", "data", "date_time", "apikey"}   # no sender, no server_url
+    assert (event, envelope["data"]) == (
+        "instance.create",
+        {"instanceName": "acme", "instanceId": fake.instances["acme"].id},
+    )
+    assert set(envelope) == {"event", "instance", "data", "date_time", "apikey"}  # no sender, no server_url
     assert envelope["apikey"] is None and envelope["date_time"].endswith("Z")
 
     r = await http.get("/instance/connect/acme", headers=AUTH)
-    assert r.json() == {"count": 0}                          # the realistic trap (§7.1)
+    assert r.json() == {"count": 0}  # the realistic trap (§7.1)
     _, event, envelope = await listener.next()
-    assert (event, envelope["data"]) == ("connection.update",
-                                         {"instance": "acme", "state": "connecting", "statusReason": 200})
+    assert (event, envelope["data"]) == (
+        "connection.update",
+        {"instance": "acme", "state": "connecting", "statusReason": 200},
+    )
     _, event, envelope = await listener.next()
     assert event == "qrcode.updated"
     qr = envelope["data"]["qrcode"]
-    assert list(qr) == ["instance", "pairingCode", "code", "base64"]   # no count in the event
+    assert list(qr) == ["instance", "pairingCode", "code", "base64"]  # no count in the event
     assert qr["pairingCode"] is None and qr["code"].startswith("2@")
     assert qr["base64"].startswith("data:image/png;base64,iVBORw0KGgo")
     # while connecting, connect is read-only and ignores ?number=
@@ -500,11 +617,12 @@ async def test_connect_answers_count_zero_then_emits_qr(fake: FakeEvolution, htt
     r = await http.get("/instance/connectionState/acme", headers=AUTH)
     assert r.json() == {"instance": {"instanceName": "acme", "state": "connecting"}}
     r = await http.get("/instance/fetchInstances", headers=AUTH)
-    assert r.json()[0]["connectionStatus"] == "connecting"   # written when a QR is generated
+    assert r.json()[0]["connectionStatus"] == "connecting"  # written when a QR is generated
 
 
-async def test_create_with_qrcode_and_pairing_mode(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                   listeners: list[Listener]) -> None:
+async def test_create_with_qrcode_and_pairing_mode(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     listener = Listener()
     listeners.append(listener)
     await listener.connect(fake.url)
@@ -538,20 +656,25 @@ async def test_create_qrcode_before_first_qr_is_count_zero(listeners: list[Liste
         await server.stop()
 
 
-async def test_global_versus_per_instance_delivery(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                   listeners: list[Listener]) -> None:
+async def test_global_versus_per_instance_delivery(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     glob = Listener()
     listeners.append(glob)
     await glob.connect(fake.url)
     await create(http, "acme", websocket={"enabled": True, "events": ["QRCODE_UPDATED"]})
-    await create(http, "other")                      # no websocket config: global channel only
+    await create(http, "other")  # no websocket config: global channel only
     # nothing subscribed was emitted on /acme yet: the namespace does not exist
     error = await Listener(("/acme",), reconnection=False).expect_refused(fake.url)
     assert "/acme" in error and ("/acme", False) in fake.namespace_attempts
 
     await http.get("/instance/connect/acme", headers=AUTH)
-    assert [e[1] for e in await glob.take(4)] == ["instance.create", "instance.create",
-                                                  "connection.update", "qrcode.updated"]
+    assert [e[1] for e in await glob.take(4)] == [
+        "instance.create",
+        "instance.create",
+        "connection.update",
+        "qrcode.updated",
+    ]
     # created by the first subscribed emit (after the global broadcast, as in Node)
     await fake.wait_until(lambda: "/acme" in fake.namespaces)
     per = Listener(("/acme",))
@@ -560,8 +683,10 @@ async def test_global_versus_per_instance_delivery(fake: FakeEvolution, http: ht
     await fake.wait_for_namespace_client("/acme")
 
     await http.get("/instance/connect/other", headers=AUTH)
-    assert [(e[1], e[2]["instance"]) for e in await glob.take(2)] == [("connection.update", "other"),
-                                                                      ("qrcode.updated", "other")]
+    assert [(e[1], e[2]["instance"]) for e in await glob.take(2)] == [
+        ("connection.update", "other"),
+        ("qrcode.updated", "other"),
+    ]
     await fake.emit_message_traffic("acme", 3)
     await fake.issue_qr("acme")
     seen = [(e[1], e[2]["instance"]) for e in await glob.take(4)]
@@ -579,7 +704,7 @@ async def test_instance_create_opens_the_namespace_only_on_2_3_6(version: str, l
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            await create(http, "acme", websocket={"enabled": True, "events": []})   # [] = the version's list
+            await create(http, "acme", websocket={"enabled": True, "events": []})  # [] = the version's list
         listener = Listener(("/acme",), reconnection=False)
         if version == "2.3.6":
             listeners.append(listener)
@@ -591,8 +716,9 @@ async def test_instance_create_opens_the_namespace_only_on_2_3_6(version: str, l
         await server.stop()
 
 
-async def test_delete_ordering_and_403_until_cleanup(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                     listeners: list[Listener]) -> None:
+async def test_delete_ordering_and_403_until_cleanup(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     await create(http, "acme", websocket={"enabled": True, "events": []})
     await http.get("/instance/connect/acme", headers=AUTH)
     await fake.wait_until(lambda: fake.instances["acme"].qr_count == 1)
@@ -633,21 +759,25 @@ async def test_qr_limit_sequence() -> None:
             await create(http, "acme")
             await http.get("/instance/connect/acme", headers=AUTH)
             assert [e[1] for e in await listener.take(3)] == ["instance.create", "connection.update", "qrcode.updated"]
-            assert await server.issue_qr("acme") is not None          # QR 2 = the limit
+            assert await server.issue_qr("acme") is not None  # QR 2 = the limit
             await listener.next()
-            assert await server.issue_qr("acme") is None              # the next `qr` trips the limit
+            assert await server.issue_qr("acme") is None  # the next `qr` trips the limit
             (_, e1, env1), (_, e2, env2) = await listener.take(2)
-            assert (e1, env1["data"]) == ("qrcode.updated", {"message": "QR code limit reached, please login again",
-                                                             "statusCode": 500})
-            assert (e2, env2["data"]) == ("connection.update",
-                                          {"instance": "acme", "state": "refused", "statusReason": 428})
+            assert (e1, env1["data"]) == (
+                "qrcode.updated",
+                {"message": "QR code limit reached, please login again", "statusCode": 500},
+            )
+            assert (e2, env2["data"]) == (
+                "connection.update",
+                {"instance": "acme", "state": "refused", "statusReason": 428},
+            )
             r = await http.get("/instance/connectionState/acme", headers=AUTH)
-            assert r.json()["instance"]["state"] == "close"           # never "refused" over REST
+            assert r.json()["instance"]["state"] == "close"  # never "refused" over REST
             r = await http.get("/instance/fetchInstances", headers=AUTH)
-            assert r.json()[0]["connectionStatus"] == "connecting"    # the DB lags
+            assert r.json()[0]["connectionStatus"] == "connecting"  # the DB lags
             r = await http.get("/instance/connect/acme", headers=AUTH)
-            assert r.json() == {"count": 0}                           # counter and cached QR reset
-            await listener.next()                                     # connecting
+            assert r.json() == {"count": 0}  # counter and cached QR reset
+            await listener.next()  # connecting
             _, event, _ = await listener.next()
             assert event == "qrcode.updated" and server.instances["acme"].qr_count == 1
     finally:
@@ -655,8 +785,9 @@ async def test_qr_limit_sequence() -> None:
         await server.stop()
 
 
-async def test_scan_logout_and_the_stale_cached_qr(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                   listeners: list[Listener]) -> None:
+async def test_scan_logout_and_the_stale_cached_qr(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     listener = Listener()
     listeners.append(listener)
     await listener.connect(fake.url)
@@ -669,13 +800,23 @@ async def test_scan_logout_and_the_stale_cached_qr(fake: FakeEvolution, http: ht
     (_, _, connecting), (_, _, opened) = await listener.take(2)
     assert connecting["data"] == {"instance": "acme", "state": "connecting", "statusReason": 200}
     assert "sender" not in connecting
-    assert opened["data"] == {"instance": "acme", "wuid": "5511987654321@s.whatsapp.net",
-                              "profileName": "ACME Support", "profilePictureUrl": "https://pps/x.jpg",
-                              "state": "open", "statusReason": 200}
+    assert opened["data"] == {
+        "instance": "acme",
+        "wuid": "5511987654321@s.whatsapp.net",
+        "profileName": "ACME Support",
+        "profilePictureUrl": "https://pps/x.jpg",
+        "state": "open",
+        "statusReason": 200,
+    }
     assert opened["sender"] == "5511987654321@s.whatsapp.net"
     (row,) = (await http.get("/instance/fetchInstances", headers=AUTH)).json()
-    assert (row["connectionStatus"], row["ownerJid"], row["profileName"], row["profilePicUrl"], row["number"]) == \
-        ("open", "5511987654321@s.whatsapp.net", "ACME Support", "https://pps/x.jpg", None)
+    assert (row["connectionStatus"], row["ownerJid"], row["profileName"], row["profilePicUrl"], row["number"]) == (
+        "open",
+        "5511987654321@s.whatsapp.net",
+        "ACME Support",
+        "https://pps/x.jpg",
+        None,
+    )
     r = await http.get("/instance/connect/acme", headers=AUTH)
     assert r.json() == {"instance": {"instanceName": "acme", "state": "open"}}
 
@@ -685,7 +826,7 @@ async def test_scan_logout_and_the_stale_cached_qr(fake: FakeEvolution, http: ht
     assert [e[1] for e in events] == ["status.instance", "logout.instance", "connection.update"]
     assert events[1][2]["data"] is None
     assert events[2][2]["data"]["state"] == "close" and events[2][2]["data"]["statusReason"] == 401
-    assert events[2][2]["sender"] == "5511987654321@s.whatsapp.net"      # not cleared on logout
+    assert events[2][2]["sender"] == "5511987654321@s.whatsapp.net"  # not cleared on logout
     (row,) = (await http.get("/instance/fetchInstances", headers=AUTH)).json()
     assert (row["connectionStatus"], row["disconnectionReasonCode"]) == ("close", 401)
     assert isinstance(row["disconnectionObject"], str) and json.loads(row["disconnectionObject"])["error"]["isBoom"]
@@ -702,8 +843,9 @@ async def test_scan_logout_and_the_stale_cached_qr(fake: FakeEvolution, http: ht
     assert fake.instances["acme"].cached_qr["count"] == 2
 
 
-async def test_phone_ban_transient_drop_and_rest_restart(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                         listeners: list[Listener]) -> None:
+async def test_phone_ban_transient_drop_and_rest_restart(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     listener = Listener()
     listeners.append(listener)
     await listener.connect(fake.url)
@@ -723,8 +865,7 @@ async def test_phone_ban_transient_drop_and_rest_restart(fake: FakeEvolution, ht
         await fake.phone_logout("acme", code=428)
 
 
-async def test_remove_out_of_band(fake: FakeEvolution, http: httpx.AsyncClient,
-                                  listeners: list[Listener]) -> None:
+async def test_remove_out_of_band(fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]) -> None:
     listener = Listener()
     listeners.append(listener)
     await listener.connect(fake.url)
@@ -733,12 +874,13 @@ async def test_remove_out_of_band(fake: FakeEvolution, http: httpx.AsyncClient,
     await fake.remove_out_of_band("acme")
     _, event, envelope = await listener.next()
     assert (event, envelope["data"]) == ("remove.instance", None)
-    assert listener.queue.empty()                                   # no instance.delete
+    assert listener.queue.empty()  # no instance.delete
     assert (await http.get("/instance/connectionState/acme", headers=AUTH)).status_code == 404
 
 
-async def test_restart_drops_namespaces_and_reemits(fake: FakeEvolution, http: httpx.AsyncClient,
-                                                    listeners: list[Listener]) -> None:
+async def test_restart_drops_namespaces_and_reemits(
+    fake: FakeEvolution, http: httpx.AsyncClient, listeners: list[Listener]
+) -> None:
     await create(http, "paired", qrcode=True, websocket={"enabled": True, "events": ["CONNECTION_UPDATE"]})
     await fake.scan("paired")
     await create(http, "fresh")
@@ -750,7 +892,7 @@ async def test_restart_drops_namespaces_and_reemits(fake: FakeEvolution, http: h
     await probe.close()
 
     await fake.restart(load=False)
-    await fake.wait_for_namespace_client("/")                      # the client reconnected by itself
+    await fake.wait_for_namespace_client("/")  # the client reconnected by itself
     assert fake.namespaces == frozenset()
     assert "/paired" in await Listener(("/paired",), reconnection=False).expect_refused(fake.url)
     # startup window: DB rows exist, memory does not
@@ -765,12 +907,16 @@ async def test_restart_drops_namespaces_and_reemits(fake: FakeEvolution, http: h
         assert {row["name"]: row["connectionStatus"] for row in r.json()} == {"paired": "open", "fresh": "close"}
 
         await fake.load_instances()
-        events = [(e[1], e[2]["instance"], e[2]["data"].get("state") if e[2]["data"] else None, "sender" in e[2])
-                  for e in await glob.take(4)]
-        assert events == [("connection.update", "paired", "connecting", False),
-                          ("connection.update", "paired", "open", True),
-                          ("connection.update", "fresh", "connecting", False),
-                          ("qrcode.updated", "fresh", None, False)]
+        events = [
+            (e[1], e[2]["instance"], e[2]["data"].get("state") if e[2]["data"] else None, "sender" in e[2])
+            for e in await glob.take(4)
+        ]
+        assert events == [
+            ("connection.update", "paired", "connecting", False),
+            ("connection.update", "paired", "open", True),
+            ("connection.update", "fresh", "connecting", False),
+            ("qrcode.updated", "fresh", None, False),
+        ]
         # only `open` went to /paired (the first `connecting` is sent before the instance is in memory)
         assert [e[0] for e in fake.emitted[-4:]] == [("/",), ("/", "/paired"), ("/",), ("/",)]
         r = await http2.get("/instance/connectionState/fresh", headers=AUTH)
@@ -788,9 +934,9 @@ async def test_stop_and_start_reuse_the_port(fake: FakeEvolution, listeners: lis
     async with httpx.AsyncClient(base_url=url) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("/")
-    assert fake.instances["acme"].state is None                    # memory gone, DB row kept
+    assert fake.instances["acme"].state is None  # memory gone, DB row kept
     assert await fake.start() == url
-    await fake.wait_until_loaded()                                   # reloaded and connected (§4.7)
+    await fake.wait_until_loaded()  # reloaded and connected (§4.7)
     assert (fake.instances["acme"].state, fake.instances["acme"].qr_count) == ("connecting", 1)
     async with httpx.AsyncClient(base_url=url) as http:
         r = await http.get("/instance/connectionState/acme", headers=AUTH)
@@ -841,7 +987,9 @@ async def test_envelope_options_wavoip_rollback_and_connect_number(listeners: li
             # §10.3: wavoipToken at create fails on 2.3.6 and the create is rolled back
             r = await create(http, "beta", wavoipToken="abc")
             assert (r.status_code, r.json()["response"]["message"]) == (
-                400, ["Cannot read properties of undefined (reading 'ws')"])
+                400,
+                ["Cannot read properties of undefined (reading 'ws')"],
+            )
             assert [e[1] for e in await listener.take(2)] == ["instance.create", "remove.instance"]
             await server.wait_until_gone("beta")
             # an injected failure on the Socket.IO handshake (e.g. an ingress 502)

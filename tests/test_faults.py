@@ -34,18 +34,31 @@ JSON_PATCH = "application/json-patch+json"
 
 
 def creates_answered(evolution: FakeEvolution, name: str, status: int = 201) -> int:
-    return sum(1 for r in evolution.requests if r.method == "POST" and r.path == "/instance/create"
-               and isinstance(r.json, dict) and r.json.get("instanceName") == name and r.status == status)
+    return sum(
+        1
+        for r in evolution.requests
+        if r.method == "POST"
+        and r.path == "/instance/create"
+        and isinstance(r.json, dict)
+        and r.json.get("instanceName") == name
+        and r.status == status
+    )
 
 
 def shows_current_qr(evolution: FakeEvolution, name: str):
     """AwaitingScan with the QR the fake shows now, Synced=True."""
+
     def check(status: dict[str, Any]) -> bool:
         inst = evolution.instances.get(name)
         synced = condition(status, "Synced")
-        return (inst is not None and status.get("phase") == "AwaitingScan"
-                and (status.get("qr") or {}).get("code") == inst.cached_qr.get("code")
-                and synced is not None and synced["status"] == "True")
+        return (
+            inst is not None
+            and status.get("phase") == "AwaitingScan"
+            and (status.get("qr") or {}).get("code") == inst.cached_qr.get("code")
+            and synced is not None
+            and synced["status"] == "True"
+        )
+
     return check
 
 
@@ -53,8 +66,9 @@ class Held:
     """Holds the fake's calls of one REST handler until `release()`: before they run (`answer=True`),
     or after they ran but before they answer (`answer=False`). `entered` is set once one arrived."""
 
-    def __init__(self, evolution: FakeEvolution, handler: str, monkeypatch: pytest.MonkeyPatch, *,
-                 answer: bool = True) -> None:
+    def __init__(
+        self, evolution: FakeEvolution, handler: str, monkeypatch: pytest.MonkeyPatch, *, answer: bool = True
+    ) -> None:
         self.entered = asyncio.Event()
         self._gate = asyncio.Event()
         original = getattr(evolution, handler)
@@ -170,6 +184,8 @@ async def test_a_burst_of_failed_event_posts_still_delivers_the_event(operator, 
 
 # kopf retries a 429 or a 5xx of its own requests after 1 s, then 1 s again: 4 s is plenty for two.
 FINALIZER_WAIT = 4.0
+
+
 # kopf handles a 429 and a 5xx alike (api.request retries both): one on creation, the other on deletion.
 @pytest.mark.parametrize("failure", [500])
 async def test_a_burst_of_failed_finalizer_patches_on_creation_delays_it(operator, kube, failure):
@@ -216,13 +232,26 @@ class OperatorProcess:
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "KUBERNETES_", "WHATSAPP_"))}
-        env.update(KUBECONFIG=str(self.kubeconfig), EVOLUTION_API_URL=self.evolution.url,
-                   EVOLUTION_API_KEY=self.evolution.api_key, WHATSAPP_OPERATOR_RESYNC_SECONDS="30",
-                   WHATSAPP_OPERATOR_METRICS_PORT=str(_free_port()))
+        env.update(
+            KUBECONFIG=str(self.kubeconfig),
+            EVOLUTION_API_URL=self.evolution.url,
+            EVOLUTION_API_KEY=self.evolution.api_key,
+            WHATSAPP_OPERATOR_RESYNC_SECONDS="30",
+            WHATSAPP_OPERATOR_METRICS_PORT=str(_free_port()),
+        )
         with self.log.open("a") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "whatsapp_operator", "run", "--all-namespaces", "--standalone",
-                env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT)
+                sys.executable,
+                "-m",
+                "whatsapp_operator",
+                "run",
+                "--all-namespaces",
+                "--standalone",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
 
     async def kill(self) -> None:
         assert self.process is not None and self.process.returncode is None, self.tail()
@@ -243,7 +272,9 @@ class OperatorProcess:
 
 
 @contextlib.asynccontextmanager
-async def operator_process(kube: KubeStandin, evolution: FakeEvolution, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
+async def operator_process(
+    kube: KubeStandin, evolution: FakeEvolution, tmp_path: Path
+) -> AsyncIterator[OperatorProcess]:
     process = OperatorProcess(kube, evolution, tmp_path)
     try:
         yield process
@@ -252,22 +283,37 @@ async def operator_process(kube: KubeStandin, evolution: FakeEvolution, tmp_path
 
 
 def _create(kube: KubeStandin, name: str) -> None:
-    kube.create(GROUP, VERSION, PLURAL, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WhatsAppInstance",
-                                         "metadata": {"name": name}, "spec": {"instanceName": name}},
-                namespace=NAMESPACE)
+    kube.create(
+        GROUP,
+        VERSION,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "WhatsAppInstance",
+            "metadata": {"name": name},
+            "spec": {"instanceName": name},
+        },
+        namespace=NAMESPACE,
+    )
 
 
 async def _wait_status(kube: KubeStandin, name: str, predicate, process: OperatorProcess, timeout: float = 30):
     try:
-        obj = await kube.wait_for(GROUP, VERSION, PLURAL, name,
-                                  lambda o: o is not None and predicate(o.get("status") or {}), NAMESPACE, timeout)
+        obj = await kube.wait_for(
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            lambda o: o is not None and predicate(o.get("status") or {}),
+            NAMESPACE,
+            timeout,
+        )
     except AssertionError as error:
         raise AssertionError(f"{error}\noperator log:\n{process.tail()}") from None
     return obj
 
 
-async def test_operator_killed_during_a_create_is_finished_by_the_next_process(kube, evolution, tmp_path,
-                                                                              monkeypatch):
+async def test_operator_killed_during_a_create_is_finished_by_the_next_process(kube, evolution, tmp_path, monkeypatch):
     creates = Held(evolution, "_h_create", monkeypatch)
     async with operator_process(kube, evolution, tmp_path) as operator:
         await operator.start()
@@ -287,8 +333,7 @@ async def test_operator_killed_during_a_create_is_finished_by_the_next_process(k
         await evolution.wait_until_gone("shop")
 
 
-async def test_operator_killed_during_a_delete_is_finished_by_the_next_process(kube, evolution, tmp_path,
-                                                                              monkeypatch):
+async def test_operator_killed_during_a_delete_is_finished_by_the_next_process(kube, evolution, tmp_path, monkeypatch):
     async with operator_process(kube, evolution, tmp_path) as operator:
         await operator.start()
         _create(kube, "shop")
@@ -317,21 +362,24 @@ NUDGED = "kopf.whatsapp-operator.io/nudged"
 # answers 409 when another writer changed the object in between.) The operator looks for objects
 # left waiting every minute and gives each one (an annotation under kopf's prefix); here the test
 # runs that look itself, with no minimum age.
-async def test_a_refused_finalizer_patch_kopf_gives_up_on_is_nudged_on_creation(operator_factory, kube, evolution,
-                                                                                 caplog):
+async def test_a_refused_finalizer_patch_kopf_gives_up_on_is_nudged_on_creation(
+    operator_factory, kube, evolution, caplog
+):
     caplog.set_level(logging.INFO)
     async with operator_factory(evolution, stuck_object_after=0.0) as operator:
         kube.fail_next("PATCH", OBJECT_PATH, 409, times=2, content_type=JSON_PATCH)
         operator.create("shop", {"instanceName": "shop"})
-        await nudge_while_refused(operator, kube, caplog, lambda: FINALIZER in operator.get("shop")["metadata"].get(
-            "finalizers", []))
+        await nudge_while_refused(
+            operator, kube, caplog, lambda: FINALIZER in operator.get("shop")["metadata"].get("finalizers", [])
+        )
         await operator.wait_status("shop", shows_current_qr(evolution, "shop"), timeout=FINALIZER_WAIT)
         assert FINALIZER in operator.get("shop")["metadata"]["finalizers"]
         assert creates_answered(evolution, "shop") == 1
 
 
-async def test_a_refused_finalizer_patch_kopf_gives_up_on_is_nudged_on_deletion(operator_factory, kube, evolution,
-                                                                                 caplog):
+async def test_a_refused_finalizer_patch_kopf_gives_up_on_is_nudged_on_deletion(
+    operator_factory, kube, evolution, caplog
+):
     caplog.set_level(logging.INFO)
     async with operator_factory(evolution, stuck_object_after=0.0) as operator:
         operator.create("shop", {"instanceName": "shop"})

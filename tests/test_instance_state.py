@@ -74,8 +74,14 @@ def test_open_connects_removes_qr_and_sets_ready():
     assert [n.reason for n in notices] == ["Connected"]
     assert status["phase"] == "Connected"
     assert status["qr"] is None
-    assert status["connection"] == {"state": "open", "statusReason": 200, "number": "5511987654321",
-                                    "profileName": "ACME", "profilePictureUrl": "https://pic", "since": T1}
+    assert status["connection"] == {
+        "state": "open",
+        "statusReason": 200,
+        "number": "5511987654321",
+        "profileName": "ACME",
+        "profilePictureUrl": "https://pic",
+        "since": T1,
+    }
     assert condition(status, "Ready")["status"] == "True"
     assert condition(status, "Reconciling") is None
 
@@ -270,9 +276,13 @@ def test_restart_keeps_the_phase_description_when_it_was_persisted():
 
 
 def test_restored_state_ignores_hostile_persisted_values():
-    hostile = {"phase": "Connected", "message": 7, "qr": {"code": 5, "count": 2**70},
-               "connection": {"statusReason": True, "number": ["x"]},
-               "conditions": [None, {"type": 3}, {"type": "Ready", "status": "True", "reason": {}, "message": []}]}
+    hostile = {
+        "phase": "Connected",
+        "message": 7,
+        "qr": {"code": 5, "count": 2**70},
+        "connection": {"statusReason": True, "number": ["x"]},
+        "conditions": [None, {"type": 3}, {"type": "Ready", "status": "True", "reason": {}, "message": []}],
+    }
     status = InstanceState.from_status("shop-123", hostile).render_status(1, T2)
     assert status["phase"] == "Connected" and status["message"] == "Connected to WhatsApp."
     assert "statusReason" not in status["connection"] and status["qr"] is None

@@ -23,24 +23,49 @@ from schema_check import load_crd_schema, prune, validate
 STATUS_SCHEMA = load_crd_schema("whatsappinstances")["properties"]["status"]
 NOW = "2026-01-01T00:00:00Z"
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63 - 2, max_value=2**80)
-           | st.floats() | st.text() | st.sampled_from(["\ud800", "open", "close", "connecting", "refused", ""]))
-json_like = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                         | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=10)
-status_reasons = st.one_of(st.none(), st.booleans(), st.sampled_from([200, 401, 402, 403, 406, 408, 428, 440, 500, 515]),
-                           st.integers(), st.integers(min_value=2**63))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**80)
+    | st.floats()
+    | st.text()
+    | st.sampled_from(["\ud800", "open", "close", "connecting", "refused", ""])
+)
+json_like = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+status_reasons = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([200, 401, 402, 403, 406, 408, 428, 440, 500, 515]),
+    st.integers(),
+    st.integers(min_value=2**63),
+)
 states = st.sampled_from(["open", "close", "connecting", "refused"]) | st.text(max_size=5)
-strings = st.none() | st.text(max_size=40) | st.sampled_from(["\ud800x", "5511987654321@s.whatsapp.net",
-                                                               "٥٥١١@s.whatsapp.net"])
+strings = (
+    st.none()
+    | st.text(max_size=40)
+    | st.sampled_from(["\ud800x", "5511987654321@s.whatsapp.net", "٥٥١١@s.whatsapp.net"])
+)
 
-connection_data = st.fixed_dictionaries({"state": states}, optional={
-    "statusReason": status_reasons, "wuid": strings, "profileName": strings, "profilePictureUrl": strings})
-qr_data = st.fixed_dictionaries({}, optional={"code": strings, "base64": strings, "pairingCode": strings,
-                                               "count": status_reasons})
+connection_data = st.fixed_dictionaries(
+    {"state": states},
+    optional={"statusReason": status_reasons, "wuid": strings, "profileName": strings, "profilePictureUrl": strings},
+)
+qr_data = st.fixed_dictionaries(
+    {}, optional={"code": strings, "base64": strings, "pairingCode": strings, "count": status_reasons}
+)
 event_data = st.one_of(
     st.tuples(st.just("connection.update"), connection_data | json_like),
-    st.tuples(st.just("qrcode.updated"), st.fixed_dictionaries({"qrcode": qr_data}) | json_like
-              | st.fixed_dictionaries({"message": strings, "statusCode": status_reasons})),
+    st.tuples(
+        st.just("qrcode.updated"),
+        st.fixed_dictionaries({"qrcode": qr_data})
+        | json_like
+        | st.fixed_dictionaries({"message": strings, "statusCode": status_reasons}),
+    ),
     st.tuples(st.sampled_from(["logout.instance", "remove.instance", "messages.upsert"]), json_like),
 )
 envelopes = event_data.map(lambda pair: (pair[0], [{"event": pair[0], "instance": "shop", "data": pair[1]}]))
@@ -51,8 +76,12 @@ observations = st.one_of(
     st.tuples(st.just("qr"), st.tuples(strings, strings, strings, status_reasons)),
     st.tuples(st.just("closed"), status_reasons),
     st.tuples(st.just("connecting"), st.none()),
-    st.tuples(st.just("sync_failed"), st.tuples(st.sampled_from(["EvolutionUnreachable", "EvolutionServerError",
-                                                                 "EvolutionNotReady"]), st.text(max_size=30))),
+    st.tuples(
+        st.just("sync_failed"),
+        st.tuples(
+            st.sampled_from(["EvolutionUnreachable", "EvolutionServerError", "EvolutionNotReady"]), st.text(max_size=30)
+        ),
+    ),
     st.tuples(st.sampled_from(["sync_succeeded", "stream_restored", "removed", "logged_out", "overdue"]), st.none()),
     st.tuples(st.just("stream_lost"), st.text(max_size=30)),
     st.tuples(st.just("failed"), st.text(min_size=1, max_size=30)),
@@ -128,8 +157,10 @@ def test_any_sequence_renders_a_valid_status(steps, generation):
 
 
 @pytest.mark.properties
-@given(status=json_like | st.dictionaries(st.sampled_from(["phase", "message", "qr", "connection", "conditions",
-                                                           "instanceId"]), json_like))
+@given(
+    status=json_like
+    | st.dictionaries(st.sampled_from(["phase", "message", "qr", "connection", "conditions", "instanceId"]), json_like)
+)
 def test_any_persisted_status_restores_to_a_valid_state(status):
     state = InstanceState.from_status("shop", status if isinstance(status, dict) else None)
     check(without_none(state.render_status(1, NOW)))

@@ -20,8 +20,9 @@ async def apiserver():
         return web.json_response({"status": {}})
 
     app = web.Application()
-    app.router.add_patch("/apis/whatsapp-operator.io/v1alpha1/namespaces/{ns}/whatsappinstances/{name}/status",
-                         patch_status)
+    app.router.add_patch(
+        "/apis/whatsapp-operator.io/v1alpha1/namespaces/{ns}/whatsappinstances/{name}/status", patch_status
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -42,8 +43,13 @@ async def test_a_401_loads_fresh_credentials_and_retries_once(apiserver):
     kube = KubeClient(login=login)
     kube.use_credentials(kopf.ConnectionInfo(server=url, token="expired-token"))
     await kube.patch_status("default", "shop", {"phase": "Connected"})
-    assert seen == [("/apis/whatsapp-operator.io/v1alpha1/namespaces/default/whatsappinstances/shop/status",
-                     "application/merge-patch+json", {"status": {"phase": "Connected"}})]
+    assert seen == [
+        (
+            "/apis/whatsapp-operator.io/v1alpha1/namespaces/default/whatsappinstances/shop/status",
+            "application/merge-patch+json",
+            {"status": {"phase": "Connected"}},
+        )
+    ]
     assert len(logins) == 1
     await kube.aclose()
 

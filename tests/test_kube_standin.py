@@ -86,9 +86,7 @@ async def test_create_fills_server_side_metadata_and_drops_status(
 
 async def test_generate_name_gives_distinct_names(api: aiohttp.ClientSession) -> None:
     body = {"metadata": {"generateName": "ev-"}, "involvedObject": {"name": "x"}}
-    (s1, e1), (s2, e2) = [
-        await call(api, "POST", "/api/v1/namespaces/default/events", body) for _ in range(2)
-    ]
+    (s1, e1), (s2, e2) = [await call(api, "POST", "/api/v1/namespaces/default/events", body) for _ in range(2)]
     assert (s1, s2) == (201, 201)
     assert e1["metadata"]["name"].startswith("ev-") and e2["metadata"]["name"].startswith("ev-")
     assert e1["metadata"]["name"] != e2["metadata"]["name"]
@@ -137,9 +135,7 @@ async def test_generation_changes_only_with_spec(kube: KubeStandin) -> None:
         1,
         2,
     ]
-    rvs = [
-        int(o["metadata"]["resourceVersion"]) for o in (created, labelled, with_status, respecced)
-    ]
+    rvs = [int(o["metadata"]["resourceVersion"]) for o in (created, labelled, with_status, respecced)]
     assert rvs == sorted(set(rvs))
 
 
@@ -236,9 +232,7 @@ async def test_no_op_patch_keeps_the_resource_version(kube: KubeStandin) -> None
 
 async def test_unsupported_patch_type_is_415(api: aiohttp.ClientSession) -> None:
     await call(api, "POST", WAIS, wai("one"))
-    status, _ = await call(
-        api, "PATCH", f"{WAIS}/one", {"spec": {}}, {"Content-Type": "application/json"}
-    )
+    status, _ = await call(api, "PATCH", f"{WAIS}/one", {"spec": {}}, {"Content-Type": "application/json"})
     assert status == 415
 
 
@@ -257,14 +251,9 @@ async def test_finalizers_hold_deletion_until_the_last_is_removed(
     )
     status, marked = await call(api, "DELETE", f"{WAIS}/one")
     assert status == 200
-    assert (
-        marked["metadata"]["deletionTimestamp"]
-        and marked["metadata"]["deletionGracePeriodSeconds"] == 0
-    )
+    assert marked["metadata"]["deletionTimestamp"] and marked["metadata"]["deletionGracePeriodSeconds"] == 0
     assert marked["metadata"]["generation"] == 2  # as the apiserver bumps it on marking
-    status, _ = await call(
-        api, "PATCH", f"{WAIS}/one", {"metadata": {"finalizers": ["a", "b", "c"]}}, MERGE
-    )
+    status, _ = await call(api, "PATCH", f"{WAIS}/one", {"metadata": {"finalizers": ["a", "b", "c"]}}, MERGE)
     assert status == 422  # no new finalizers while being deleted
 
     kube.patch(G, V, P, "one", {"metadata": {"finalizers": ["b"]}}, namespace="default")
@@ -322,9 +311,7 @@ async def test_watch_from_resource_version_replays_only_later_events(
     assert rvs == sorted(rvs) and rvs[0] > int(since)  # DELETED has a new resourceVersion too
 
 
-async def test_watch_without_resource_version_lists_then_streams(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_watch_without_resource_version_lists_then_streams(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     kube.create(G, V, P, wai("old"), namespace="default")
     async with api.get(WAIS, params={"watch": "1", "allowWatchBookmarks": "true"}) as resp:
         initial = await next_event(resp)
@@ -364,15 +351,10 @@ async def test_watch_sends_bookmarks_with_the_current_version_when_idle() -> Non
     assert after_replay["type"] == "BOOKMARK" and added["type"] == "ADDED"
     assert after_replay["object"]["metadata"]["resourceVersion"] == "1"  # as of subscribing
     assert idle["type"] == "BOOKMARK"
-    assert (
-        idle["object"]["metadata"]["resourceVersion"]
-        == added["object"]["metadata"]["resourceVersion"]
-    )
+    assert idle["object"]["metadata"]["resourceVersion"] == added["object"]["metadata"]["resourceVersion"]
 
 
-async def test_watch_with_initial_events_marks_their_end(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_watch_with_initial_events_marks_their_end(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     kube.create(G, V, P, wai("a"), namespace="default")
     params = {
         "watch": "true",
@@ -387,9 +369,7 @@ async def test_watch_with_initial_events_marks_their_end(
     assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 
 
-async def test_watch_follows_the_label_selector(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_watch_follows_the_label_selector(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     params = {"watch": "true", "labelSelector": "app=x,tier!=db", "resourceVersion": "1"}
     async with api.get(WAIS, params=params) as resp:
         kube.create(G, V, P, wai("unlabelled"), namespace="default")
@@ -401,9 +381,7 @@ async def test_watch_follows_the_label_selector(
             namespace="default",
         )
         kube.patch(G, V, P, "a", {"metadata": {"labels": {"tier": "db"}}}, namespace="default")
-        kube.patch(
-            G, V, P, "unlabelled", {"metadata": {"labels": {"app": "x"}}}, namespace="default"
-        )
+        kube.patch(G, V, P, "unlabelled", {"metadata": {"labels": {"app": "x"}}}, namespace="default")
         events = [await next_event(resp) for _ in range(3)]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "a"),
@@ -419,9 +397,7 @@ async def test_watch_ends_at_timeout_seconds(api: aiohttp.ClientSession) -> None
     assert time.monotonic() - started < 2
 
 
-async def test_stop_ends_open_watches_promptly(
-    kube: KubeStandin, api: aiohttp.ClientSession
-) -> None:
+async def test_stop_ends_open_watches_promptly(kube: KubeStandin, api: aiohttp.ClientSession) -> None:
     async with api.get(WAIS, params={"watch": "true"}) as resp:
         started = time.monotonic()
         await kube.stop()
@@ -477,32 +453,22 @@ async def test_creating_a_crd_serves_its_resource() -> None:
                     "singular": "whatsappinstance",
                     "kind": "WhatsAppInstance",
                 },
-                "versions": [
-                    {"name": V, "served": True, "storage": True, "subresources": {"status": {}}}
-                ],
+                "versions": [{"name": V, "served": True, "storage": True, "subresources": {"status": {}}}],
             },
         }
-        status, created = await call(
-            api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd
-        )
+        status, created = await call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
         _, ours = await call(api, "GET", f"/apis/{G}/{V}")
     assert status == 201
-    assert {"type": "Established", "status": "True"}.items() <= created["status"]["conditions"][
-        1
-    ].items()
+    assert {"type": "Established", "status": "True"}.items() <= created["status"]["conditions"][1].items()
     assert {r["name"] for r in ours["resources"]} == {P, f"{P}/status"}
 
 
-async def test_requests_are_recorded_with_rbac_verbs(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_requests_are_recorded_with_rbac_verbs(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     await call(api, "POST", WAIS, wai("one"))
     await call(api, "PATCH", f"{WAIS}/one/status", {"status": {}}, MERGE)
     await call(api, "GET", f"/apis/{G}/{V}/{P}")
     await call(api, "DELETE", f"{WAIS}/one")
-    assert [
-        (r.verb, r.api_group, r.resource, r.subresource, r.namespace, r.name) for r in kube.requests
-    ] == [
+    assert [(r.verb, r.api_group, r.resource, r.subresource, r.namespace, r.name) for r in kube.requests] == [
         ("create", G, P, None, "default", None),
         ("patch", G, P, "status", "default", "one"),
         ("list", G, P, None, None, None),
@@ -511,9 +477,7 @@ async def test_requests_are_recorded_with_rbac_verbs(
     assert kube.requests[1].content_type == "application/merge-patch+json"
 
 
-async def test_official_client_works_through_the_kubeconfig(
-    kube: KubeStandin, tmp_path: Any
-) -> None:
+async def test_official_client_works_through_the_kubeconfig(kube: KubeStandin, tmp_path: Any) -> None:
     kube.write_kubeconfig(tmp_path / "kubeconfig")
     client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=str(tmp_path / "kubeconfig")
@@ -521,13 +485,9 @@ async def test_official_client_works_through_the_kubeconfig(
     custom = kubernetes.client.CustomObjectsApi(client)
     try:
         # The official client is synchronous; the stand-in runs on this loop, so use a thread.
-        created = await asyncio.to_thread(
-            custom.create_namespaced_custom_object, G, V, "default", P, wai("one")
-        )
+        created = await asyncio.to_thread(custom.create_namespaced_custom_object, G, V, "default", P, wai("one"))
         with pytest.raises(kubernetes.client.ApiException) as raised:
-            await asyncio.to_thread(
-                custom.create_namespaced_custom_object, G, V, "default", P, wai("one")
-            )
+            await asyncio.to_thread(custom.create_namespaced_custom_object, G, V, "default", P, wai("one"))
     finally:
         client.close()
     assert isinstance(created, dict) and created["metadata"]["uid"]
@@ -547,9 +507,7 @@ async def test_wait_for_wakes_on_writes_and_reports_the_last_object(kube: KubeSt
         )
     )
     await asyncio.sleep(0)  # let the waiter see the unready object first
-    kube.patch(
-        G, V, P, "one", {"status": {"phase": "Connected"}}, namespace="default", subresource="status"
-    )
+    kube.patch(G, V, P, "one", {"status": {"phase": "Connected"}}, namespace="default", subresource="status")
     ready = await waiter
     assert ready is not None and ready["status"] == {"phase": "Connected"}
     with pytest.raises(AssertionError, match='"phase": "Connected"'):
@@ -575,10 +533,7 @@ def set_status(kube: KubeStandin, status: dict[str, Any], name: str = "one") -> 
         (
             {"connection": {"statusReason": 2**63}},
             "status.connection.statusReason",
-            (
-                'Invalid value: "number": status.connection.statusReason in body must be of type '
-                'integer: "number"'
-            ),
+            ('Invalid value: "number": status.connection.statusReason in body must be of type integer: "number"'),
         ),
         (
             {"qr": {"count": True}},
@@ -661,22 +616,16 @@ async def test_an_invalid_status_merge_patch_over_http_is_a_422_status(
             "code": 422,
         }
         assert kube.get(G, V, P, "shop", "default") == created
-        status, valid = await call(
-            api, "PATCH", f"{WAIS}/shop/status", {"status": {"phase": "Connected"}}, MERGE
-        )
+        status, valid = await call(api, "PATCH", f"{WAIS}/shop/status", {"status": {"phase": "Connected"}}, MERGE)
         assert status == 200 and valid["status"] == {"phase": "Connected"}
         event = await next_event(watch)  # the refused write sent no event
-        status, same = await call(
-            api, "PATCH", f"{WAIS}/shop/status", {"status": {"bogus": 1}}, MERGE
-        )
+        status, same = await call(api, "PATCH", f"{WAIS}/shop/status", {"status": {"bogus": 1}}, MERGE)
         assert status == 200 and same == valid  # pruned: a no-op
     assert event["type"] == "MODIFIED" and event["object"]["status"] == {"phase": "Connected"}
     assert [r.status for r in kube.requests if r.subresource == "status"] == [422, 200, 200]
 
 
-async def test_every_kind_of_write_is_validated(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_every_kind_of_write_is_validated(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     status, body = await call(api, "POST", WAIS, wai("bad", number="123"))
     assert status == 422 and body["details"]["causes"][0]["field"] == "spec.number"
     assert kube.get(G, V, P, "bad", "default") is None
@@ -694,9 +643,7 @@ async def test_every_kind_of_write_is_validated(
     assert status == 422 and body["details"]["causes"][0]["field"] == "status.conditions[0].status"
     status, body = await call(api, "PUT", f"{WAIS}/one", {**obj, "spec": {"number": "x"}})
     assert status == 422
-    status, body = await call(
-        api, "PUT", f"{WAIS}/one/status", {**obj, "status": {"qr": {"updatedAt": "today"}}}
-    )
+    status, body = await call(api, "PUT", f"{WAIS}/one/status", {**obj, "status": {"qr": {"updatedAt": "today"}}})
     assert status == 422 and body["details"]["causes"][0]["field"] == "status.qr.updatedAt"
     assert kube.get(G, V, P, "one", "default") == obj
 
@@ -704,9 +651,7 @@ async def test_every_kind_of_write_is_validated(
 async def test_defaults_are_applied_on_create_and_update(kube: KubeStandin) -> None:
     created = kube.create(G, V, P, wai("one"), namespace="default")
     assert created["spec"] == {"number": NUMBER, **BAILEYS}
-    patched = kube.patch(
-        G, V, P, "one", {"spec": {"integration": None, "settings": {"rejectCall": True}}}, "default"
-    )
+    patched = kube.patch(G, V, P, "one", {"spec": {"integration": None, "settings": {"rejectCall": True}}}, "default")
     assert patched["spec"]["integration"] == "WHATSAPP-BAILEYS"  # null: defaulted again
     assert patched["spec"]["settings"] == {
         "rejectCall": True,
@@ -727,15 +672,11 @@ async def test_a_crd_created_through_the_api_brings_its_schema() -> None:
             set_status(kube, {"phase": "Ready"})
         assert raised.value.code == 422
         # Updating the CRD updates the schema: here, phase loses its enum.
-        phase = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"][
-            "properties"
-        ]["phase"]
+        phase = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["phase"]
         del phase["enum"]
         current = kube.get("apiextensions.k8s.io", "v1", "customresourcedefinitions", f"{P}.{G}")
         assert current is not None
-        kube.patch(
-            "apiextensions.k8s.io", "v1", "customresourcedefinitions", f"{P}.{G}", {"spec": crd["spec"]}
-        )
+        kube.patch("apiextensions.k8s.io", "v1", "customresourcedefinitions", f"{P}.{G}", {"spec": crd["spec"]})
         assert set_status(kube, {"phase": "Ready"})["status"] == {"phase": "Ready"}
 
 
@@ -752,9 +693,7 @@ async def test_a_crd_with_a_schema_the_stand_in_cannot_check_is_refused() -> Non
 # ---- fault injection ---------------------------------------------------------------------------
 
 
-async def test_fail_next_answers_a_conflict_without_side_effects(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_fail_next_answers_a_conflict_without_side_effects(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     _, obj = await call(api, "POST", WAIS, wai("one"))
     kube.fail_next("PATCH", f"{WAIS}/one", 409)
     patch = {"metadata": {"labels": {"a": "b"}}}
@@ -770,9 +709,7 @@ async def test_fail_next_answers_a_conflict_without_side_effects(
     assert kube.failures_served == 1
 
 
-async def test_fail_next_too_many_requests_carries_retry_after(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_fail_next_too_many_requests_carries_retry_after(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     kube.fail_next("GET", "/apis", 429)
     kube.fail_next("GET", "/apis", 429, retry_after=7)
     for expected in (1, 7):
@@ -785,9 +722,7 @@ async def test_fail_next_too_many_requests_carries_retry_after(
         assert resp.status == 200 and "Retry-After" not in resp.headers
 
 
-async def test_fail_next_internal_error_times_and_no_create(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_fail_next_internal_error_times_and_no_create(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     kube.fail_next("POST", WAIS, 500, times=2)
     for _ in range(2):
         status, body = await call(api, "POST", WAIS, wai("one"))
@@ -798,9 +733,7 @@ async def test_fail_next_internal_error_times_and_no_create(
     assert kube.failures_served == 2
 
 
-async def test_fail_next_invalid_and_a_custom_body(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_fail_next_invalid_and_a_custom_body(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     await call(api, "POST", WAIS, wai("one"))
     kube.fail_next("PATCH", f"{WAIS}/one/status", 422)
     kube.fail_next("*", f"{WAIS}/one", 418, body={"teapot": True})
@@ -810,9 +743,7 @@ async def test_fail_next_invalid_and_a_custom_body(
     assert (await call(api, "GET", f"{WAIS}/one")) == (418, {"teapot": True})
 
 
-async def test_fail_next_matches_the_content_type_and_patterns(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_fail_next_matches_the_content_type_and_patterns(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     await call(api, "POST", WAIS, wai("one"))
     kube.fail_next("patch", re.compile(rf"/{P}/[^/]+$"), 422, content_type="application/json-patch+json")
     status, _ = await call(api, "PATCH", f"{WAIS}/one/status", {"status": {}}, MERGE)
@@ -844,9 +775,7 @@ async def test_fail_next_rules_are_used_in_order_and_never_on_watches(
     assert watch_record.status == 200
 
 
-async def test_clear_failures_forgets_the_rules(
-    api: aiohttp.ClientSession, kube: KubeStandin
-) -> None:
+async def test_clear_failures_forgets_the_rules(api: aiohttp.ClientSession, kube: KubeStandin) -> None:
     kube.fail_next("*", "/", 503, times=5)
     assert (await call(api, "GET", "/api/v1"))[0] == 503
     kube.clear_failures()
@@ -983,9 +912,7 @@ async def test_kopf_runs_create_status_finalizer_delete_cluster_wide(kube: KubeS
     assert handled["spec"] == {"number": NUMBER, **BAILEYS}
     assert handled["metadata"]["generation"] == 1
     assert deleted == ["one"]
-    assert [(e["reason"], e["involvedObject"]["kind"]) for e in events] == [
-        ("Created", "WhatsAppInstance")
-    ]
+    assert [(e["reason"], e["involvedObject"]["kind"]) for e in events] == [("Created", "WhatsAppInstance")]
     assert elapsed < 5
     writes = {(r.verb, r.subresource, r.content_type) for r in kube.requests if r.resource == P}
     assert ("patch", "status", "application/merge-patch+json") in writes
@@ -996,9 +923,7 @@ async def test_kopf_runs_namespaced(kube: KubeStandin) -> None:
     registry, deleted = kopf.OperatorRegistry(), list[str]()
     status_and_delete_handlers(registry, deleted)
     kube.create("", "v1", "namespaces", {"metadata": {"name": "elsewhere"}})
-    async with running_operator(
-        registry, server_url=kube.url, settings=quick_settings(), namespaces=["default"]
-    ):
+    async with running_operator(registry, server_url=kube.url, settings=quick_settings(), namespaces=["default"]):
         kube.create(G, V, P, wai("outside"), namespace="elsewhere")
         kube.create(G, V, P, wai("inside"), namespace="default")
         await kube.wait_for(
@@ -1041,9 +966,7 @@ async def test_two_peering_operators_share_the_loop_without_stopping_each_other(
         kube.create("kopf.dev", "v1", "clusterkopfpeerings", {"metadata": {"name": "default"}})
         (reg_a, set_a), (reg_b, set_b) = operator("a", 10), operator("b", 20)
         async with running_operator(reg_a, server_url=kube.url, settings=set_a, standalone=False):
-            async with running_operator(
-                reg_b, server_url=kube.url, settings=set_b, standalone=False
-            ):
+            async with running_operator(reg_b, server_url=kube.url, settings=set_b, standalone=False):
                 both = await kube.wait_until(lambda: peers(kube) if len(peers(kube)) == 2 else None)
             kube.create(G, V, P, wai("after-b"), namespace="default")
             handled = await kube.wait_for(

@@ -79,9 +79,7 @@ def awaiting(
     )
 
 
-def connected(
-    name: str = "shop-123", namespace: str = "default", profile: str | None = "ACME"
-) -> dict:
+def connected(name: str = "shop-123", namespace: str = "default", profile: str | None = "ACME") -> dict:
     connection = {"state": "open", "number": "5511987654321"}
     if profile:
         connection["profileName"] = profile
@@ -122,16 +120,12 @@ def test_default_rendering_draws_light_modules_as_blocks_for_dark_terminals() ->
 
 
 def test_quiet_zone_is_four_modules_on_every_side() -> None:
-    dark = decode_dark_modules(
-        plugin.render_qr("hello"), invert=False, height=len(segno_matrix("hello"))
-    )
+    dark = decode_dark_modules(plugin.render_qr("hello"), invert=False, height=len(segno_matrix("hello")))
     size = len(dark)
     assert size == 21 + 8  # version 1 plus the quiet zone
     for index in range(4):
         assert not any(dark[index]) and not any(dark[size - 1 - index])
-        assert not any(row[index] for row in dark) and not any(
-            row[size - 1 - index] for row in dark
-        )
+        assert not any(row[index] for row in dark) and not any(row[size - 1 - index] for row in dark)
     assert dark[4][4:11] == [True] * 7  # the top of the upper-left finder pattern
 
 
@@ -165,13 +159,8 @@ def test_qr_age_from_updated_at() -> None:
 
 
 def test_describe_connected() -> None:
-    assert (
-        plugin.describe_connected(connected()) == "shop-123 is connected as +5511987654321 (ACME)"
-    )
-    assert (
-        plugin.describe_connected(connected(profile=None))
-        == "shop-123 is connected as +5511987654321"
-    )
+    assert plugin.describe_connected(connected()) == "shop-123 is connected as +5511987654321 (ACME)"
+    assert plugin.describe_connected(connected(profile=None)) == "shop-123 is connected as +5511987654321"
     bare = wai(phase="Connected", connection={"state": "open"})
     assert plugin.describe_connected(bare) == "shop-123 is connected"
 
@@ -189,18 +178,14 @@ def test_qr_view_without_qr_gives_phase_and_message_and_the_way_out() -> None:
     obj = wai(phase="LoggedOut", message="The WhatsApp session was logged out.")
     view = plugin.qr_view(obj, NOW)
     assert "█" not in view
-    assert (
-        "shop-123 has no QR code to scan (LoggedOut): The WhatsApp session was logged out." in view
-    )
+    assert "shop-123 has no QR code to scan (LoggedOut): The WhatsApp session was logged out." in view
     assert "kubectl whatsapp reconnect shop-123 -n default" in view
     assert "no status yet" in plugin.qr_view(wai(), NOW)
 
 
 def test_qr_view_reads_the_status_the_operator_renders() -> None:
     state = InstanceState(instance_name="default-shop-123")
-    state.qr_received(
-        WHATSAPP_CODE, "data:image/png;base64,AAAA", "ABCD1234", "2025-03-01T11:59:30Z"
-    )
+    state.qr_received(WHATSAPP_CODE, "data:image/png;base64,AAAA", "ABCD1234", "2025-03-01T11:59:30Z")
     obj = wai()
     obj["status"] = state.render_status(1, "2025-03-01T11:59:30Z")
     assert plugin.has_qr(obj)
@@ -241,10 +226,7 @@ def test_status_table() -> None:
     assert lines[2].endswith("The WhatsApp session is closed; set the annotation.")
     assert lines[3].split()[:6] == ["team-b", "b-shop", "Connected", "+5511987654321", "ACME", "-"]
     # Columns line up: every MESSAGE starts at the same offset.
-    starts = {
-        line.index(word)
-        for line, word in zip(lines, ["MESSAGE", "Waiting", "The", "Connected to"], strict=True)
-    }
+    starts = {line.index(word) for line, word in zip(lines, ["MESSAGE", "Waiting", "The", "Connected to"], strict=True)}
     assert len(starts) == 1
     assert all(line == line.rstrip() for line in lines)
 
@@ -255,21 +237,15 @@ def test_status_table_without_namespace_column_and_empty() -> None:
     assert "default" not in table
     deleting = connected()
     deleting["metadata"]["deletionTimestamp"] = "2025-03-01T11:00:00Z"
-    assert "Connected (deleting)" in plugin.format_status_table(
-        [deleting], NOW, all_namespaces=False
-    )
+    assert "Connected (deleting)" in plugin.format_status_table([deleting], NOW, all_namespaces=False)
     assert plugin.format_status_table([], NOW, all_namespaces=True) == ""
 
 
 def test_reconnect_patch_body() -> None:
     body = plugin.reconnect_patch(
-        datetime.datetime(
-            2025, 3, 1, 9, 0, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=-3))
-        )
+        datetime.datetime(2025, 3, 1, 9, 0, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=-3)))
     )
-    assert body == {
-        "metadata": {"annotations": {RECONNECT_ANNOTATION: "2025-03-01T12:00:05.123456Z"}}
-    }
+    assert body == {"metadata": {"annotations": {RECONNECT_ANNOTATION: "2025-03-01T12:00:05.123456Z"}}}
     assert RECONNECT_ANNOTATION == "whatsapp-operator.io/reconnect"
 
 
@@ -356,9 +332,7 @@ def test_cli_status_in_default_and_explicit_namespace() -> None:
     assert code == 0 and api.calls == [("list", "team-b")]
     assert out.split("\n")[0].startswith("NAME") and "+5511987654321" in out and "team-a" not in out
     assert seen == {"kubeconfig": None, "context": None}
-    code, out, err, seen = run(
-        ["status", "-n", "nowhere", "--context", "prod"], api, namespace="team-b"
-    )
+    code, out, err, seen = run(["status", "-n", "nowhere", "--context", "prod"], api, namespace="team-b")
     assert code == 0 and out == "" and err == "No WhatsAppInstances found in nowhere namespace.\n"
     assert api.calls[-1] == ("list", "nowhere") and seen["context"] == "prod"
 
@@ -445,9 +419,7 @@ def test_cli_logout_patches_the_logout_annotation() -> None:
 
 
 def test_cli_reconnect_help_names_the_annotation(capsys: pytest.CaptureFixture[str]) -> None:
-    code = plugin.main(
-        ["reconnect", "--help"], connect=lambda **_: pytest.fail("no API for --help")
-    )
+    code = plugin.main(["reconnect", "--help"], connect=lambda **_: pytest.fail("no API for --help"))
     assert code == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert RECONNECT_ANNOTATION in help_text
@@ -462,10 +434,7 @@ def test_cli_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_errors_are_one_line_on_stderr() -> None:
     code, out, err, _ = run(["qr", "missing", "-n", "team-a"], FakeApi([]))
     assert (code, out) == (1, "")
-    assert (
-        err
-        == 'error: whatsappinstances.whatsapp-operator.io "missing" not found in namespace "team-a"\n'
-    )
+    assert err == 'error: whatsappinstances.whatsapp-operator.io "missing" not found in namespace "team-a"\n'
 
     class NoCrd(FakeApi):
         def list(self, namespace: str | None) -> list[dict[str, Any]]:
@@ -480,14 +449,10 @@ def test_cli_errors_are_one_line_on_stderr() -> None:
                 'whatsappinstances.whatsapp-operator.io "shop-123" is forbidden: User "dev" '
                 'cannot patch resource "whatsappinstances"'
             )
-            raise ApiException(
-                status=403, reason="Forbidden", body=json.dumps({"message": message})
-            )
+            raise ApiException(status=403, reason="Forbidden", body=json.dumps({"message": message}))
 
     code, _, err, _ = run(["reconnect", "shop-123"], Forbidden([]))
-    assert code == 1 and err.startswith(
-        'error: whatsappinstances.whatsapp-operator.io "shop-123" is forbidden'
-    )
+    assert code == 1 and err.startswith('error: whatsappinstances.whatsapp-operator.io "shop-123" is forbidden')
     assert err.count("\n") == 1
 
 
@@ -499,9 +464,7 @@ def test_cli_no_kubeconfig_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path
     out, err = io.StringIO(), io.StringIO()
     code = plugin.main(["status"], out=out, err=err)  # the real connect()
     assert code == 1 and out.getvalue() == ""
-    assert (
-        err.getvalue().startswith("error: no kubeconfig found") and err.getvalue().count("\n") == 1
-    )
+    assert err.getvalue().startswith("error: no kubeconfig found") and err.getvalue().count("\n") == 1
 
 
 @pytest.fixture
@@ -514,9 +477,7 @@ def restore_kubernetes_defaults():
     kubernetes.client.Configuration.set_default(saved)
 
 
-def test_cli_unreachable_cluster_is_one_line(
-    tmp_path: Any, restore_kubernetes_defaults: None
-) -> None:
+def test_cli_unreachable_cluster_is_one_line(tmp_path: Any, restore_kubernetes_defaults: None) -> None:
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
@@ -527,9 +488,7 @@ def test_cli_unreachable_cluster_is_one_line(
     api, namespace = plugin.connect(kubeconfig=str(kubeconfig))
     assert namespace == "shops" and isinstance(api, plugin.KubeApi)
     out, err = io.StringIO(), io.StringIO()
-    code = plugin.main(
-        ["status", "--kubeconfig", str(kubeconfig)], out=out, err=err
-    )  # real connect()
+    code = plugin.main(["status", "--kubeconfig", str(kubeconfig)], out=out, err=err)  # real connect()
     assert code == 1 and out.getvalue() == ""
     assert err.getvalue().startswith("error: cannot reach the Kubernetes API")
     assert err.getvalue().count("\n") == 1
@@ -606,8 +565,20 @@ HOSTILE = [
     "\u200e\u200f\u061c",
 ]
 UNSAFE = set(map(chr, [*range(0x20), *range(0x7F, 0xA0)])) - {"\n"}
-UNSAFE |= {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
-           "\u2069", "\u200e", "\u200f", "\u061c"}
+UNSAFE |= {
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+}
 
 
 def spiked(text: str) -> str:
@@ -663,9 +634,7 @@ def hostile_awaiting() -> dict[str, Any]:
     obj = awaiting(pairing=spiked("WZYEH1YY"))
     obj["metadata"]["name"] = spiked("shop-123")
     obj["status"]["message"] = spiked("Waiting for a scan.")
-    obj["status"]["conditions"] = [
-        {"type": "Synced", "status": "False", "reason": "X", "message": spiked("bad")}
-    ]
+    obj["status"]["conditions"] = [{"type": "Synced", "status": "False", "reason": "X", "message": spiked("bad")}]
     return obj
 
 
@@ -698,8 +667,17 @@ def test_status_table_prints_clean_cells() -> None:
     table = plugin.format_status_table([hostile, hostile_connected()], NOW, all_namespaces=True)
     assert_clean(table)
     lines = table.split("\n")
-    assert lines[1].split() == ["default", "shop-123", "Connected", "+5511987654321", "ACME", "-",
-                                "Connected", "to", "WhatsApp."]
+    assert lines[1].split() == [
+        "default",
+        "shop-123",
+        "Connected",
+        "+5511987654321",
+        "ACME",
+        "-",
+        "Connected",
+        "to",
+        "WhatsApp.",
+    ]
     assert lines[2].split() == ["team-a", "c-shop", "Disconnected", "+5511", "Shop", "-", "closed"]
 
 
@@ -710,8 +688,10 @@ def test_every_command_prints_clean_text() -> None:
     assert code == 0 and err == ""
     assert_clean(out)
     # qr, once, connected
-    code, out, err, _ = run(["qr", name], FakeApi([{**hostile_connected(), "metadata": {
-        **hostile_connected()["metadata"], "namespace": "default"}}]))
+    code, out, err, _ = run(
+        ["qr", name],
+        FakeApi([{**hostile_connected(), "metadata": {**hostile_connected()["metadata"], "namespace": "default"}}]),
+    )
     assert code == 0 and out == "shop-123 is connected as +5511987654321 (ACME)\n"
     # qr --watch: redraws with hostile text, then a hostile connected object
     first = hostile_awaiting()
@@ -728,11 +708,11 @@ def test_every_command_prints_clean_text() -> None:
     code, out, err, _ = run(["status", "-A"], FakeApi([hostile_awaiting(), done]))
     assert code == 0 and err == ""
     assert_clean(out)
+
     # errors quoting the API server's message
     class Forbidden(FakeApi):
         def list(self, namespace: str | None) -> list[dict[str, Any]]:
-            raise ApiException(status=403, reason="Forbidden",
-                               body=json.dumps({"message": spiked("forbidden")}))
+            raise ApiException(status=403, reason="Forbidden", body=json.dumps({"message": spiked("forbidden")}))
 
     code, out, err, _ = run(["status"], Forbidden([]))
     assert code == 1 and err == "error: forbidden\n"
@@ -747,16 +727,19 @@ def test_a_code_too_long_for_a_qr_symbol_still_shows_the_pairing_code() -> None:
     api = FakeApi([awaiting(code=TOO_LONG, pairing="WZYEH1YY")])
     code, out, err, _ = run(["qr", "shop-123"], api)
     assert (code, err) == (0, "")
-    assert "shop-123: the QR code in status.qr.code cannot be drawn: 3002 characters are more than " \
-           "a QR symbol holds; use the pairing code." in out
+    assert (
+        "shop-123: the QR code in status.qr.code cannot be drawn: 3002 characters are more than "
+        "a QR symbol holds; use the pairing code." in out
+    )
     assert "Pairing code: WZYEH1YY" in out and "█" not in out
 
 
 def test_a_code_too_long_without_pairing_code_exits_1_with_a_clear_message() -> None:
     code, out, err, _ = run(["qr", "shop-123"], FakeApi([awaiting(code=TOO_LONG)]))
     assert (code, err) == (1, "")
-    assert out.startswith("shop-123: the QR code in status.qr.code cannot be drawn: 3002 characters "
-                          "are more than a QR symbol holds.\n")
+    assert out.startswith(
+        "shop-123: the QR code in status.qr.code cannot be drawn: 3002 characters are more than a QR symbol holds.\n"
+    )
     # Not a string at all (someone else wrote the status): the same, no traceback.
     code, out, err, _ = run(["qr", "shop-123"], FakeApi([awaiting(code=["x"])]))  # type: ignore[arg-type]
     assert (code, err) == (1, "") and "cannot be drawn: it is not a string but list." in out

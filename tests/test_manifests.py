@@ -41,6 +41,7 @@ NOT_INSTALLED = {"kustomization.yaml", OPTIONAL_RBAC.name}
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def docs() -> list[dict]:
     return load_kustomization(MANIFESTS)
@@ -84,11 +85,15 @@ def resolve_port(container: dict, port: int | str) -> int:
 
 # --- every file ---------------------------------------------------------------------------------
 
+
 def all_yaml_files() -> list[Path]:
     # The install (manifests/*.yaml), the examples and crds/; other subdirectories of manifests/
     # (e.g. argocd/) hold other kinds of files and have tests of their own.
-    files = [*sorted(MANIFESTS.glob("*.yaml")), *sorted(EXAMPLES.glob("*.yaml")),
-             *sorted((REPO / "crds").glob("*.yaml"))]
+    files = [
+        *sorted(MANIFESTS.glob("*.yaml")),
+        *sorted(EXAMPLES.glob("*.yaml")),
+        *sorted((REPO / "crds").glob("*.yaml")),
+    ]
     return files + [REPO / "crds" / "Kustomization"]
 
 
@@ -107,7 +112,8 @@ def test_every_yaml_file_parses_into_kubernetes_objects(path: Path) -> None:
             continue  # a user's object: no labels required
         labels = doc["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/part-of") == "whatsapp-operator", (
-            f"{path}: {doc['kind']}/{doc['metadata']['name']} lacks the part-of label")
+            f"{path}: {doc['kind']}/{doc['metadata']['name']} lacks the part-of label"
+        )
 
 
 def test_kustomization_resources_exist_and_cover_the_directory() -> None:
@@ -140,22 +146,29 @@ def test_crds_kustomization_does_not_break_plain_kubectl_apply_of_crds_dir() -> 
 
 def test_installs_exactly_the_expected_objects(docs: list[dict]) -> None:
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    assert kinds == sorted([
-        ("Namespace", "whatsapp-operator"),
-        ("CustomResourceDefinition", "whatsappinstances.whatsapp-operator.io"),
-        ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
-        ("CustomResourceDefinition", "kopfpeerings.kopf.dev"),
-        ("ClusterKopfPeering", "whatsapp-operator"),
-        ("ServiceAccount", "whatsapp-operator"),
-        ("ClusterRole", "whatsapp-operator"),
-        ("ClusterRoleBinding", "whatsapp-operator"),
-        ("ConfigMap", "whatsapp-operator-config"),
-        ("Deployment", "whatsapp-operator"),
-        ("Service", "whatsapp-operator-metrics"),
-    ])
+    assert kinds == sorted(
+        [
+            ("Namespace", "whatsapp-operator"),
+            ("CustomResourceDefinition", "whatsappinstances.whatsapp-operator.io"),
+            ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
+            ("CustomResourceDefinition", "kopfpeerings.kopf.dev"),
+            ("ClusterKopfPeering", "whatsapp-operator"),
+            ("ServiceAccount", "whatsapp-operator"),
+            ("ClusterRole", "whatsapp-operator"),
+            ("ClusterRoleBinding", "whatsapp-operator"),
+            ("ConfigMap", "whatsapp-operator-config"),
+            ("Deployment", "whatsapp-operator"),
+            ("Service", "whatsapp-operator-metrics"),
+        ]
+    )
     assert not [d for d in docs if d["kind"] == "Secret"], "Secrets are examples, never installed"
-    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterKopfPeering", "ClusterRole",
-                      "ClusterRoleBinding"}
+    cluster_scoped = {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
     for d in docs:
         if d["kind"] in cluster_scoped:
             assert "namespace" not in d["metadata"], f"{d['kind']} is cluster-scoped"
@@ -169,11 +182,17 @@ def test_namespace_enforces_restricted_pod_security(docs: list[dict]) -> None:
 
 
 def test_peering_crds_match_kopf_and_the_deployment_names_the_peering_object(docs, container) -> None:
-    for plural, kind, scope in (("clusterkopfpeerings", "ClusterKopfPeering", "Cluster"),
-                                ("kopfpeerings", "KopfPeering", "Namespaced")):
+    for plural, kind, scope in (
+        ("clusterkopfpeerings", "ClusterKopfPeering", "Cluster"),
+        ("kopfpeerings", "KopfPeering", "Namespaced"),
+    ):
         crd = only(docs, "CustomResourceDefinition", f"{plural}.kopf.dev")["spec"]
         assert (crd["group"], crd["scope"], crd["names"]["kind"], crd["names"]["plural"]) == (
-            "kopf.dev", scope, kind, plural)
+            "kopf.dev",
+            scope,
+            kind,
+            plural,
+        )
         (version,) = crd["versions"]
         assert version["name"] == "v1" and version["served"] and version["storage"]
         # kopf writes its peers into .status with a merge patch on the main resource: the status
@@ -190,12 +209,28 @@ def test_peering_crds_match_kopf_and_the_deployment_names_the_peering_object(doc
 
 # --- the Deployment -----------------------------------------------------------------------------
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                        "persistentVolumeClaim", "projected", "secret"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 
 
 def restricted_violations(pod: dict) -> list[str]:
@@ -260,18 +295,31 @@ def test_pod_passes_the_restricted_pod_security_standard(deployment: dict) -> No
     assert restricted_violations(deployment["spec"]["template"]["spec"]) == []
 
 
-@pytest.mark.parametrize("breakage, expected", [
-    (lambda p: p["securityContext"].pop("runAsNonRoot") and p["containers"][0]["securityContext"].pop("runAsNonRoot"),
-     "runAsNonRoot"),
-    (lambda p: p["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation"),
-    (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(drop=["NET_RAW"]), "drop ALL"),
-    (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]), "adds capabilities"),
-    (lambda p: p["securityContext"].update(seccompProfile={"type": "Unconfined"}), "seccompProfile"),
-    (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
-    (lambda p: p.update(hostNetwork=True), "hostNetwork"),
-    (lambda p: p["containers"][0]["securityContext"].update(runAsUser=0), "runAsUser 0"),
-    (lambda p: p["containers"][0]["ports"][0].update(hostPort=8080), "hostPort"),
-])
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        (
+            lambda p: (
+                p["securityContext"].pop("runAsNonRoot") and p["containers"][0]["securityContext"].pop("runAsNonRoot")
+            ),
+            "runAsNonRoot",
+        ),
+        (
+            lambda p: p["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
+            "allowPrivilegeEscalation",
+        ),
+        (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(drop=["NET_RAW"]), "drop ALL"),
+        (
+            lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+            "adds capabilities",
+        ),
+        (lambda p: p["securityContext"].update(seccompProfile={"type": "Unconfined"}), "seccompProfile"),
+        (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda p: p.update(hostNetwork=True), "hostNetwork"),
+        (lambda p: p["containers"][0]["securityContext"].update(runAsUser=0), "runAsUser 0"),
+        (lambda p: p["containers"][0]["ports"][0].update(hostPort=8080), "hostPort"),
+    ],
+)
 def test_the_restricted_check_catches_each_violation(deployment: dict, breakage, expected: str) -> None:
     pod = copy.deepcopy(deployment["spec"]["template"]["spec"])
     breakage(pod)
@@ -326,8 +374,6 @@ def test_deployment_args_are_accepted_by_the_real_command_line() -> None:
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr, bad.stderr
 
 
-
-
 def test_configuration_reaches_the_operator(docs: list[dict], deployment: dict, container: dict) -> None:
     env = {e["name"]: e for e in container["env"]}
     # The API key comes from the mounted Secret evolution-api-key, key apikey.
@@ -339,7 +385,7 @@ def test_configuration_reaches_the_operator(docs: list[dict], deployment: dict, 
     assert len(mount) == 1 and mount[0].get("readOnly") is True
     secret = volumes[mount[0]["name"]]["secret"]
     assert secret["secretName"] == "evolution-api-key"
-    relative = key_file[len(mount[0]["mountPath"].rstrip("/")) + 1:]
+    relative = key_file[len(mount[0]["mountPath"].rstrip("/")) + 1 :]
     assert {"key": "apikey", "path": relative} in secret["items"]
     assert secret.get("optional") is not True, "without the key the operator cannot start"
     assert secret["defaultMode"] == 0o440
@@ -355,17 +401,23 @@ def test_configuration_reaches_the_operator(docs: list[dict], deployment: dict, 
 
 
 def test_resources_scraping_and_spreading(deployment: dict, container: dict) -> None:
-    assert container["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"},
-                                      "limits": {"cpu": "500m", "memory": "256Mi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "9090"
     assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
     terms = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
-        "preferredDuringSchedulingIgnoredDuringExecution"]
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-               and t["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items() for t in terms)
+    assert any(
+        t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        and t["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+        for t in terms
+    )
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
@@ -453,8 +505,12 @@ def test_operator_may_not_do_more(operator_rules: list[dict], request_) -> None:
 
 
 def test_rbac_has_no_wildcards() -> None:
-    roles = [d for path in (MANIFESTS / "rbac.yaml", OPTIONAL_RBAC) for d in load_yaml_documents(path)
-             if d["kind"] in ("ClusterRole", "Role")]
+    roles = [
+        d
+        for path in (MANIFESTS / "rbac.yaml", OPTIONAL_RBAC)
+        for d in load_yaml_documents(path)
+        if d["kind"] in ("ClusterRole", "Role")
+    ]
     assert len(roles) == 2
     values = list(all_rule_values(r for role in roles for r in role["rules"]))
     assert values
@@ -469,8 +525,11 @@ def test_the_binding_binds_the_deployments_service_account(docs: list[dict]) -> 
     assert account["metadata"]["namespace"] == namespace
     (binding,) = bindings_for(docs, namespace, name)
     assert binding["kind"] == "ClusterRoleBinding"
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": only(docs, "ClusterRole")["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": only(docs, "ClusterRole")["metadata"]["name"],
+    }
 
 
 def test_optional_install_crds_role_is_separate_and_sufficient(docs: list[dict]) -> None:
@@ -492,9 +551,14 @@ def test_optional_install_crds_role_is_separate_and_sufficient(docs: list[dict])
 
 # --- granted(): the RBAC evaluation itself ------------------------------------------------------
 
+
 def role(*rules: dict) -> dict:
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"},
-            "rules": list(rules)}
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "r"},
+        "rules": list(rules),
+    }
 
 
 def test_granted_matches_verb_group_and_resource_exactly() -> None:
@@ -502,7 +566,7 @@ def test_granted_matches_verb_group_and_resource_exactly() -> None:
     assert granted([r], "get", "", "pods", None)
     assert granted([r], "list", "", "pods", None)
     assert not granted([r], "watch", "", "pods", None)
-    assert not granted([r], "get", "apps", "pods", None)       # "" is the core group only
+    assert not granted([r], "get", "apps", "pods", None)  # "" is the core group only
     assert not granted([r], "get", "", "services", None)
     assert not granted([r], "get", "", "pod", None)
 
@@ -529,7 +593,7 @@ def test_granted_with_resource_names_needs_a_matching_name() -> None:
     r = role({"apiGroups": ["g"], "resources": ["things"], "resourceNames": ["a"], "verbs": ["get", "list"]})
     assert granted([r], "get", "g", "things", None, name="a")
     assert not granted([r], "get", "g", "things", None, name="b")
-    assert not granted([r], "list", "g", "things", None)           # no name: a collection request
+    assert not granted([r], "list", "g", "things", None)  # no name: a collection request
     # The union of rules: another rule without resourceNames still grants.
     r2 = role({"apiGroups": ["g"], "resources": ["things"], "verbs": ["list"]})
     assert granted([r, r2], "list", "g", "things", None)
@@ -551,11 +615,13 @@ def test_load_operator_rules_follows_the_binding(tmp_path: Path) -> None:
     # A kustomization whose binding names another account grants the Deployment nothing.
     for name in ("deployment.yaml", "serviceaccount.yaml"):
         (tmp_path / name).write_text((MANIFESTS / name).read_text())
-    rbac = (MANIFESTS / "rbac.yaml").read_text().replace("    name: whatsapp-operator\n    namespace:",
-                                                         "    name: someone-else\n    namespace:")
+    rbac = (
+        (MANIFESTS / "rbac.yaml")
+        .read_text()
+        .replace("    name: whatsapp-operator\n    namespace:", "    name: someone-else\n    namespace:")
+    )
     (tmp_path / "rbac.yaml").write_text(rbac)
-    (tmp_path / "kustomization.yaml").write_text(
-        "resources: [deployment.yaml, serviceaccount.yaml, rbac.yaml]\n")
+    (tmp_path / "kustomization.yaml").write_text("resources: [deployment.yaml, serviceaccount.yaml, rbac.yaml]\n")
     with pytest.raises(LookupError):
         load_operator_rules(tmp_path)
     (tmp_path / "kustomization.yaml").write_text("namespace: x\nresources: [rbac.yaml]\n")
@@ -564,6 +630,7 @@ def test_load_operator_rules_follows_the_binding(tmp_path: Path) -> None:
 
 
 # --- examples -----------------------------------------------------------------------------------
+
 
 def crd_schema() -> dict:
     (crd,) = load_yaml_documents(CRD_FILE)
@@ -579,9 +646,23 @@ TYPE_CHECKS = {
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
 }
-UNDERSTOOD = {"type", "properties", "required", "enum", "pattern", "minLength", "maxLength", "items",
-              "description", "default", "format", "x-kubernetes-validations", "x-kubernetes-list-type",
-              "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields"}
+UNDERSTOOD = {
+    "type",
+    "properties",
+    "required",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "items",
+    "description",
+    "default",
+    "format",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields",
+}
 
 
 def schema_errors(value: Any, schema: dict, path: str = "") -> list[str]:
@@ -621,8 +702,9 @@ def schema_errors(value: Any, schema: dict, path: str = "") -> list[str]:
 
 
 def example_instances() -> list[Path]:
-    return sorted(p for p in EXAMPLES.glob("*.yaml")
-                  if any(d.get("kind") == "WhatsAppInstance" for d in load_yaml_documents(p)))
+    return sorted(
+        p for p in EXAMPLES.glob("*.yaml") if any(d.get("kind") == "WhatsAppInstance" for d in load_yaml_documents(p))
+    )
 
 
 def test_examples_cover_the_qr_and_the_pairing_flow() -> None:
@@ -650,15 +732,18 @@ def test_example_instances_validate_against_the_crd(path: Path) -> None:
         assert parsed.instance_name not in re.findall(r"'([^']+)'", rule)
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda s: s.update(number="+5511987654321"), "/spec/number"),
-    (lambda s: s.update(integration="WHATSAPP-BUSINESS"), "/spec/integration"),
-    (lambda s: s.update(instanceName="shop 123"), "/spec/instanceName"),
-    (lambda s: s.update(instanceName=""), "/spec/instanceName: shorter"),
-    (lambda s: s["settings"].update(msgCall="x" * 101), "/spec/settings/msgCall: longer"),
-    (lambda s: s["settings"].update(rejectCall="yes"), "/spec/settings/rejectCall: expected boolean"),
-    (lambda s: s.update(numbr="5511987654321"), "/spec/numbr: unknown field"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda s: s.update(number="+5511987654321"), "/spec/number"),
+        (lambda s: s.update(integration="WHATSAPP-BUSINESS"), "/spec/integration"),
+        (lambda s: s.update(instanceName="shop 123"), "/spec/instanceName"),
+        (lambda s: s.update(instanceName=""), "/spec/instanceName: shorter"),
+        (lambda s: s["settings"].update(msgCall="x" * 101), "/spec/settings/msgCall: longer"),
+        (lambda s: s["settings"].update(rejectCall="yes"), "/spec/settings/rejectCall: expected boolean"),
+        (lambda s: s.update(numbr="5511987654321"), "/spec/numbr: unknown field"),
+    ],
+)
 def test_the_schema_check_rejects_bad_specs(change, expected: str) -> None:
     (doc,) = load_yaml_documents(EXAMPLES / "whatsappinstance.yaml")
     change(doc["spec"])
@@ -671,13 +756,17 @@ def test_the_schema_check_rejects_bad_specs(change, expected: str) -> None:
 def test_example_secret_is_the_one_the_deployment_mounts(deployment: dict) -> None:
     (secret,) = load_yaml_documents(EXAMPLES / "evolution-api-key-secret.yaml")
     assert (secret["kind"], secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
-        "Secret", "evolution-api-key", deployment["metadata"]["namespace"])
+        "Secret",
+        "evolution-api-key",
+        deployment["metadata"]["namespace"],
+    )
     assert secret["stringData"] == {"apikey": "change-me"}
     mounted = [v["secret"]["secretName"] for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v]
     assert mounted == [secret["metadata"]["name"]]
 
 
 # --- optional: render with the real kustomize ---------------------------------------------------
+
 
 def kustomize_command() -> list[str] | None:
     if shutil.which("kustomize"):
@@ -690,8 +779,10 @@ def kustomize_command() -> list[str] | None:
 def test_real_kustomize_renders_what_the_tests_read(docs: list[dict]) -> None:
     command = kustomize_command()
     if command is None:
-        pytest.skip("neither kustomize nor kubectl is on PATH: the manifests were checked above "
-                    "with tests/rbac.py's loader only")
+        pytest.skip(
+            "neither kustomize nor kubectl is on PATH: the manifests were checked above "
+            "with tests/rbac.py's loader only"
+        )
     result = subprocess.run([*command, str(MANIFESTS)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     rendered = [d for d in yaml.safe_load_all(result.stdout) if d]

@@ -33,10 +33,14 @@ async def test_metrics_follow_the_instances(operator):
     assert samples[("whatsapp_operator_instances", (("phase", "AwaitingScan"),))] == 1
     assert samples[("whatsapp_operator_instances", (("phase", "Connected"),))] == 0
     assert samples[("whatsapp_operator_socketio_connected", (("server", "evolution"),))] == 1
-    assert samples[("whatsapp_operator_events_received_total", (("server", "evolution"), ("type", "qrcode.updated")))] >= 2
+    assert (
+        samples[("whatsapp_operator_events_received_total", (("server", "evolution"), ("type", "qrcode.updated")))] >= 2
+    )
     assert samples[("whatsapp_operator_malformed_events_total", (("layer", "packet"), ("server", "evolution")))] == 1
-    assert samples[("whatsapp_operator_evolution_api_calls_total",
-                    (("endpoint", "create instance"), ("outcome", "ok")))] == 1
+    assert (
+        samples[("whatsapp_operator_evolution_api_calls_total", (("endpoint", "create instance"), ("outcome", "ok")))]
+        == 1
+    )
     assert samples[("whatsapp_operator_event_to_status_seconds_count", ())] >= 1
     assert samples[("whatsapp_operator_status_patches_total", (("result", "written"),))] >= 2
 

@@ -26,8 +26,12 @@ def test_leader_rule_follows_kopf():
 
 async def test_one_replica_acts_and_the_other_takes_over(evolution):
     async with KubeStandin(peering=True) as kube:
-        kube.create("kopf.dev", "v1", "clusterkopfpeerings",
-                    {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
+        kube.create(
+            "kopf.dev",
+            "v1",
+            "clusterkopfpeerings",
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
+        )
         standby_id = PeeringIdentity(PEERING, "replica-b", 100)
         async with run_operator(kube, evolution, peering=standby_id) as standby:
             async with run_operator(kube, evolution, peering=PeeringIdentity(PEERING, "replica-a", 200)) as active:

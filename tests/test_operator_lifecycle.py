@@ -148,9 +148,12 @@ async def test_delete_removes_the_instance_and_releases_the_finalizer(operator):
 async def test_delete_of_an_instance_already_gone_from_evolution_completes(operator):
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")
-    operator.evolution.fail_next("DELETE", "/instance/delete/shop", 404,
-                                 {"status": 404, "error": "Not Found",
-                                  "response": {"message": ['The "shop" instance does not exist']}})
+    operator.evolution.fail_next(
+        "DELETE",
+        "/instance/delete/shop",
+        404,
+        {"status": 404, "error": "Not Found", "response": {"message": ['The "shop" instance does not exist']}},
+    )
     operator.delete("shop")
     await operator.wait_gone("shop")
 
@@ -180,7 +183,9 @@ async def test_a_qr_code_that_never_comes_is_reported(evolution_factory, operato
     evolution = await evolution_factory(auto_qr=False)  # Evolution reconnects without QR codes (§7.2)
     async with operator_factory(evolution, qr_overdue_after=0.3) as operator:
         operator.create("shop", {"instanceName": "shop"})
-        status = await operator.wait_status("shop", lambda s: (condition(s, "Ready") or {}).get("reason") == "QRCodeOverdue")
+        status = await operator.wait_status(
+            "shop", lambda s: (condition(s, "Ready") or {}).get("reason") == "QRCodeOverdue"
+        )
         assert status["phase"] == "Connecting"
         assert "No QR code from Evolution" in status["message"]
         await operator.wait_event("shop", "QRCodeOverdue")

@@ -9,12 +9,15 @@ import pytest
 from whatsapp_operator.config import WebsocketMode
 
 
-@pytest.mark.parametrize("global_events,mode", [
-    (True, WebsocketMode.GLOBAL),
-    (False, WebsocketMode.INSTANCE),
-    (True, WebsocketMode.AUTO),
-    (False, WebsocketMode.AUTO),
-])
+@pytest.mark.parametrize(
+    "global_events,mode",
+    [
+        (True, WebsocketMode.GLOBAL),
+        (False, WebsocketMode.INSTANCE),
+        (True, WebsocketMode.AUTO),
+        (False, WebsocketMode.AUTO),
+    ],
+)
 @pytest.mark.parametrize("version", ["2.3.6", "2.2.3"])
 async def test_full_cycle_in_every_mode_and_version(evolution_factory, operator_factory, global_events, mode, version):
     evolution = await evolution_factory(global_events=global_events, version=version)
@@ -43,8 +46,10 @@ async def test_global_mode_ignores_other_instances_traffic(evolution_factory, op
         import httpx
 
         async with httpx.AsyncClient(base_url=evolution.url, headers={"apikey": evolution.api_key}) as http:
-            await http.post("/instance/create", json={"instanceName": "someone-else", "integration": "WHATSAPP-BAILEYS",
-                                                      "qrcode": True})
+            await http.post(
+                "/instance/create",
+                json={"instanceName": "someone-else", "integration": "WHATSAPP-BAILEYS", "qrcode": True},
+            )
         await evolution.wait_until(lambda: evolution.instances["someone-else"].state == "connecting")
         await evolution.scan("someone-else")
         await evolution.emit_message_traffic("someone-else", 20)
@@ -60,8 +65,9 @@ async def test_wrong_api_key_is_refused_at_the_handshake_and_reported(evolution_
         operator.create("shop", {"instanceName": "shop"})
         await operator.kube.wait_until(lambda: "refused" in (operator.runtime.stream.client.stats.last_error or ""))
         assert evolution.socket_clients == 0
-        status = await operator.wait_status("shop", lambda s: any(
-            c["type"] == "Synced" and c["status"] == "False" for c in s.get("conditions") or []))
+        status = await operator.wait_status(
+            "shop", lambda s: any(c["type"] == "Synced" and c["status"] == "False" for c in s.get("conditions") or [])
+        )
         assert "not-the-right-key" not in repr(status)
 
 

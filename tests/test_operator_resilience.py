@@ -47,7 +47,8 @@ async def test_evolution_restart_brings_paired_instances_back(operator):
     await operator.wait_phase("shop", "Connected")
     await operator.evolution.restart()
     status = await operator.wait_status(
-        "shop", lambda s: s.get("phase") == "Connected" and condition(s, "Synced")["status"] == "True")
+        "shop", lambda s: s.get("phase") == "Connected" and condition(s, "Synced")["status"] == "True"
+    )
     assert status["connection"]["number"] == "5511987654321"
 
 
@@ -69,8 +70,9 @@ async def test_instance_removed_out_of_band_is_recreated(operator):
     old_id = operator.evolution.instances["shop"].id
     await operator.evolution.remove_out_of_band("shop")
     await operator.wait_event("shop", "Recreated")
-    status = await operator.wait_status("shop", lambda s: s.get("instanceId") not in (None, old_id)
-                                        and s.get("phase") == "AwaitingScan")
+    status = await operator.wait_status(
+        "shop", lambda s: s.get("instanceId") not in (None, old_id) and s.get("phase") == "AwaitingScan"
+    )
     assert status["instanceId"] == operator.evolution.instances["shop"].id
 
 
@@ -89,7 +91,8 @@ async def test_evolution_down_during_delete_keeps_the_object_until_it_answers(op
     await operator.evolution.stop()
     operator.delete("shop")
     status = await operator.wait_status(
-        "shop", lambda s: condition(s, "Synced")["status"] == "False" and condition(s, "Reconciling") is not None)
+        "shop", lambda s: condition(s, "Synced")["status"] == "False" and condition(s, "Reconciling") is not None
+    )
     assert "kept until Evolution answers" in condition(status, "Synced")["message"]
     assert condition(status, "Reconciling")["reason"] == "Deleting"
     assert operator.get("shop")["metadata"].get("deletionTimestamp")
@@ -102,8 +105,9 @@ async def test_existing_instance_is_adopted_not_duplicated(evolution, operator_f
     import httpx
 
     async with httpx.AsyncClient(base_url=evolution.url, headers={"apikey": evolution.api_key}) as http:
-        response = await http.post("/instance/create", json={"instanceName": "legacy", "integration": "WHATSAPP-BAILEYS",
-                                                             "qrcode": False})
+        response = await http.post(
+            "/instance/create", json={"instanceName": "legacy", "integration": "WHATSAPP-BAILEYS", "qrcode": False}
+        )
         assert response.status_code == 201
         await http.get("/instance/connect/legacy")
     await evolution.wait_until(lambda: evolution.instances["legacy"].state == "connecting")
@@ -124,8 +128,15 @@ async def test_crash_between_create_and_status_write_is_recovered_by_adoption(ev
         await operator.evolution.wait_for_request("POST", "/instance/create")
         await operator.wait_phase("shop", "AwaitingScan")
     # Simulate the lost status write: the object forgets everything the operator wrote.
-    kube.patch("whatsapp-operator.io", "v1alpha1", "whatsappinstances", "shop", {"status": None},
-               namespace="default", subresource="status")
+    kube.patch(
+        "whatsapp-operator.io",
+        "v1alpha1",
+        "whatsappinstances",
+        "shop",
+        {"status": None},
+        namespace="default",
+        subresource="status",
+    )
     async with operator_factory(evolution) as operator:
         status = await operator.wait_status("shop", lambda s: s.get("phase") == "AwaitingScan")
         assert status["instanceId"] == evolution.instances["shop"].id
@@ -134,42 +145,73 @@ async def test_crash_between_create_and_status_write_is_recovered_by_adoption(ev
         assert len([r for r in evolution.requests if r.path == "/instance/create"]) == 1
 
 
-@pytest.mark.parametrize("status,body,reason,text", [
-    (400, {"status": 400, "error": "Bad Request", "response": {"message": [["rejectCall is not of a type(s) boolean"]]}},
-     "EvolutionRejectedRequest", "rejectCall is not of a type(s) boolean"),
-    (401, ERROR_BODY_401, "EvolutionUnauthorized", "Unauthorized"),
-    (403, {"status": 403, "error": "Forbidden", "response": {"message": ["Missing global api key"]}},
-     "EvolutionForbidden", "Missing global api key"),
-    (500, {"status": 500, "error": "Internal Server Error", "response": {"message": "Cannot read properties of undefined"}},
-     "EvolutionServerError", "Cannot read properties of undefined"),
-])
+@pytest.mark.parametrize(
+    "status,body,reason,text",
+    [
+        (
+            400,
+            {
+                "status": 400,
+                "error": "Bad Request",
+                "response": {"message": [["rejectCall is not of a type(s) boolean"]]},
+            },
+            "EvolutionRejectedRequest",
+            "rejectCall is not of a type(s) boolean",
+        ),
+        (401, ERROR_BODY_401, "EvolutionUnauthorized", "Unauthorized"),
+        (
+            403,
+            {"status": 403, "error": "Forbidden", "response": {"message": ["Missing global api key"]}},
+            "EvolutionForbidden",
+            "Missing global api key",
+        ),
+        (
+            500,
+            {
+                "status": 500,
+                "error": "Internal Server Error",
+                "response": {"message": "Cannot read properties of undefined"},
+            },
+            "EvolutionServerError",
+            "Cannot read properties of undefined",
+        ),
+    ],
+)
 async def test_evolution_errors_surface_as_synced_false(operator, status, body, reason, text):
     operator.evolution.fail_next("GET", "/instance/connectionState/shop", status, body, times=1)
     operator.create("shop", {"instanceName": "shop"})
-    result = await operator.wait_status("shop", lambda s: condition(s, "Synced") is not None
-                                        and condition(s, "Synced")["status"] == "False")
+    result = await operator.wait_status(
+        "shop", lambda s: condition(s, "Synced") is not None and condition(s, "Synced")["status"] == "False"
+    )
     synced = condition(result, "Synced")
     assert synced["reason"] == reason
     assert text in synced["message"] and f"HTTP {status}" in synced["message"]
     await operator.wait_event("shop", reason)
     # The next attempt succeeds and clears the error.
-    result = await operator.wait_status("shop", lambda s: s.get("phase") == "AwaitingScan"
-                                        and condition(s, "Synced")["status"] == "True")
+    result = await operator.wait_status(
+        "shop", lambda s: s.get("phase") == "AwaitingScan" and condition(s, "Synced")["status"] == "True"
+    )
 
 
 async def test_http_200_error_body_from_connect_is_synced_false(operator):
     operator.evolution.fail_next("GET", "/instance/connect/shop", 200, {"error": True, "message": "[object Object]"})
     operator.create("shop", {"instanceName": "shop"})
-    result = await operator.wait_status("shop", lambda s: condition(s, "Synced") is not None
-                                        and condition(s, "Synced")["status"] == "False")
+    result = await operator.wait_status(
+        "shop", lambda s: condition(s, "Synced") is not None and condition(s, "Synced")["status"] == "False"
+    )
     assert condition(result, "Synced")["reason"] == "EvolutionNotReady"
-    await operator.wait_status("shop", lambda s: s.get("phase") == "AwaitingScan"
-                               and condition(s, "Synced")["status"] == "True")
+    await operator.wait_status(
+        "shop", lambda s: s.get("phase") == "AwaitingScan" and condition(s, "Synced")["status"] == "True"
+    )
 
 
 async def test_create_rejected_by_evolution_is_failed(operator):
-    operator.evolution.fail_next("POST", "/instance/create", 400,
-                                 {"status": 400, "error": "Bad Request", "response": {"message": ["Invalid integration"]}})
+    operator.evolution.fail_next(
+        "POST",
+        "/instance/create",
+        400,
+        {"status": 400, "error": "Bad Request", "response": {"message": ["Invalid integration"]}},
+    )
     operator.create("shop", {"instanceName": "shop"})
     status = await operator.wait_phase("shop", "Failed")
     assert condition(status, "Stalled")["status"] == "True"
@@ -180,8 +222,13 @@ async def test_malformed_and_unknown_packets_are_counted_not_fatal(operator):
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")
     stream = operator.runtime.stream
-    for raw in ('2["broken', "9x", '2["connection.update",{"instance":"shop","data":"nope"}]',
-                '2["qrcode.updated",{"instance":"shop","data":{"qrcode":{}}}]', '2["totally.unknown",{}]'):
+    for raw in (
+        '2["broken',
+        "9x",
+        '2["connection.update",{"instance":"shop","data":"nope"}]',
+        '2["qrcode.updated",{"instance":"shop","data":{"qrcode":{}}}]',
+        '2["totally.unknown",{}]',
+    ):
         await operator.evolution.send_raw(raw)
     code = await operator.evolution.issue_qr("shop")  # still following events afterwards
     await operator.wait_status("shop", lambda s: (s.get("qr") or {}).get("code") == code)
@@ -218,8 +265,9 @@ async def test_instances_not_loaded_yet_after_a_restart_are_read_again(operator)
     status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["reason"] == "EvolutionNotReady")
     assert "not loaded" in condition(status, "Synced")["message"]
     await operator.evolution.load_instances()
-    status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["status"] == "True"
-                                        and s.get("phase") == "Connected")
+    status = await operator.wait_status(
+        "shop", lambda s: condition(s, "Synced")["status"] == "True" and s.get("phase") == "Connected"
+    )
     assert condition(status, "Ready")["status"] == "True"
 
 
@@ -235,11 +283,15 @@ async def test_a_restart_after_an_outage_reports_what_is_true_now(operator_facto
     async with operator_factory(evolution) as second:
         await second.runtime.stream.client.wait_connected()
         status = await second.wait_status(
-            "shop", lambda s: condition(s, "Synced")["status"] == "True" and "down" not in s["message"])
+            "shop", lambda s: condition(s, "Synced")["status"] == "True" and "down" not in s["message"]
+        )
         assert status["phase"] == "Connected"
         assert status["message"] == "Connected to WhatsApp as +5511987654321."
         assert condition(status, "Ready") | {"lastTransitionTime": None} == condition(status, "Ready") | {
-            "status": "True", "reason": "Connected", "lastTransitionTime": None}
+            "status": "True",
+            "reason": "Connected",
+            "lastTransitionTime": None,
+        }
 
 
 async def test_a_status_the_apiserver_refuses_is_reported_once_and_not_retried(operator):
@@ -263,12 +315,22 @@ async def test_a_status_the_apiserver_refuses_is_reported_once_and_not_retried(o
     assert condition(status, "Synced")["status"] == "True"
 
 
-@pytest.mark.parametrize("answer", [
-    pytest.param({"body": b"not gzip at all", "headers": {"Content-Encoding": "gzip"}}, id="bad-gzip"),
-    pytest.param({"body": b"[" * 1000 + b"]" * 1000, "headers": {"Content-Type": "application/json"}}, id="deep-json"),
-    pytest.param({"body": b'{"instance": {"state": "open"}}',
-                  "headers": {"Content-Type": "application/json; charset=utf-16"}}, id="bad-charset"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param({"body": b"not gzip at all", "headers": {"Content-Encoding": "gzip"}}, id="bad-gzip"),
+        pytest.param(
+            {"body": b"[" * 1000 + b"]" * 1000, "headers": {"Content-Type": "application/json"}}, id="deep-json"
+        ),
+        pytest.param(
+            {
+                "body": b'{"instance": {"state": "open"}}',
+                "headers": {"Content-Type": "application/json; charset=utf-16"},
+            },
+            id="bad-charset",
+        ),
+    ],
+)
 async def test_a_bad_answer_during_a_resync_does_not_end_the_resyncs(operator, answer):
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")

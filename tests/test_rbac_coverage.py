@@ -26,8 +26,9 @@ async def test_every_recorded_request_is_granted(evolution):
     if not any(r.subresource == "status" for r in OPERATOR_REQUESTS):
         await exercise_operator(evolution)
     rules = load_operator_rules()
-    seen = {(r.verb, r.api_group, r.resource, r.subresource, r.name) for r in OPERATOR_REQUESTS
-            if r.resource is not None}  # discovery (/api, /apis) is open to every authenticated user
+    seen = {
+        (r.verb, r.api_group, r.resource, r.subresource, r.name) for r in OPERATOR_REQUESTS if r.resource is not None
+    }  # discovery (/api, /apis) is open to every authenticated user
     assert ("patch", "whatsapp-operator.io", "whatsappinstances", "status", "shop") in seen
     assert any(verb == "create" and resource == "events" for verb, _, resource, _, _ in seen)
     denied = sorted(str(request) for request in seen if not granted(rules, *request))

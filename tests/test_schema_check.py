@@ -48,8 +48,14 @@ def fields(causes: list[Cause]) -> list[str]:
 
 def test_the_schema_is_found_by_plural_name_kind_or_path() -> None:
     path = CRDS_DIR / "whatsappinstances.whatsapp-operator.io.yaml"
-    for ref in ("whatsappinstances", "whatsappinstances.whatsapp-operator.io", "WhatsAppInstance", path, str(path),
-                Path("whatsappinstances.whatsapp-operator.io.yaml")):
+    for ref in (
+        "whatsappinstances",
+        "whatsappinstances.whatsapp-operator.io",
+        "WhatsAppInstance",
+        path,
+        str(path),
+        Path("whatsappinstances.whatsapp-operator.io.yaml"),
+    ):
         assert load_crd_schema(ref) == SCHEMA
     assert SCHEMA["required"] == ["spec"] and "status" in SCHEMA["properties"]
     with pytest.raises(LookupError):
@@ -60,9 +66,11 @@ def test_the_schema_is_found_by_plural_name_kind_or_path() -> None:
 
 def test_keywords_it_does_not_implement_are_refused_not_ignored() -> None:
     check_supported(SCHEMA)  # everything our CRD uses, CEL rules and descriptions included
-    for schema in ({"type": "object", "properties": {"a": {"type": "string", "anyOf": []}}},
-                   {"type": "array", "items": {"type": "string", "uniqueItems": True}},
-                   {"type": "string", "format": "email"}):
+    for schema in (
+        {"type": "object", "properties": {"a": {"type": "string", "anyOf": []}}},
+        {"type": "array", "items": {"type": "string", "uniqueItems": True}},
+        {"type": "string", "format": "email"},
+    ):
         with pytest.raises(UnsupportedSchema):
             check_supported(schema)
 
@@ -72,11 +80,13 @@ def test_keywords_it_does_not_implement_are_refused_not_ignored() -> None:
 
 def test_an_integer_beyond_int64_is_a_number_as_the_apiserver_decodes_it() -> None:
     causes = validate(SCHEMA, instance(connection={"statusReason": 2**63}))
-    assert causes == [Cause(
-        "status.connection.statusReason",
-        'Invalid value: "number": status.connection.statusReason in body must be of type integer: "number"',
-        "FieldValueTypeInvalid",
-    )]
+    assert causes == [
+        Cause(
+            "status.connection.statusReason",
+            'Invalid value: "number": status.connection.statusReason in body must be of type integer: "number"',
+            "FieldValueTypeInvalid",
+        )
+    ]
     assert str(causes[0]) == (
         'status.connection.statusReason: Invalid value: "number": '
         'status.connection.statusReason in body must be of type integer: "number"'
@@ -86,8 +96,19 @@ def test_an_integer_beyond_int64_is_a_number_as_the_apiserver_decodes_it() -> No
     assert fields(validate(SCHEMA, instance(observedGeneration=-(2**63) - 1))) == ["status.observedGeneration"]
 
 
-@pytest.mark.parametrize("value,kind", [(True, "boolean"), (False, "boolean"), (1.0, "number"), (2.5, "number"),
-                                        ("1", "string"), (None, "null"), ([1], "array"), ({}, "object")])
+@pytest.mark.parametrize(
+    "value,kind",
+    [
+        (True, "boolean"),
+        (False, "boolean"),
+        (1.0, "number"),
+        (2.5, "number"),
+        ("1", "string"),
+        (None, "null"),
+        ([1], "array"),
+        ({}, "object"),
+    ],
+)
 def test_only_a_json_integer_is_an_integer(value: Any, kind: str) -> None:
     (cause,) = validate(STATUS, {"qr": {"count": value}}, "status")
     assert cause.field == "status.qr.count"
@@ -95,12 +116,16 @@ def test_only_a_json_integer_is_an_integer(value: Any, kind: str) -> None:
 
 
 def test_number_string_and_boolean_types() -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "number"}, "s": {"type": "string"},
-                                               "b": {"type": "boolean"}}}
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "number"}, "s": {"type": "string"}, "b": {"type": "boolean"}},
+    }
     assert validate(schema, {"n": 1, "s": "", "b": False}) == []
     assert validate(schema, {"n": 1.5}) == []
     assert fields(validate(schema, {"n": True, "s": 1, "b": 0})) == ["n", "s", "b"]
-    assert validate(schema, "x")[0].message == 'Invalid value: "string": <root> in body must be of type object: "string"'
+    assert (
+        validate(schema, "x")[0].message == 'Invalid value: "string": <root> in body must be of type object: "string"'
+    )
 
 
 def test_nullable() -> None:
@@ -114,9 +139,12 @@ def test_nullable() -> None:
 
 def test_enum() -> None:
     (cause,) = validate(SCHEMA, instance(phase="Ready"))
-    assert cause == Cause("status.phase", 'Unsupported value: "Ready": supported values: "Pending", "Creating", '
-                          '"AwaitingScan", "Connecting", "Connected", "Disconnected", "LoggedOut", "Failed"',
-                          "FieldValueNotSupported")
+    assert cause == Cause(
+        "status.phase",
+        'Unsupported value: "Ready": supported values: "Pending", "Creating", '
+        '"AwaitingScan", "Connecting", "Connected", "Disconnected", "LoggedOut", "Failed"',
+        "FieldValueNotSupported",
+    )
     assert validate(SCHEMA, instance(phase="Connected")) == []
     # JSON equality: true is not 1, 1 is 1.0.
     assert fields(validate({"type": "integer", "enum": [1]}, True)) == [""]
@@ -129,8 +157,7 @@ def test_pattern_and_lengths_count_characters() -> None:
     causes = validate(spec, {"number": "+5511", "instanceName": "", "settings": {"msgCall": "x" * 101}}, "spec")
     # The empty name breaks minLength and the pattern: both are reported, as by the apiserver.
     assert fields(causes) == ["spec.number", "spec.instanceName", "spec.instanceName", "spec.settings.msgCall"]
-    assert causes[0].message == (
-        'Invalid value: "+5511": spec.number in body should match \'^[1-9][0-9]{6,14}$\'')
+    assert causes[0].message == ("Invalid value: \"+5511\": spec.number in body should match '^[1-9][0-9]{6,14}$'")
     assert causes[1].message == 'Invalid value: "": spec.instanceName in body should be at least 1 chars long'
     assert causes[3] == Cause("spec.settings.msgCall", "Too long: may not be longer than 100", "FieldValueTooLong")
     message = SCHEMA["properties"]["spec"]["properties"]["settings"]["properties"]["msgCall"]
@@ -139,8 +166,7 @@ def test_pattern_and_lengths_count_characters() -> None:
 
 
 def test_minimum_maximum_and_item_counts() -> None:
-    schema = {"type": "array", "minItems": 1, "maxItems": 2,
-              "items": {"type": "integer", "minimum": 0, "maximum": 10}}
+    schema = {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer", "minimum": 0, "maximum": 10}}
     assert validate(schema, [0, 10]) == []
     assert fields(validate(schema, [-1, 11])) == ["[0]", "[1]"]
     assert fields(validate(schema, [])) == [""]
@@ -149,11 +175,21 @@ def test_minimum_maximum_and_item_counts() -> None:
     assert validate(exclusive, 0.1) == [] and len(validate(exclusive, 0)) == 1
 
 
-@pytest.mark.parametrize("text,valid", [
-    ("2026-01-01T00:00:00Z", True), ("2026-01-01T00:00:00.123456+02:00", True), ("2026-12-31t23:59:60z", True),
-    ("2026-01-01", False), ("2026-01-01T00:00:00", False), ("2026-13-01T00:00:00Z", False),
-    ("2026-02-30T00:00:00Z", False), ("2026-01-01T24:00:00Z", False), ("yesterday", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "text,valid",
+    [
+        ("2026-01-01T00:00:00Z", True),
+        ("2026-01-01T00:00:00.123456+02:00", True),
+        ("2026-12-31t23:59:60z", True),
+        ("2026-01-01", False),
+        ("2026-01-01T00:00:00", False),
+        ("2026-13-01T00:00:00Z", False),
+        ("2026-02-30T00:00:00Z", False),
+        ("2026-01-01T24:00:00Z", False),
+        ("yesterday", False),
+        ("", False),
+    ],
+)
 def test_date_time_is_rfc_3339(text: str, valid: bool) -> None:
     causes = validate(STATUS, {"qr": {"updatedAt": text}}, "status")
     assert (causes == []) is valid
@@ -189,27 +225,43 @@ def test_metadata_of_the_whole_object_is_left_to_the_apiserver() -> None:
 
 
 def test_prune_drops_undeclared_fields_and_keeps_type_and_object_meta() -> None:
-    obj = instance(phase="Connected", bogus=1, qr={"code": "2@x", "extra": {"deep": True}},
-                   conditions=[{"type": "Ready", "status": "True", "note": "x"}])
+    obj = instance(
+        phase="Connected",
+        bogus=1,
+        qr={"code": "2@x", "extra": {"deep": True}},
+        conditions=[{"type": "Ready", "status": "True", "note": "x"}],
+    )
     obj["spec"]["unknown"] = "x"
     obj["metadata"]["anything"] = {"kept": True}
     obj["extraTopLevel"] = 1
     pruned = prune(SCHEMA, obj)
-    assert pruned == instance(phase="Connected", qr={"code": "2@x"}, conditions=[{"type": "Ready", "status": "True"}]) | {
-        "metadata": {"name": "shop", "namespace": "default", "anything": {"kept": True}}}
+    assert pruned == instance(
+        phase="Connected", qr={"code": "2@x"}, conditions=[{"type": "Ready", "status": "True"}]
+    ) | {"metadata": {"name": "shop", "namespace": "default", "anything": {"kept": True}}}
     assert obj["spec"]["unknown"] == "x"  # the input is left alone
     assert prune(STATUS, {"kind": "x", "phase": "Pending"}, root=False) == {"phase": "Pending"}
 
 
 def test_prune_honours_preserve_unknown_fields_and_additional_properties() -> None:
-    schema = {"type": "object", "properties": {
-        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                 "properties": {"typed": {"type": "object", "properties": {"a": {"type": "string"}}}}},
-        "map": {"type": "object", "additionalProperties": {"type": "object", "properties": {"b": {"type": "string"}}}},
-    }}
+    schema = {
+        "type": "object",
+        "properties": {
+            "free": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"typed": {"type": "object", "properties": {"a": {"type": "string"}}}},
+            },
+            "map": {
+                "type": "object",
+                "additionalProperties": {"type": "object", "properties": {"b": {"type": "string"}}},
+            },
+        },
+    }
     value = {"free": {"any": [1, {"x": 2}], "typed": {"a": "1", "z": 2}}, "map": {"k": {"b": "1", "c": 2}}}
     assert prune(schema, value, root=False) == {
-        "free": {"any": [1, {"x": 2}], "typed": {"a": "1"}}, "map": {"k": {"b": "1"}}}
+        "free": {"any": [1, {"x": 2}], "typed": {"a": "1"}},
+        "map": {"k": {"b": "1"}},
+    }
     assert fields(validate(schema, {"map": {"k": {"b": 1}}})) == ["map.k.b"]
 
 
@@ -217,12 +269,19 @@ def test_defaults_apply_to_absent_fields_inside_present_objects() -> None:
     spec = SCHEMA["properties"]["spec"]
     assert apply_defaults(spec, {}) == {"integration": "WHATSAPP-BAILEYS"}  # no settings: none of theirs
     defaulted = apply_defaults(spec, {"settings": {"rejectCall": True}})
-    assert defaulted["settings"] == {"rejectCall": True, "groupsIgnore": False, "alwaysOnline": False,
-                                     "readMessages": False, "readStatus": False, "syncFullHistory": False}
+    assert defaulted["settings"] == {
+        "rejectCall": True,
+        "groupsIgnore": False,
+        "alwaysOnline": False,
+        "readMessages": False,
+        "readStatus": False,
+        "syncFullHistory": False,
+    }
     # A null in a non-nullable field: defaulted if it has a default, dropped otherwise.
     assert apply_defaults(spec, {"integration": None, "number": None}) == {"integration": "WHATSAPP-BAILEYS"}
-    assert apply_defaults({"type": "object", "properties": {"a": {"type": "string", "nullable": True}}},
-                          {"a": None}) == {"a": None}
+    assert apply_defaults(
+        {"type": "object", "properties": {"a": {"type": "string", "nullable": True}}}, {"a": None}
+    ) == {"a": None}
 
 
 def test_admit_prunes_defaults_then_validates() -> None:
@@ -240,9 +299,11 @@ def test_the_apiservers_invalid_message() -> None:
     one = Cause("status.phase", 'Unsupported value: "X"', "FieldValueNotSupported")
     two = Cause("spec", "Required value", "FieldValueRequired")
     assert invalid_message("WhatsAppInstance", "whatsapp-operator.io", "shop", [one]) == (
-        'WhatsAppInstance.whatsapp-operator.io "shop" is invalid: status.phase: Unsupported value: "X"')
+        'WhatsAppInstance.whatsapp-operator.io "shop" is invalid: status.phase: Unsupported value: "X"'
+    )
     assert invalid_message("WhatsAppInstance", "whatsapp-operator.io", "shop", [one, two, one]).endswith(
-        'is invalid: [status.phase: Unsupported value: "X", spec: Required value]')
+        'is invalid: [status.phase: Unsupported value: "X", spec: Required value]'
+    )
 
 
 # ---- what the operator renders -----------------------------------------------------------------
@@ -256,8 +317,9 @@ def test_the_status_the_operator_renders_is_within_the_schema() -> None:
     state.created("id-1")
     state.qr_received("2@x", "data:x", "ABCD1234", "2026-01-01T00:00:00Z")
     awaiting = state.render_status(1, "2026-01-01T00:00:00Z")
-    state.connection_updated(ConnectionUpdated("shop", "open", 200, "5511@s.whatsapp.net", "ACME", "https://p"),
-                             "2026-01-01T00:01:00Z")
+    state.connection_updated(
+        ConnectionUpdated("shop", "open", 200, "5511@s.whatsapp.net", "ACME", "https://p"), "2026-01-01T00:01:00Z"
+    )
     connected = state.render_status(2, "2026-01-01T00:01:00Z")
     for status in (awaiting, connected):
         # Sent as a merge patch: its nulls delete fields, so they never reach validation.

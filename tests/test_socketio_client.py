@@ -396,9 +396,7 @@ async def test_refused_handshake_is_retried_without_leaking_the_key(
     await listener.expect("connected")
 
     # The client's own logs, websockets' wire log included (the test server's access log is not ours).
-    client_logs = [
-        r.getMessage() for r in caplog.records if r.name.startswith(("whatsapp_", "websockets"))
-    ]
+    client_logs = [r.getMessage() for r in caplog.records if r.name.startswith(("whatsapp_", "websockets"))]
     assert any("apikey=***" in message for message in client_logs)
     assert all(secret not in message for message in client_logs)
     assert all(secret not in str(item) for item in listener.history)
@@ -481,9 +479,7 @@ async def test_close_stops_run_and_reports_the_disconnect(
     assert namespace == "/"
 
 
-async def test_cancelling_run_propagates_cancellation(
-    evolution: FakeEvolution, listener: RecordingListener
-) -> None:
+async def test_cancelling_run_propagates_cancellation(evolution: FakeEvolution, listener: RecordingListener) -> None:
     client = fast_client(evolution.base_url, listener)
     task = asyncio.create_task(client.run())
     await listener.expect("connected")

@@ -38,9 +38,7 @@ from whatsapp_operator.socketio import (
 
 EIO = EngineIOPacketType
 SIO = SocketIOPacketType
-OPEN = (
-    '0{"sid":"eio-1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
-)
+OPEN = '0{"sid":"eio-1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
 
 
 # -- Engine.IO ---------------------------------------------------------------------------------
@@ -123,15 +121,11 @@ def test_parse_open_rejects_invalid_handshakes(data: str) -> None:
             '4/acme,{"message":"Invalid namespace"}',
         ),
         (
-            SocketIOPacket(
-                SIO.BINARY_EVENT, "/a", ["ev", {"_placeholder": True, "num": 0}], attachments=1
-            ),
+            SocketIOPacket(SIO.BINARY_EVENT, "/a", ["ev", {"_placeholder": True, "num": 0}], attachments=1),
             '51-/a,["ev",{"_placeholder":true,"num":0}]',
         ),
         (
-            SocketIOPacket(
-                SIO.BINARY_ACK, data=[{"_placeholder": True, "num": 0}], ack_id=4, attachments=1
-            ),
+            SocketIOPacket(SIO.BINARY_ACK, data=[{"_placeholder": True, "num": 0}], ack_id=4, attachments=1),
             '61-4[{"_placeholder":true,"num":0}]',
         ),
     ],
@@ -355,9 +349,7 @@ def test_malformed_frames_yield_malformed_and_the_session_goes_on(frame: str) ->
 
 def test_binary_packets_are_malformed_and_their_attachments_skipped() -> None:
     session = joined_session()
-    events = session.receive(
-        '452-["ev",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]'
-    )
+    events = session.receive('452-["ev",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]')
     assert events == [Malformed("binary packets are not supported")]
     assert session.receive(b"\x00\x01") == []
     assert session.receive(b"\x02") == []
@@ -452,7 +444,7 @@ def test_ack_id_is_a_javascript_safe_integer() -> None:
     session = joined_session()
     assert decode_socketio(f'2{2**53 - 1}["x"]').ack_id == 2**53 - 1
     assert_one_malformed_and_nothing_else(session, f'42{2**53}["x"]')
-    assert_one_malformed_and_nothing_else(session, '42' + "0" * 17 + '["x"]')
+    assert_one_malformed_and_nothing_else(session, "42" + "0" * 17 + '["x"]')
 
 
 def test_arrays_nested_a_thousand_deep_in_an_event_are_malformed() -> None:
@@ -588,9 +580,7 @@ def test_unusable_handshake_numbers_refuse_the_handshake(key: str, value: object
         ({"pingInterval": 2.5, "pingTimeout": 1e3}, (0.0025, 1.0)),
     ],
 )
-def test_handshake_numbers_at_the_bounds_are_accepted(
-    fields: dict[str, object], expected: tuple[float, float]
-) -> None:
+def test_handshake_numbers_at_the_bounds_are_accepted(fields: dict[str, object], expected: tuple[float, float]) -> None:
     info = parse_open(open_frame(**fields, maxPayload=2**53 - 1)[1:])
     assert (info.ping_interval, info.ping_timeout, info.max_payload) == (*expected, 2**53 - 1)
     assert (MIN_PING_MS, MAX_PING_MS, MAX_PAYLOAD_LIMIT) == (1, 600_000, 2**53 - 1)

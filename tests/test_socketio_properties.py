@@ -66,9 +66,7 @@ HUGE_NUMBERS = st.one_of(
     st.just(str(MAX_SAFE_INTEGER)),
 )
 DEEP_NESTING = st.integers(100, 3000).flatmap(
-    lambda n: st.sampled_from(
-        ["[" * n + "]" * n, "[" * n, '{"a":' * n + "1" + "}" * n, "[{" * n, '["x",' + "[" * n]
-    )
+    lambda n: st.sampled_from(["[" * n + "]" * n, "[" * n, '{"a":' * n + "1" + "}" * n, "[{" * n, '["x",' + "[" * n])
 )
 CONSTANTS = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0", "true", "null"])
 SYNTAX = st.sampled_from(["-", ",", "/", "[", "]", "{", "}", '"', "\\", ":", "0", "4", "2"])
@@ -137,8 +135,7 @@ JSON_SCALARS = st.one_of(
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
 
@@ -316,9 +313,7 @@ def sane_interval(value: Any) -> bool:
 
 
 def sane_payload(value: Any) -> bool:
-    return (
-        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PAYLOAD_LIMIT
-    )
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PAYLOAD_LIMIT
 
 
 @given(HANDSHAKE_NUMBERS, HANDSHAKE_NUMBERS, HANDSHAKE_NUMBERS)
@@ -326,11 +321,7 @@ def test_parse_open_accepts_exactly_the_sane_ranges(interval: Any, timeout: Any,
     fields = {"pingInterval": interval, "pingTimeout": timeout, "maxPayload": payload}
     body = {"sid": "s", "upgrades": [], **{k: v for k, v in fields.items() if v is not MISSING}}
     data = json.dumps(body)  # NaN and Infinity written as Python's json (and a broken server) would
-    sane = (
-        sane_interval(interval)
-        and sane_interval(timeout)
-        and (payload is MISSING or sane_payload(payload))
-    )
+    sane = sane_interval(interval) and sane_interval(timeout) and (payload is MISSING or sane_payload(payload))
     try:
         info = parse_open(data)
     except HandshakeError as exc:

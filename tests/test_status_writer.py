@@ -9,8 +9,7 @@ from whatsapp_operator.status_writer import StatusWriter, merge_patch
 def test_merge_patch_nulls_removed_keys_and_recurses():
     old = {"phase": "AwaitingScan", "qr": {"code": "a", "count": 1}, "connection": {"state": "connecting"}}
     new = {"phase": "Connected", "qr": None, "connection": {"state": "open", "number": "55"}}
-    assert merge_patch(old, new) == {"phase": "Connected", "qr": None,
-                                     "connection": {"state": "open", "number": "55"}}
+    assert merge_patch(old, new) == {"phase": "Connected", "qr": None, "connection": {"state": "open", "number": "55"}}
 
 
 def test_merge_patch_of_equal_documents_is_empty():
@@ -96,11 +95,23 @@ async def test_a_status_refused_as_invalid_is_reported_and_not_retried():
     writer.start()
     key = ("default", "shop")
     ready = {"type": "Ready", "status": "True", "reason": "Connected", "message": "Connected."}
-    synced = {"type": "Synced", "status": "True", "reason": "Synced", "message": "ok",
-              "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    synced = {
+        "type": "Synced",
+        "status": "True",
+        "reason": "Synced",
+        "message": "ok",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
     writer.track(key, {"phase": "AwaitingScan"})
-    writer.submit(key, {"phase": "Connected", "connection": {"statusReason": 1}, "observedGeneration": 3,
-                        "conditions": [ready, synced]})
+    writer.submit(
+        key,
+        {
+            "phase": "Connected",
+            "connection": {"statusReason": 1},
+            "observedGeneration": 3,
+            "conditions": [ready, synced],
+        },
+    )
     await writer.flush(key)
     assert len(patches) == 2  # the refused one, then the fallback; no retry of the refused document
     fallback = patches[1]

@@ -144,8 +144,12 @@ async def test_instance_resync_retry_comes_back(operator):
 
 async def test_leadership_watch_comes_back(evolution):
     async with KubeStandin(peering=True) as kube:
-        kube.create("kopf.dev", "v1", "clusterkopfpeerings",
-                    {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
+        kube.create(
+            "kopf.dev",
+            "v1",
+            "clusterkopfpeerings",
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
+        )
         async with run_operator(kube, evolution, peering=PeeringIdentity(PEERING, "replica-a", 200)) as running:
             runtime = running.runtime
             await asyncio.wait_for(runtime.leadership.wait_until(True), 10)

@@ -27,31 +27,54 @@ logger = logging.getLogger("whatsapp_operator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="whatsapp-operator",
-                                     description="Manage WhatsApp instances in Evolution API from Kubernetes.")
+    parser = argparse.ArgumentParser(
+        prog="whatsapp-operator", description="Manage WhatsApp instances in Evolution API from Kubernetes."
+    )
     parser.add_argument("--version", action="version", version=f"whatsapp-operator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeatable; globs allowed)")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; globs allowed)",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     run.add_argument("--standalone", action="store_true", help="no peering: do not coordinate with other replicas")
-    run.add_argument("--peering", default="whatsapp-operator", metavar="NAME",
-                     help="name of the ClusterKopfPeering shared by the replicas (default: whatsapp-operator)")
-    run.add_argument("--priority", type=int, default=None, metavar="N",
-                     help="peering priority; the live replica with the highest one acts (default: random)")
-    run.add_argument("--liveness", default=None, metavar="URL",
-                     help="serve health checks, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--peering",
+        default="whatsapp-operator",
+        metavar="NAME",
+        help="name of the ClusterKopfPeering shared by the replicas (default: whatsapp-operator)",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="peering priority; the live replica with the highest one acts (default: random)",
+    )
+    run.add_argument(
+        "--liveness", default=None, metavar="URL", help="serve health checks, e.g. http://0.0.0.0:8080/healthz"
+    )
     run.add_argument("--install-crds", action="store_true", help="create the CRDs from crds/ when they are missing")
-    run.add_argument("--crds-dir", type=Path, default=None, metavar="DIR",
-                     help="where --install-crds reads the CRDs (default: the image's copy, the source "
-                          "checkout's crds/, or ./crds)")
+    run.add_argument(
+        "--crds-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where --install-crds reads the CRDs (default: the image's copy, the source checkout's crds/, or ./crds)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     install_log_filter()
     for noisy in ("httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -75,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     peering = None if args.standalone else peering_identity(args.peering, args.priority)
     if peering is not None and args.namespace:
-        logger.warning("Peering follows the ClusterKopfPeering %r; in --namespace mode run one replica "
-                       "or --standalone", args.peering)
+        logger.warning(
+            "Peering follows the ClusterKopfPeering %r; in --namespace mode run one replica or --standalone",
+            args.peering,
+        )
     registry = build_registry(config, peering=peering if not args.namespace else None, namespaces=args.namespace)
     settings = kopf.OperatorSettings()
     configure_settings(settings)

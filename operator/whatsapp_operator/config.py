@@ -86,12 +86,18 @@ class OperatorConfig:
             evolution_api_key=api_key,
             websocket_mode=mode,
             resync_interval=_seconds(env, "WHATSAPP_OPERATOR_RESYNC_SECONDS", 300.0, RESYNC_SECONDS_RANGE),
-            request_timeout=_seconds(env, "EVOLUTION_REQUEST_TIMEOUT_SECONDS", 30.0,
-                                     REQUEST_TIMEOUT_SECONDS_RANGE),
-            max_concurrent_requests=_whole_number(env, "EVOLUTION_MAX_CONCURRENT_REQUESTS", 8,
-                                                  MAX_CONCURRENT_REQUESTS_RANGE),
-            metrics_port=_whole_number(env, "WHATSAPP_OPERATOR_METRICS_PORT", 9090, METRICS_PORT_RANGE,
-                                       what="a port number", note=" (0 turns the endpoint off)"),
+            request_timeout=_seconds(env, "EVOLUTION_REQUEST_TIMEOUT_SECONDS", 30.0, REQUEST_TIMEOUT_SECONDS_RANGE),
+            max_concurrent_requests=_whole_number(
+                env, "EVOLUTION_MAX_CONCURRENT_REQUESTS", 8, MAX_CONCURRENT_REQUESTS_RANGE
+            ),
+            metrics_port=_whole_number(
+                env,
+                "WHATSAPP_OPERATOR_METRICS_PORT",
+                9090,
+                METRICS_PORT_RANGE,
+                what="a port number",
+                note=" (0 turns the endpoint off)",
+            ),
         )
         register_secret(api_key)  # only once the whole configuration is valid
         return config
@@ -107,23 +113,28 @@ def _evolution_url(env: Mapping[str, str]) -> str:
     if not raw:
         raise ConfigError(name, "not set (for example http://evolution-api:8080)")
     if not all("\x21" <= char <= "\x7e" for char in raw):
-        raise ConfigError(name, "must be printable ASCII without spaces or control characters "
-                                "(write an international host name in its xn-- form)")
+        raise ConfigError(
+            name,
+            "must be printable ASCII without spaces or control characters "
+            "(write an international host name in its xn-- form)",
+        )
     scheme, separator, rest = raw.partition("://")
     if not separator or scheme.lower() not in ("http", "https"):
         raise ConfigError(name, "must start with http:// or https://")
     if "@" in rest:
         # The URL appears in error messages, and so in status: no user:password in it. Anywhere,
         # not only before the first "/": a password may hold a "/" that moves it into the path.
-        raise ConfigError(name, "must not contain a user name or password (user:password@) or any '@'; "
-                                "the API key goes in EVOLUTION_API_KEY")
+        raise ConfigError(
+            name,
+            "must not contain a user name or password (user:password@) or any '@'; "
+            "the API key goes in EVOLUTION_API_KEY",
+        )
     authority, slash, path = rest.partition("/")
     if "?" in rest or "#" in rest:
         raise ConfigError(name, "must not have a query (?...) or a fragment (#...)")
     host, port = _split_authority(name, authority)
     _check_host(name, host)
-    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5
-                                 and 1 <= int(port) <= 65535):
+    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
         raise ConfigError(name, f"the port must be a number from 1 to 65535, got {_shown(port)}")
     return f"{scheme.lower()}://{authority}{slash}{path}".rstrip("/")
 
@@ -156,8 +167,11 @@ def _check_host(name: str, host: str) -> None:
         return
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-        raise ConfigError(name, f"has an invalid host name {_shown(host)} (letters, digits, '-' and '_' "
-                                "in dot-separated labels of up to 63 characters)")
+        raise ConfigError(
+            name,
+            f"has an invalid host name {_shown(host)} (letters, digits, '-' and '_' "
+            "in dot-separated labels of up to 63 characters)",
+        )
 
 
 # -- the API key ---------------------------------------------------------------------------------
@@ -212,8 +226,10 @@ def _check_api_key(name: str, key: str, what: str) -> str:
             problem = "a control character"
         else:
             problem = "a character outside printable ASCII"
-        raise ConfigError(name, f"{what} contains {problem} (the key is not shown); "
-                                "an Evolution API key is printable ASCII without spaces")
+        raise ConfigError(
+            name,
+            f"{what} contains {problem} (the key is not shown); an Evolution API key is printable ASCII without spaces",
+        )
     if len(key) > MAX_API_KEY_LENGTH:
         raise ConfigError(name, f"{what} is longer than {MAX_API_KEY_LENGTH} characters")
     return key
@@ -249,8 +265,14 @@ def _seconds(env: Mapping[str, str], name: str, default: float, bounds: tuple[fl
     return value
 
 
-def _whole_number(env: Mapping[str, str], name: str, default: int, bounds: tuple[int, int],
-                  what: str = "a whole number", note: str = "") -> int:
+def _whole_number(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    bounds: tuple[int, int],
+    what: str = "a whole number",
+    note: str = "",
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default

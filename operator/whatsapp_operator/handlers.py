@@ -28,7 +28,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     # The status belongs to the operator's own writer: kopf keeps its progress in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
     settings.persistence.finalizer = FINALIZER
     # Kubernetes Events come from the runtime, one per transition; kopf's per-handler events would
     # repeat every retry of an outage.
@@ -88,14 +89,21 @@ def build_registry(
 
         await _act(runtime, body, apply)
 
-    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", RECONNECT_ANNOTATION), id="reconnect",
-                    registry=registry)  # a tuple: the annotation's name has dots in it
+    @kopf.on.field(
+        GROUP,
+        VERSION,
+        PLURAL,
+        field=("metadata", "annotations", RECONNECT_ANNOTATION),
+        id="reconnect",
+        registry=registry,
+    )  # a tuple: the annotation's name has dots in it
     async def reconnect_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
         if new and str(reason) != "delete":
             await _act(runtime, body, runtime.request_reconnect)
 
-    @kopf.on.field(GROUP, VERSION, PLURAL, field=("metadata", "annotations", LOGOUT_ANNOTATION), id="logout",
-                    registry=registry)
+    @kopf.on.field(
+        GROUP, VERSION, PLURAL, field=("metadata", "annotations", LOGOUT_ANNOTATION), id="logout", registry=registry
+    )
     async def logout_requested(body: kopf.Body, new: Any, reason: Any, **_: Any) -> None:
         if new and str(reason) != "delete":
             await _act(runtime, body, runtime.request_logout)

@@ -66,8 +66,13 @@ class QRCode:
     updated_at: str
 
     def to_status(self) -> dict[str, Any]:
-        status = {"code": self.code, "base64": self.base64, "pairingCode": self.pairing_code,
-                  "count": self.count, "updatedAt": self.updated_at}
+        status = {
+            "code": self.code,
+            "base64": self.base64,
+            "pairingCode": self.pairing_code,
+            "count": self.count,
+            "updatedAt": self.updated_at,
+        }
         return {key: value for key, value in status.items() if value is not None}
 
 
@@ -112,8 +117,13 @@ class InstanceState:
         state.instance_id = _str(status.get("instanceId"))
         qr = status.get("qr")
         if isinstance(qr, dict) and (_str(qr.get("code")) or _str(qr.get("pairingCode"))):
-            state.qr = QRCode(_str(qr.get("code")), _str(qr.get("base64")), _str(qr.get("pairingCode")),
-                              int64(qr.get("count")) or 1, _timestamp(qr.get("updatedAt")) or "")
+            state.qr = QRCode(
+                _str(qr.get("code")),
+                _str(qr.get("base64")),
+                _str(qr.get("pairingCode")),
+                int64(qr.get("count")) or 1,
+                _timestamp(qr.get("updatedAt")) or "",
+            )
             state.last_qr_code = state.qr.code
         connection = status.get("connection")
         if isinstance(connection, dict):
@@ -161,7 +171,10 @@ class InstanceState:
         if self.phase is Phase.PENDING:
             return "Pending", "Waiting to create the instance in Evolution API."
         if self.phase is Phase.CREATING:
-            return "Created", f"Instance {self.instance_name} exists in Evolution API; waiting for its QR code or state."
+            return (
+                "Created",
+                f"Instance {self.instance_name} exists in Evolution API; waiting for its QR code or state.",
+            )
         if self.phase is Phase.AWAITING_SCAN:
             return "QRCodeIssued", _awaiting_scan_message(self.qr.pairing_code if self.qr else None)
         if self.phase is Phase.CONNECTING:
@@ -170,8 +183,10 @@ class InstanceState:
             return "Connected", self._connected_message()
         if self.phase is Phase.DISCONNECTED:
             if self.status_reason == 428:
-                return "QRCodeLimitReached", (f"No scan before Evolution's QR code limit; set the annotation "
-                                              f"{RECONNECT_ANNOTATION} to get a new QR code.")
+                return "QRCodeLimitReached", (
+                    f"No scan before Evolution's QR code limit; set the annotation "
+                    f"{RECONNECT_ANNOTATION} to get a new QR code."
+                )
             return "ConnectionClosed", _closed_message()
         if self.phase is Phase.LOGGED_OUT:
             reason = _SESSION_ENDING_CLOSES.get(self.status_reason or 401, "LoggedOut")
@@ -180,17 +195,20 @@ class InstanceState:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def created(self, instance_id: str | None, *, adopted: bool = False, recreated: bool = False,
-                renewed: bool = False) -> list[Notice]:
+    def created(
+        self, instance_id: str | None, *, adopted: bool = False, recreated: bool = False, renewed: bool = False
+    ) -> list[Notice]:
         self.instance_id = instance_id or self.instance_id
         self.qr = None
         name = self.instance_name
         if renewed:
-            notice = Notice("Normal", "Renewed",
-                            f"Instance {name} was created afresh in Evolution API for a new pairing.")
+            notice = Notice(
+                "Normal", "Renewed", f"Instance {name} was created afresh in Evolution API for a new pairing."
+            )
         elif recreated:
-            notice = Notice("Warning", "Recreated",
-                            f"Instance {name} had disappeared from Evolution API and was created again.")
+            notice = Notice(
+                "Warning", "Recreated", f"Instance {name} had disappeared from Evolution API and was created again."
+            )
         elif adopted:
             notice = Notice("Normal", "Adopted", f"Adopted the existing Evolution API instance {name}.")
         else:
@@ -203,8 +221,11 @@ class InstanceState:
         self.instance_id = None
         self.qr = None
         self.state = None
-        self._move(Phase.PENDING, "InstanceRemoved",
-                   f"Instance {self.instance_name} is missing from Evolution API; creating it again.")
+        self._move(
+            Phase.PENDING,
+            "InstanceRemoved",
+            f"Instance {self.instance_name} is missing from Evolution API; creating it again.",
+        )
 
     def failed(self, reason: str, message: str) -> list[Notice]:
         entering = self.phase is not Phase.FAILED or self.reason != reason
@@ -228,8 +249,9 @@ class InstanceState:
             self.removed()
         return []
 
-    def qr_received(self, code: str | None, base64: str | None, pairing_code: str | None, now: str,
-                    *, count: int | None = None) -> list[Notice]:
+    def qr_received(
+        self, code: str | None, base64: str | None, pairing_code: str | None, now: str, *, count: int | None = None
+    ) -> list[Notice]:
         if code is not None and code == self.last_qr_code and self.qr is not None:
             return []  # the same QR seen again (an event and a REST read of it)
         if code is not None and code == self.last_qr_code and self.phase in WAITING_FOR_PERSON:
@@ -242,25 +264,38 @@ class InstanceState:
         self._set_state("connecting", self.status_reason, now)
         self._move(Phase.AWAITING_SCAN, "QRCodeIssued", _awaiting_scan_message(pairing_code))
         if entering:
-            return [Notice("Normal", "QRCodeIssued", f"QR code issued for instance {self.instance_name}; waiting for a scan.")]
+            return [
+                Notice(
+                    "Normal", "QRCodeIssued", f"QR code issued for instance {self.instance_name}; waiting for a scan."
+                )
+            ]
         return []
 
     def qr_limit_reached(self, message: str, now: str) -> list[Notice]:
         entering = not (self.phase is Phase.DISCONNECTED and self.reason == "QRCodeLimitReached")
         self.qr = None
         self._set_state("refused", 428, now)
-        self._move(Phase.DISCONNECTED, "QRCodeLimitReached",
-                   f"No scan before Evolution's QR code limit ({message}); set the annotation "
-                   f"{RECONNECT_ANNOTATION} to get a new QR code.")
+        self._move(
+            Phase.DISCONNECTED,
+            "QRCodeLimitReached",
+            f"No scan before Evolution's QR code limit ({message}); set the annotation "
+            f"{RECONNECT_ANNOTATION} to get a new QR code.",
+        )
         if entering:
-            return [Notice("Warning", "QRCodeLimitReached",
-                           f"Instance {self.instance_name} stopped issuing QR codes without a scan.")]
+            return [
+                Notice(
+                    "Warning",
+                    "QRCodeLimitReached",
+                    f"Instance {self.instance_name} stopped issuing QR codes without a scan.",
+                )
+            ]
         return []
 
     def connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
         if event.state == "open":
-            return self.connected(event.wuid, event.profile_name, event.profile_picture_url, now,
-                                  status_reason=event.status_reason)
+            return self.connected(
+                event.wuid, event.profile_name, event.profile_picture_url, now, status_reason=event.status_reason
+            )
         if event.state == "connecting":
             self._set_state("connecting", event.status_reason, now)
             return self._connecting()
@@ -270,8 +305,15 @@ class InstanceState:
             return self.qr_limit_reached("QR code limit reached", now)
         return []
 
-    def connected(self, wuid: str | None, profile_name: str | None, picture: str | None, now: str,
-                  *, status_reason: int | None = 200) -> list[Notice]:
+    def connected(
+        self,
+        wuid: str | None,
+        profile_name: str | None,
+        picture: str | None,
+        now: str,
+        *,
+        status_reason: int | None = 200,
+    ) -> list[Notice]:
         entering = self.phase is not Phase.CONNECTED
         self._set_state("open", status_reason, now)
         self.qr = None
@@ -297,19 +339,31 @@ class InstanceState:
         if self.phase is Phase.CONNECTING and self.reason == "QRCodeOverdue":
             return []  # the reconnect loop goes on; it was reported once
         was_connected = self.phase is Phase.CONNECTED
-        self._move(Phase.CONNECTING, "Reconnecting" if was_connected else "WaitingForQRCode",
-                   "Evolution is re-establishing the WhatsApp session." if was_connected
-                   else "Evolution is starting the WhatsApp session; the QR code follows.")
+        self._move(
+            Phase.CONNECTING,
+            "Reconnecting" if was_connected else "WaitingForQRCode",
+            "Evolution is re-establishing the WhatsApp session."
+            if was_connected
+            else "Evolution is starting the WhatsApp session; the QR code follows.",
+        )
         if was_connected:
-            return [Notice("Warning", "Disconnected", f"Instance {self.instance_name} lost its WhatsApp connection; Evolution is reconnecting.")]
+            return [
+                Notice(
+                    "Warning",
+                    "Disconnected",
+                    f"Instance {self.instance_name} lost its WhatsApp connection; Evolution is reconnecting.",
+                )
+            ]
         return []
 
     def qr_overdue(self, waited_seconds: float) -> list[Notice]:
         """Still no QR code long after the session started: say what usually causes it."""
         if self.phase is not Phase.CONNECTING or self.reason != "WaitingForQRCode":
             return []
-        text = (f"No QR code from Evolution after {waited_seconds:.0f} s; Evolution may be unable to reach "
-                "WhatsApp (a stale WhatsApp Web version or blocked egress makes it reconnect without QR codes)")
+        text = (
+            f"No QR code from Evolution after {waited_seconds:.0f} s; Evolution may be unable to reach "
+            "WhatsApp (a stale WhatsApp Web version or blocked egress makes it reconnect without QR codes)"
+        )
         self._move(Phase.CONNECTING, "QRCodeOverdue", f"{text}.")
         return [Notice("Warning", "QRCodeOverdue", f"Instance {self.instance_name}: {text}.")]
 
@@ -375,25 +429,36 @@ class InstanceState:
         problem = self._sync_problem()
         if problem is not None:
             message = f"{problem.message} (last known phase: {self.phase.value})"
-        connection = {"state": self.state, "statusReason": self.status_reason, "number": self.number,
-                      "profileName": self.profile_name, "profilePictureUrl": self.profile_picture_url,
-                      "since": self.since}
-        rendered: dict[str, Any] = _within_schema({
-            "phase": self.phase.value,
-            "message": message,
-            "observedGeneration": generation,
-            "instanceName": self.instance_name,
-            "instanceId": self.instance_id,
-            "qr": self.qr.to_status() if self.qr else None,
-            "connection": {key: value for key, value in connection.items() if value is not None},
-            "conditions": self._conditions(generation, now),
-        })
+        connection = {
+            "state": self.state,
+            "statusReason": self.status_reason,
+            "number": self.number,
+            "profileName": self.profile_name,
+            "profilePictureUrl": self.profile_picture_url,
+            "since": self.since,
+        }
+        rendered: dict[str, Any] = _within_schema(
+            {
+                "phase": self.phase.value,
+                "message": message,
+                "observedGeneration": generation,
+                "instanceName": self.instance_name,
+                "instanceId": self.instance_id,
+                "qr": self.qr.to_status() if self.qr else None,
+                "connection": {key: value for key, value in connection.items() if value is not None},
+                "conditions": self._conditions(generation, now),
+            }
+        )
         return rendered
 
     def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
         problem = self._sync_problem()
         if problem is not None and problem.reason == _OUTAGE_REASON:
-            ready = ("Unknown", "EvolutionUnreachable", "Evolution API is unreachable; the connection state is unknown.")
+            ready = (
+                "Unknown",
+                "EvolutionUnreachable",
+                "Evolution API is unreachable; the connection state is unknown.",
+            )
         elif self.phase is Phase.CONNECTED:
             ready = ("True", "Connected", self.message)
         else:
@@ -416,9 +481,16 @@ class InstanceState:
             previous = self.condition_times.get(kind)
             if previous is None or previous[0] != status:
                 self.condition_times[kind] = (status, now)
-            conditions.append({"type": kind, "status": status, "reason": reason, "message": message,
-                               "observedGeneration": generation,
-                               "lastTransitionTime": self.condition_times[kind][1]})
+            conditions.append(
+                {
+                    "type": kind,
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "observedGeneration": generation,
+                    "lastTransitionTime": self.condition_times[kind][1],
+                }
+            )
         for kind in list(self.condition_times):
             if kind not in present:
                 del self.condition_times[kind]

@@ -55,8 +55,9 @@ def login_from_environment() -> kopf.ConnectionInfo:
         try:
             kubernetes.config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         except (kubernetes.config.ConfigException, OSError) as error:
-            raise failure(f"no in-cluster service account ({incluster_error}) "
-                          f"and no usable kubeconfig ({where}): {error}") from None
+            raise failure(
+                f"no in-cluster service account ({incluster_error}) and no usable kubeconfig ({where}): {error}"
+            ) from None
         except Exception as error:  # noqa: BLE001 - malformed YAML, a list instead of a mapping, not UTF-8 ...
             raise failure(f"the kubeconfig ({where}) is malformed: {type(error).__name__}: {error}") from None
     config = kubernetes.client.Configuration.get_default_copy()
@@ -117,15 +118,15 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", json=body,
-                         content_type="application/json")
+        await self._call(
+            "POST", f"/api/v1/namespaces/{quote(namespace)}/events", json=body, content_type="application/json"
+        )
 
     async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")
 
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(
-            f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
+        return await self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
 
     async def list_instances(self) -> list[dict[str, Any]]:
         """Every WhatsAppInstance the operator can see (cluster-wide list)."""
@@ -135,8 +136,12 @@ class KubeClient:
 
     async def annotate_instance(self, namespace: str, name: str, annotation: str, value: str) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
-        await self._call("PATCH", path, json={"metadata": {"annotations": {annotation: value}}},
-                         content_type="application/merge-patch+json")
+        await self._call(
+            "PATCH",
+            path,
+            json={"metadata": {"annotations": {annotation: value}}},
+            content_type="application/merge-patch+json",
+        )
 
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
@@ -151,8 +156,12 @@ class KubeClient:
         return await self._get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{quote(name)}")
 
     async def create_crd(self, body: dict[str, Any]) -> None:
-        await self._call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=body,
-                         content_type="application/json")
+        await self._call(
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            json=body,
+            content_type="application/json",
+        )
 
     async def _call(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
         """One API request; every failure is a KubeError (status None: the API could not be reached)."""
@@ -184,7 +193,9 @@ def _encode(method: str, path: str, document: Any) -> bytes:
     try:
         return jsonlib.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (ValueError, TypeError, UnicodeEncodeError) as error:
-        raise KubeError(400, f"{method} {path}: the request cannot be encoded as JSON ({type(error).__name__})") from None
+        raise KubeError(
+            400, f"{method} {path}: the request cannot be encoded as JSON ({type(error).__name__})"
+        ) from None
 
 
 def _decode(response: httpx.Response) -> Any:
@@ -195,7 +206,9 @@ def _decode(response: httpx.Response) -> Any:
     except (ValueError, RecursionError):
         if response.status_code >= 400:
             return None
-        raise KubeError(None, f"the Kubernetes API answered HTTP {response.status_code} with a body that is not JSON") from None
+        raise KubeError(
+            None, f"the Kubernetes API answered HTTP {response.status_code} with a body that is not JSON"
+        ) from None
 
 
 def _client_for(info: kopf.ConnectionInfo) -> httpx.AsyncClient:

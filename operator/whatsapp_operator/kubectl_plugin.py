@@ -157,9 +157,7 @@ def qr_view(obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False
     return qr_view_and_usable(obj, now, invert=invert)[0]
 
 
-def qr_view_and_usable(
-    obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False
-) -> tuple[str, bool]:
+def qr_view_and_usable(obj: dict[str, Any], now: datetime.datetime, *, invert: bool = False) -> tuple[str, bool]:
     """`qr_view`, and whether it offers a way to link the phone (a drawn QR code or a pairing code)."""
     name, status, qr = _name(obj), _status(obj), _qr(obj)
     lines: list[str] = []
@@ -169,10 +167,7 @@ def qr_view_and_usable(
         message = printable(status.get("message")) or "the operator has not reported on it yet"
         lines.append(f"{name} has no QR code to scan ({phase}): {message}")
         if phase in ("Disconnected", "LoggedOut"):
-            lines.append(
-                f"Ask for a new QR code with: kubectl whatsapp reconnect {name}"
-                f" -n {_namespace(obj)}"
-            )
+            lines.append(f"Ask for a new QR code with: kubectl whatsapp reconnect {name} -n {_namespace(obj)}")
     else:
         pairing_code = printable(qr.get("pairingCode"))
         if qr.get("code"):
@@ -180,10 +175,7 @@ def qr_view_and_usable(
             if drawn is not None:
                 usable = True
                 lines += [drawn, ""]
-                lines.append(
-                    f"{name}: scan with WhatsApp on the phone "
-                    "(Settings > Linked devices > Link a device)."
-                )
+                lines.append(f"{name}: scan with WhatsApp on the phone (Settings > Linked devices > Link a device).")
             else:
                 lines.append(
                     f"{name}: the QR code in status.qr.code cannot be drawn: {why_not}"
@@ -191,10 +183,7 @@ def qr_view_and_usable(
                 )
         if pairing_code:
             usable = True
-            lines.append(
-                f"Pairing code: {pairing_code} "
-                "(Link a device > Link with phone number instead)."
-            )
+            lines.append(f"Pairing code: {pairing_code} (Link a device > Link with phone number instead).")
         facts = [f"QR #{qr['count']}" if _is_int(qr.get("count")) else "QR"]
         age = qr_age(obj, now)
         if age != "-":
@@ -217,9 +206,7 @@ def _draw(code: Any, invert: bool) -> tuple[str | None, str]:
         return None, printable(error) or type(error).__name__
 
 
-def format_status_table(
-    items: list[dict[str, Any]], now: datetime.datetime, all_namespaces: bool
-) -> str:
+def format_status_table(items: list[dict[str, Any]], now: datetime.datetime, all_namespaces: bool) -> str:
     """kubectl-style columns; an empty string for no items (the caller says so on stderr)."""
     if not items:
         return ""
@@ -247,8 +234,7 @@ def format_status_table(
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join(
-        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     )
 
 
@@ -337,9 +323,7 @@ class KubeApi:
         if namespace is None:
             result = self.custom_objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         else:
-            result = self.custom_objects.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL
-            )
+            result = self.custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
         return list(result.get("items") or [])
 
     def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -348,9 +332,7 @@ class KubeApi:
             GROUP, VERSION, namespace, PLURAL, name, body
         )
 
-    def watch(
-        self, namespace: str, name: str, resource_version: str | None
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
+    def watch(self, namespace: str, name: str, resource_version: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
         kwargs: dict[str, Any] = {"field_selector": f"metadata.name={name}"}
         if resource_version:
             kwargs["resource_version"] = resource_version
@@ -382,8 +364,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             raise PluginError(
-                "no kubeconfig found (set KUBECONFIG or create ~/.kube/config) "
-                "and not running inside a cluster"
+                "no kubeconfig found (set KUBECONFIG or create ~/.kube/config) and not running inside a cluster"
             ) from None
         namespace = _service_account_namespace()
     return KubeApi(kubernetes.client.CustomObjectsApi()), namespace
@@ -394,12 +375,11 @@ def _kubeconfig_namespace(kubeconfig: str | None, context: str | None) -> str:
 
     try:
         contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig)
+            config_file=kubeconfig
+        )
     except (kubernetes.config.ConfigException, OSError):
         return "default"
-    chosen = (
-        next((c for c in contexts or [] if c.get("name") == context), None) if context else active
-    )
+    chosen = next((c for c in contexts or [] if c.get("name") == context), None) if context else active
     return ((chosen or {}).get("context") or {}).get("namespace") or "default"
 
 
@@ -528,10 +508,7 @@ def _cmd_reconnect(ctx: _Context, args: argparse.Namespace) -> int:
     body = reconnect_patch(ctx.now())
     obj = ctx.api.patch(ctx.namespace, args.name, body)
     stamp = body["metadata"]["annotations"][RECONNECT_ANNOTATION]
-    ctx.print(
-        f"{RESOURCE}/{args.name} annotated {RECONNECT_ANNOTATION}={stamp}: "
-        "a new QR code cycle is requested"
-    )
+    ctx.print(f"{RESOURCE}/{args.name} annotated {RECONNECT_ANNOTATION}={stamp}: a new QR code cycle is requested")
     phase = printable(_status(obj).get("phase"))
     if phase in ("Connected", "AwaitingScan", "Connecting"):
         ctx.print(
@@ -566,12 +543,8 @@ the instance goes to LoggedOut; it stays in Evolution API until the WhatsAppInst
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else 'default')"
-    )
-    common.add_argument(
-        "--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
-    )
+    common.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else 'default')")
+    common.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     common.add_argument("--context", help="kubeconfig context to use (default: the current one)")
 
     parser = argparse.ArgumentParser(
@@ -606,12 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         parents=[common],
         help="list instances and their state",
-        description="A table of WhatsAppInstances: phase, number, profile, "
-        "age of the current QR code, message.",
+        description="A table of WhatsAppInstances: phase, number, profile, age of the current QR code, message.",
     )
-    status.add_argument(
-        "-A", "--all-namespaces", action="store_true", help="list instances in all namespaces"
-    )
+    status.add_argument("-A", "--all-namespaces", action="store_true", help="list instances in all namespaces")
     status.set_defaults(handler=_cmd_status)
 
     reconnect = commands.add_parser(
@@ -656,9 +626,7 @@ def main(
     try:
         api, default_namespace = connect(kubeconfig=args.kubeconfig, context=args.context)
         namespace = namespace or default_namespace
-        ctx = _Context(
-            api, namespace, out, err, now or (lambda: datetime.datetime.now(datetime.UTC))
-        )
+        ctx = _Context(api, namespace, out, err, now or (lambda: datetime.datetime.now(datetime.UTC)))
         return int(args.handler(ctx, args))
     except PluginError as error:
         err.write(f"error: {_one_line(error)}\n")

@@ -31,8 +31,7 @@ class PeeringIdentity:
     priority: int
 
 
-def is_leader(peering_status: dict[str, Any], identity: str, priority: int,
-              now: datetime.datetime) -> bool:
+def is_leader(peering_status: dict[str, Any], identity: str, priority: int, now: datetime.datetime) -> bool:
     """kopf's rule: act only if no other live peer has a priority as high as ours or higher."""
     for peer_id, info in peering_status.items():
         if peer_id == identity or not isinstance(info, dict):
@@ -60,8 +59,9 @@ def _is_dead(info: dict[str, Any], now: datetime.datetime) -> bool:
 
 
 class PeeringLeadership:
-    def __init__(self, kube: KubeClient, peering: PeeringIdentity, *, on_change: Callable[[bool], None],
-                 interval: float = 5.0):
+    def __init__(
+        self, kube: KubeClient, peering: PeeringIdentity, *, on_change: Callable[[bool], None], interval: float = 5.0
+    ):
         self.kube = kube
         self.peering_name = peering.name
         self.identity = peering.identity
@@ -88,7 +88,11 @@ class PeeringLeadership:
                     self.active = active
                     self._decided[active].set()
                     self._decided[not active].clear()
-                    logger.info("This replica (%s, priority %d) is %s", self.identity, self.priority,
-                                "active" if active else "on standby")
+                    logger.info(
+                        "This replica (%s, priority %d) is %s",
+                        self.identity,
+                        self.priority,
+                        "active" if active else "on standby",
+                    )
                     self._on_change(active)
             await asyncio.sleep(self.interval)

@@ -43,33 +43,42 @@ class RuntimeCollector(Collector):
 
         client = runtime.stream.client
         stats = client.stats
-        connected = GaugeMetricFamily(f"{PREFIX}_socketio_connected",
-                                      "1 while the Socket.IO connection to Evolution is up", labels=["server"])
+        connected = GaugeMetricFamily(
+            f"{PREFIX}_socketio_connected", "1 while the Socket.IO connection to Evolution is up", labels=["server"]
+        )
         connected.add_metric([SERVER], 1.0 if client.state == "connected" else 0.0)
         yield connected
-        reconnects = CounterMetricFamily(f"{PREFIX}_socketio_reconnects",
-                                         "Socket.IO connections re-established after the first", labels=["server"])
+        reconnects = CounterMetricFamily(
+            f"{PREFIX}_socketio_reconnects", "Socket.IO connections re-established after the first", labels=["server"]
+        )
         reconnects.add_metric([SERVER], stats.reconnects)
         yield reconnects
-        failed = CounterMetricFamily(f"{PREFIX}_socketio_failed_connects",
-                                     "Socket.IO connection attempts that failed", labels=["server"])
+        failed = CounterMetricFamily(
+            f"{PREFIX}_socketio_failed_connects", "Socket.IO connection attempts that failed", labels=["server"]
+        )
         failed.add_metric([SERVER], stats.failed_connects)
         yield failed
 
-        events = CounterMetricFamily(f"{PREFIX}_events_received", "Socket.IO events received by type",
-                                     labels=["server", "type"])
+        events = CounterMetricFamily(
+            f"{PREFIX}_events_received", "Socket.IO events received by type", labels=["server", "type"]
+        )
         for name, count in sorted(stats.events_received.items()):
             events.add_metric([SERVER, name], count)
         yield events
-        malformed = CounterMetricFamily(f"{PREFIX}_malformed_events",
-                                        "Malformed Socket.IO packets and Evolution envelopes, ignored",
-                                        labels=["server", "layer"])
+        malformed = CounterMetricFamily(
+            f"{PREFIX}_malformed_events",
+            "Malformed Socket.IO packets and Evolution envelopes, ignored",
+            labels=["server", "layer"],
+        )
         malformed.add_metric([SERVER, "packet"], stats.malformed_packets)
         malformed.add_metric([SERVER, "envelope"], runtime.stream.stats.malformed_events)
         yield malformed
 
-        calls = CounterMetricFamily(f"{PREFIX}_evolution_api_calls", "Evolution API calls by endpoint and outcome",
-                                    labels=["endpoint", "outcome"])
+        calls = CounterMetricFamily(
+            f"{PREFIX}_evolution_api_calls",
+            "Evolution API calls by endpoint and outcome",
+            labels=["endpoint", "outcome"],
+        )
         for (endpoint, outcome), count in sorted(runtime.evolution.calls.items()):
             calls.add_metric([endpoint, outcome], count)
         yield calls
@@ -85,8 +94,9 @@ class RuntimeCollector(Collector):
         patches.add_metric(["rejected"], writer.rejected)
         yield patches
 
-        restarts = CounterMetricFamily(f"{PREFIX}_task_restarts",
-                                       "Background tasks started again after an unexpected failure", labels=["task"])
+        restarts = CounterMetricFamily(
+            f"{PREFIX}_task_restarts", "Background tasks started again after an unexpected failure", labels=["task"]
+        )
         for task, count in sorted(runtime.supervisor.restarts.items()):
             restarts.add_metric([task], count)
         yield restarts
@@ -130,8 +140,11 @@ class Metrics:
                 content_type = "text/plain; version=0.0.4; charset=utf-8"
             else:
                 body, status, content_type = b"not found\n", "404 Not Found", "text/plain"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass

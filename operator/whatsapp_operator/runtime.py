@@ -98,26 +98,43 @@ class RuntimeStats:
 
 
 class Runtime:
-    def __init__(self, config: OperatorConfig, *, kube: KubeClient | None = None,
-                 evolution: EvolutionClient | None = None, clock: Callable[[], str] = utc_now,
-                 peering: PeeringIdentity | None = None, leadership_interval: float = 5.0):
+    def __init__(
+        self,
+        config: OperatorConfig,
+        *,
+        kube: KubeClient | None = None,
+        evolution: EvolutionClient | None = None,
+        clock: Callable[[], str] = utc_now,
+        peering: PeeringIdentity | None = None,
+        leadership_interval: float = 5.0,
+    ):
         self.config = config
         self.kube = kube or KubeClient()
         self.evolution = evolution or EvolutionClient(
-            config.evolution_url, config.evolution_api_key, timeout=config.request_timeout,
-            max_concurrent_requests=config.max_concurrent_requests)
+            config.evolution_url,
+            config.evolution_api_key,
+            timeout=config.request_timeout,
+            max_concurrent_requests=config.max_concurrent_requests,
+        )
         self.clock = clock
         # The namespaces (globs) kopf serves; empty: all. Objects elsewhere are never nudged.
         self.namespaces: tuple[str, ...] = ()
-        self.supervisor = Supervisor(initial_delay=config.reconnect_initial_delay,
-                                     max_delay=config.reconnect_max_delay)
+        self.supervisor = Supervisor(initial_delay=config.reconnect_initial_delay, max_delay=config.reconnect_max_delay)
         self.metrics = Metrics(self)
-        self.writer = StatusWriter(self.kube.patch_status, concurrency=config.max_concurrent_status_writes,
-                                   on_written=self.metrics.event_to_status.observe,
-                                   on_rejected=self._status_rejected, supervisor=self.supervisor)
-        self.stream = EventStream(config, on_event=self.on_event, on_connected=self._stream_connected,
-                                  on_disconnected=self._stream_disconnected,
-                                  on_instance_joined=self._instance_namespace_joined)
+        self.writer = StatusWriter(
+            self.kube.patch_status,
+            concurrency=config.max_concurrent_status_writes,
+            on_written=self.metrics.event_to_status.observe,
+            on_rejected=self._status_rejected,
+            supervisor=self.supervisor,
+        )
+        self.stream = EventStream(
+            config,
+            on_event=self.on_event,
+            on_connected=self._stream_connected,
+            on_disconnected=self._stream_disconnected,
+            on_instance_joined=self._instance_namespace_joined,
+        )
         self.trackers: dict[Key, InstanceTracker] = {}
         self.by_instance: dict[str, InstanceTracker] = {}
         self.stats = RuntimeStats()
@@ -127,8 +144,11 @@ class Runtime:
         self._outage_reason = ""
         # Standalone, or until the peering object says a higher-priority replica is alive.
         self.active = True
-        self.leadership = None if peering is None else PeeringLeadership(
-            self.kube, peering, on_change=self._leadership_changed, interval=leadership_interval)
+        self.leadership = (
+            None
+            if peering is None
+            else PeeringLeadership(self.kube, peering, on_change=self._leadership_changed, interval=leadership_interval)
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -175,13 +195,20 @@ class Runtime:
         instance_name = status.get("instanceName") or spec.instance_name
         owner = self.by_instance.get(instance_name)
         if owner is not None and owner.key != key:
-            raise InvalidSpec(f"instance name {instance_name!r} is already used by "
-                              f"{owner.namespace}/{owner.name}; choose another spec.instanceName")
+            raise InvalidSpec(
+                f"instance name {instance_name!r} is already used by "
+                f"{owner.namespace}/{owner.name}; choose another spec.instanceName"
+            )
         spec = InstanceSpec(instance_name, spec.integration, spec.number, spec.settings)
         tracker = InstanceTracker(
-            namespace=key[0], name=key[1], uid=meta.get("uid", ""), generation=meta.get("generation"),
-            spec=spec, state=InstanceState.from_status(instance_name, status),
-            retry=Backoff(self.config.retry_initial_delay, self.config.retry_max_delay))
+            namespace=key[0],
+            name=key[1],
+            uid=meta.get("uid", ""),
+            generation=meta.get("generation"),
+            spec=spec,
+            state=InstanceState.from_status(instance_name, status),
+            retry=Backoff(self.config.retry_initial_delay, self.config.retry_max_delay),
+        )
         self.trackers[key] = tracker
         self.by_instance[instance_name] = tracker
         self.writer.track(key, status)
@@ -198,8 +225,9 @@ class Runtime:
             self.writer.track(key, status)
             notices = state.failed("InvalidSpec", f"The spec cannot be used: {error}.")
             self.writer.submit(key, state.render_status(meta.get("generation"), self.clock()))
-            self._queue_notices({"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", "")},
-                                notices)
+            self._queue_notices(
+                {"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", "")}, notices
+            )
             return
         tracker.generation = meta.get("generation")
         self.publish(tracker, tracker.state.failed("InvalidSpec", f"The spec cannot be used: {error}."))
@@ -259,8 +287,9 @@ class Runtime:
 
     async def apply_settings(self, tracker: InstanceTracker) -> None:
         async with tracker.lock:
-            await self._evolution_call(tracker, self.evolution.set_settings(tracker.spec.instance_name,
-                                                                             tracker.spec.settings))
+            await self._evolution_call(
+                tracker, self.evolution.set_settings(tracker.spec.instance_name, tracker.spec.settings)
+            )
             self.publish(tracker, [])
 
     async def delete(self, tracker: InstanceTracker) -> None:
@@ -271,13 +300,18 @@ class Runtime:
             try:
                 existed = await self.evolution.delete_instance(tracker.spec.instance_name)
             except EvolutionError as error:
-                message = (f"Cannot remove instance {tracker.spec.instance_name} from Evolution API yet "
-                           f"({error.message}); the resource is kept until Evolution answers.")
+                message = (
+                    f"Cannot remove instance {tracker.spec.instance_name} from Evolution API yet "
+                    f"({error.message}); the resource is kept until Evolution answers."
+                )
                 self.publish(tracker, tracker.state.sync_failed(error.reason, message))
                 await self.writer.flush(tracker.key)
                 raise
-        logger.info("Instance %s removed from Evolution API%s", tracker.spec.instance_name,
-                    "" if existed else " (it was already gone)")
+        logger.info(
+            "Instance %s removed from Evolution API%s",
+            tracker.spec.instance_name,
+            "" if existed else " (it was already gone)",
+        )
         self.untrack(tracker)
 
     # -- reconciliation ----------------------------------------------------------------------------
@@ -308,17 +342,26 @@ class Runtime:
     async def _create_in_evolution(self, tracker: InstanceTracker) -> CreatedInstance:
         spec = tracker.spec
         try:
-            created = await self._evolution_call(tracker, self.evolution.create_instance(
-                spec.instance_name, integration=spec.integration, settings=spec.settings))
+            created = await self._evolution_call(
+                tracker,
+                self.evolution.create_instance(
+                    spec.instance_name, integration=spec.integration, settings=spec.settings
+                ),
+            )
         except InstanceAlreadyExists as error:
             # connectionState said 404 a moment ago: a removal is still being cleaned up, or another
             # client created the name in between. Either way the next attempt sorts it out.
-            raise EvolutionError("InstanceNameBusy",
-                                 f"{error.message}; Evolution is still releasing the name, retrying") from None
+            raise EvolutionError(
+                "InstanceNameBusy", f"{error.message}; Evolution is still releasing the name, retrying"
+            ) from None
         except EvolutionError as error:
             if error.status == 400:
-                self.publish(tracker, tracker.state.failed("EvolutionRejectedInstance",
-                                                           f"Evolution API refused to create the instance: {error.message}."))
+                self.publish(
+                    tracker,
+                    tracker.state.failed(
+                        "EvolutionRejectedInstance", f"Evolution API refused to create the instance: {error.message}."
+                    ),
+                )
             raise
         tracker.exists = True
         return created
@@ -328,11 +371,17 @@ class Runtime:
         try:
             body = await self.kube.get_instance(tracker.namespace, tracker.name)
         except KubeError as error:
-            raise EvolutionError("KubernetesUnavailable", f"cannot confirm the resource still exists: {error}") from None
+            raise EvolutionError(
+                "KubernetesUnavailable", f"cannot confirm the resource still exists: {error}"
+            ) from None
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != tracker.uid or meta.get("deletionTimestamp"):
-            logger.info("Not recreating %s: %s/%s is gone or being deleted", tracker.spec.instance_name,
-                        tracker.namespace, tracker.name)
+            logger.info(
+                "Not recreating %s: %s/%s is gone or being deleted",
+                tracker.spec.instance_name,
+                tracker.namespace,
+                tracker.name,
+            )
             self.untrack(tracker)
             return False
         return True
@@ -353,8 +402,10 @@ class Runtime:
         now = self.clock()
         current = tracker.state
         if state is None:
-            raise self._fail_sync(tracker, EvolutionError(
-                "EvolutionNotReady", f"Evolution API has instance {name} but has not loaded it yet"))
+            raise self._fail_sync(
+                tracker,
+                EvolutionError("EvolutionNotReady", f"Evolution API has instance {name} but has not loaded it yet"),
+            )
         if state == "open":
             notices: list[Notice] = []
             if current.phase is not Phase.CONNECTED or current.number is None:
@@ -362,8 +413,9 @@ class Runtime:
             tracker.reconnect_requested = False
             self.publish(tracker, notices)
         elif state == "connecting":
-            if current.phase is Phase.CONNECTED or (current.phase is Phase.CONNECTING
-                                                    and current.reason == "Reconnecting"):
+            if current.phase is Phase.CONNECTED or (
+                current.phase is Phase.CONNECTING and current.reason == "Reconnecting"
+            ):
                 self.publish(tracker, current.connecting(now))  # a paired session reconnecting
             else:
                 # Read-only while connecting: returns the QR being shown (CONTRACT §3.3).
@@ -390,8 +442,9 @@ class Runtime:
         if result.state == "open":
             notices = await self._connected_locked(tracker, now)
         elif result.qr is not None and (result.qr.code or result.qr.pairing_code):
-            notices = current.qr_received(result.qr.code, result.qr.base64, result.qr.pairing_code, now,
-                                          count=result.qr.count)
+            notices = current.qr_received(
+                result.qr.code, result.qr.base64, result.qr.pairing_code, now, count=result.qr.count
+            )
             if current.phase is not Phase.AWAITING_SCAN:
                 notices += current.connecting(now)  # a stale cached QR: the fresh one follows by event
         else:
@@ -475,25 +528,35 @@ class Runtime:
         now = datetime.datetime.now(datetime.UTC)
         for obj in objects:
             meta = obj.get("metadata") or {}
-            if self.namespaces and not any(fnmatch.fnmatchcase(str(meta.get("namespace")), pattern)
-                                           for pattern in self.namespaces):
+            if self.namespaces and not any(
+                fnmatch.fnmatchcase(str(meta.get("namespace")), pattern) for pattern in self.namespaces
+            ):
                 continue
             finalizers = meta.get("finalizers") or []
             deleting = meta.get("deletionTimestamp")
             if deleting:
                 key = (meta.get("namespace"), meta.get("name"))
-                waiting = FINALIZER in finalizers and key not in self.trackers and _older_than(
-                    deleting, now, self.config.stuck_object_after)
+                waiting = (
+                    FINALIZER in finalizers
+                    and key not in self.trackers
+                    and _older_than(deleting, now, self.config.stuck_object_after)
+                )
             else:
                 waiting = FINALIZER not in finalizers and _older_than(
-                    meta.get("creationTimestamp"), now, self.config.stuck_object_after)
+                    meta.get("creationTimestamp"), now, self.config.stuck_object_after
+                )
             if not waiting:
                 continue
-            logger.warning("%s/%s waits for kopf to %s its finalizer; nudging it", meta.get("namespace"),
-                           meta.get("name"), "remove" if deleting else "add")
+            logger.warning(
+                "%s/%s waits for kopf to %s its finalizer; nudging it",
+                meta.get("namespace"),
+                meta.get("name"),
+                "remove" if deleting else "add",
+            )
             try:
-                await self.kube.annotate_instance(str(meta.get("namespace")), str(meta.get("name")), NUDGE_ANNOTATION,
-                                                  self.clock())
+                await self.kube.annotate_instance(
+                    str(meta.get("namespace")), str(meta.get("name")), NUDGE_ANNOTATION, self.clock()
+                )
             except KubeError as error:
                 logger.warning("Could not nudge %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
 
@@ -508,8 +571,9 @@ class Runtime:
         notices = tracker.state.apply_event(event, self.clock())
         self.publish(tracker, notices, received_at=received_at)
         if isinstance(event, InstanceRemoved):
-            self.supervisor.run("recreate", lambda: self._recreate_after_removal(tracker),
-                                name=f"recreate-{event.instance}", once=True)
+            self.supervisor.run(
+                "recreate", lambda: self._recreate_after_removal(tracker), name=f"recreate-{event.instance}", once=True
+            )
 
     async def _wait_until_released(self, tracker: InstanceTracker, *, until_repaired: bool = False) -> None:
         """Evolution's cleanup runs after a removal; the name is free only once it answers 404.
@@ -541,8 +605,9 @@ class Runtime:
             try:
                 await self._reconcile_locked(tracker)
             except EvolutionError as error:
-                logger.warning("Recreating %s/%s failed (the next resync retries): %s",
-                               tracker.namespace, tracker.name, error)
+                logger.warning(
+                    "Recreating %s/%s failed (the next resync retries): %s", tracker.namespace, tracker.name, error
+                )
 
     # -- leadership --------------------------------------------------------------------------------
 
@@ -585,8 +650,9 @@ class Runtime:
         tracker = self.by_instance.get(instance_name)
         if tracker is None or tracker.deleting:
             return
-        self.supervisor.run("instance-resync", lambda: self._resync_one(tracker), name=f"resync-{instance_name}",
-                            once=True)
+        self.supervisor.run(
+            "instance-resync", lambda: self._resync_one(tracker), name=f"resync-{instance_name}", once=True
+        )
 
     async def _resync_one(self, tracker: InstanceTracker) -> None:
         try:
@@ -605,16 +671,19 @@ class Runtime:
         def retry() -> None:
             tracker.resync_retry = None
             if self.trackers.get(tracker.key) is tracker and self.active and not tracker.deleting:
-                self.supervisor.run("instance-resync", lambda: self._resync_one(tracker),
-                                    name=f"resync-{tracker.spec.instance_name}", once=True)
+                self.supervisor.run(
+                    "instance-resync",
+                    lambda: self._resync_one(tracker),
+                    name=f"resync-{tracker.spec.instance_name}",
+                    once=True,
+                )
 
         tracker.resync_retry = asyncio.get_running_loop().call_later(tracker.retry.next_delay(), retry)
 
     def _stream_disconnected(self, reason: str) -> None:
         self._outage_reason = reason
         if self._outage_timer is None:
-            self._outage_timer = asyncio.get_running_loop().call_later(self.config.outage_grace,
-                                                                       self._report_outage)
+            self._outage_timer = asyncio.get_running_loop().call_later(self.config.outage_grace, self._report_outage)
 
     def _report_outage(self) -> None:
         self._outage_timer = None
@@ -679,8 +748,9 @@ class Runtime:
                 passing = error.status is None or error.status == 429 or error.status >= 500
                 if not passing or attempt == _EVENT_ATTEMPTS:
                     self.stats.events_dropped += 1
-                    logger.warning("Could not post a Kubernetes Event (%s %s): %s", notice.reason,
-                                   involved["name"], error)
+                    logger.warning(
+                        "Could not post a Kubernetes Event (%s %s): %s", notice.reason, involved["name"], error
+                    )
                     return
             await asyncio.sleep(retry.next_delay())
 

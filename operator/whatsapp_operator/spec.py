@@ -23,11 +23,23 @@ NUMBER_PATTERN = re.compile(r"^[1-9][0-9]{6,14}$")
 DEFAULT_INTEGRATION = "WHATSAPP-BAILEYS"
 # Evolution keeps instances in a JavaScript object: these names collide with its properties, so
 # Evolution treats them as taken (CONTRACT §10.7).
-RESERVED_INSTANCE_NAMES = frozenset({
-    "constructor", "__proto__", "prototype", "toString", "toLocaleString", "valueOf", "hasOwnProperty",
-    "isPrototypeOf", "propertyIsEnumerable", "__defineGetter__", "__defineSetter__", "__lookupGetter__",
-    "__lookupSetter__",
-})
+RESERVED_INSTANCE_NAMES = frozenset(
+    {
+        "constructor",
+        "__proto__",
+        "prototype",
+        "toString",
+        "toLocaleString",
+        "valueOf",
+        "hasOwnProperty",
+        "isPrototypeOf",
+        "propertyIsEnumerable",
+        "__defineGetter__",
+        "__defineSetter__",
+        "__lookupGetter__",
+        "__lookupSetter__",
+    }
+)
 BOOLEAN_SETTINGS = ("rejectCall", "groupsIgnore", "alwaysOnline", "readMessages", "readStatus", "syncFullHistory")
 
 
@@ -52,8 +64,12 @@ class InstanceSpec:
             raise InvalidSpec(f"integration {integration!r} is not supported; use {DEFAULT_INTEGRATION}")
         number = spec.get("number") or None
         if number is not None and not NUMBER_PATTERN.match(str(number)):
-            raise InvalidSpec("number must be digits only, with the country code and no '+' (for example 5511987654321)")
-        return cls(instance_name, integration, str(number) if number else None, evolution_settings(spec.get("settings")))
+            raise InvalidSpec(
+                "number must be digits only, with the country code and no '+' (for example 5511987654321)"
+            )
+        return cls(
+            instance_name, integration, str(number) if number else None, evolution_settings(spec.get("settings"))
+        )
 
 
 def default_instance_name(namespace: str, name: str) -> str:
@@ -64,10 +80,14 @@ def default_instance_name(namespace: str, name: str) -> str:
 
 def check_instance_name(instance_name: str) -> None:
     if not INSTANCE_NAME_PATTERN.match(instance_name):
-        raise InvalidSpec(f"instance name {instance_name!r} must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'; "
-                          "set spec.instanceName explicitly")
+        raise InvalidSpec(
+            f"instance name {instance_name!r} must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'; "
+            "set spec.instanceName explicitly"
+        )
     if instance_name in RESERVED_INSTANCE_NAMES:
-        raise InvalidSpec(f"instance name {instance_name!r} is reserved by Evolution API; choose another spec.instanceName")
+        raise InvalidSpec(
+            f"instance name {instance_name!r} is reserved by Evolution API; choose another spec.instanceName"
+        )
 
 
 def evolution_settings(settings: dict[str, Any] | None) -> dict[str, Any]:

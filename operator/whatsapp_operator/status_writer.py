@@ -80,10 +80,16 @@ def apply_merge_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[s
 def rejection_fallback(wanted: dict[str, Any], message: str, generation: Any) -> dict[str, Any]:
     """The smallest status patch that says a status was refused: Synced=False and the message."""
     conditions = [c for c in wanted.get("conditions") or [] if isinstance(c, dict) and c.get("type") != "Synced"]
-    previous = next((c for c in wanted.get("conditions") or []
-                     if isinstance(c, dict) and c.get("type") == "Synced"), {})
-    synced = {"type": "Synced", "status": "False", "reason": STATUS_REJECTED, "message": message,
-              "observedGeneration": generation}
+    previous = next(
+        (c for c in wanted.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Synced"), {}
+    )
+    synced = {
+        "type": "Synced",
+        "status": "False",
+        "reason": STATUS_REJECTED,
+        "message": message,
+        "observedGeneration": generation,
+    }
     if previous.get("lastTransitionTime"):
         synced["lastTransitionTime"] = previous["lastTransitionTime"]
     return {"message": message, "conditions": [*conditions, {k: v for k, v in synced.items() if v is not None}]}
@@ -99,10 +105,16 @@ class WriterStats:
 
 
 class StatusWriter:
-    def __init__(self, patch: PatchFn, *, concurrency: int = 16, retry: Backoff | None = None,
-                 on_written: Callable[[float], None] | None = None,
-                 on_rejected: Callable[[Key, str], None] | None = None,
-                 supervisor: Supervisor | None = None):
+    def __init__(
+        self,
+        patch: PatchFn,
+        *,
+        concurrency: int = 16,
+        retry: Backoff | None = None,
+        on_written: Callable[[float], None] | None = None,
+        on_rejected: Callable[[Key, str], None] | None = None,
+        supervisor: Supervisor | None = None,
+    ):
         self._patch = patch
         self._concurrency = concurrency
         self._retry_template = retry or Backoff(initial=0.2, maximum=10.0)
@@ -219,14 +231,15 @@ class StatusWriter:
         logger.error("Status patch for %s/%s refused: %s", key[0], key[1], error)
         if self._on_rejected is not None:
             self._on_rejected(key, message)
-        fallback = merge_patch(slot.written, apply_merge_patch(slot.written, rejection_fallback(
-            wanted, message, wanted.get("observedGeneration"))))
+        fallback = merge_patch(
+            slot.written,
+            apply_merge_patch(slot.written, rejection_fallback(wanted, message, wanted.get("observedGeneration"))),
+        )
         if not fallback:
             return
         try:
             await self._patch(key[0], key[1], fallback)
         except KubeError as second:
-            logger.error("Status patch for %s/%s refused again, even reduced to the error: %s", key[0], key[1],
-                         second)
+            logger.error("Status patch for %s/%s refused again, even reduced to the error: %s", key[0], key[1], second)
             return
         slot.written = apply_merge_patch(slot.written, fallback)

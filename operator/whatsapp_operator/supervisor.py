@@ -31,8 +31,9 @@ class Supervisor:
         self._stable_after = stable_after
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def run(self, kind: str, factory: Callable[[], Awaitable[Any]], *, name: str | None = None,
-            once: bool = False) -> asyncio.Task[None]:
+    def run(
+        self, kind: str, factory: Callable[[], Awaitable[Any]], *, name: str | None = None, once: bool = False
+    ) -> asyncio.Task[None]:
         """Run `factory()` in a task, and again after a backoff whenever it raises.
 
         A long-lived task (`once=False`) is also started again when it returns, since it never
@@ -48,8 +49,12 @@ class Supervisor:
         """Log and count one unexpected failure of a task of `kind` that its caller will run again."""
         self.restarts[kind] = self.restarts.get(kind, 0) + 1
         when = "" if delay is None else f" in {delay:.1f} s"
-        logger.error("Background task %s failed; starting it again%s", kind, when,
-                     exc_info=(type(error), error, error.__traceback__))
+        logger.error(
+            "Background task %s failed; starting it again%s",
+            kind,
+            when,
+            exc_info=(type(error), error, error.__traceback__),
+        )
 
     async def stop(self) -> None:
         tasks = list(self._tasks)

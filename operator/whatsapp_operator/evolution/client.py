@@ -214,8 +214,9 @@ class EvolutionClient:
             raise
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
-            raise EvolutionError("EvolutionBadResponse", "create instance: the answer has no instance object",
-                                 endpoint="create instance")
+            raise EvolutionError(
+                "EvolutionBadResponse", "create instance: the answer has no instance object", endpoint="create instance"
+            )
         qr = data.get("qrcode")
         return CreatedInstance(
             instance_id=values.token(instance.get("instanceId")),
@@ -225,11 +226,13 @@ class EvolutionClient:
 
     async def connect(self, name: str, *, number: str | None = None) -> ConnectResult:
         params = {"number": number} if number else None
-        data = await self._request("GET", f"/instance/connect/{_segment(name)}", "connect instance",
-                                   params=params, instance=name)
+        data = await self._request(
+            "GET", f"/instance/connect/{_segment(name)}", "connect instance", params=params, instance=name
+        )
         if not isinstance(data, dict):
-            raise EvolutionError("EvolutionBadResponse", "connect instance: the answer is not an object",
-                                 endpoint="connect instance")
+            raise EvolutionError(
+                "EvolutionBadResponse", "connect instance: the answer is not an object", endpoint="connect instance"
+            )
         instance = data.get("instance")
         if isinstance(instance, dict):
             state = values.token(instance.get("state") or instance.get("status"))
@@ -239,19 +242,28 @@ class EvolutionClient:
 
     async def connection_state(self, name: str) -> str | None:
         """The live in-memory state (open/connecting/close); None while Evolution is still loading it."""
-        data = await self._request("GET", f"/instance/connectionState/{_segment(name)}",
-                                   "read connection state", instance=name, priority=ENTRY_PRIORITY)
+        data = await self._request(
+            "GET",
+            f"/instance/connectionState/{_segment(name)}",
+            "read connection state",
+            instance=name,
+            priority=ENTRY_PRIORITY,
+        )
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
-            raise EvolutionError("EvolutionBadResponse", "read connection state: the answer has no instance object",
-                                 endpoint="read connection state")
+            raise EvolutionError(
+                "EvolutionBadResponse",
+                "read connection state: the answer has no instance object",
+                endpoint="read connection state",
+            )
         return values.token(instance.get("state"))
 
     async def fetch_instance(self, name: str) -> InstanceRecord | None:
         """The stored row of one instance; None when Evolution has it in its database only."""
         try:
-            data = await self._request("GET", "/instance/fetchInstances", "fetch instance",
-                                       params={"instanceName": name}, instance=name)
+            data = await self._request(
+                "GET", "/instance/fetchInstances", "fetch instance", params={"instanceName": name}, instance=name
+            )
         except InstanceNotFound:
             return None
         rows = data if isinstance(data, list) else [data]
@@ -272,14 +284,14 @@ class EvolutionClient:
         await self._request("DELETE", f"/instance/logout/{_segment(name)}", "log out instance", instance=name)
 
     async def set_settings(self, name: str, settings: dict[str, Any]) -> None:
-        await self._request("POST", f"/settings/set/{_segment(name)}", "apply settings",
-                            json=settings, instance=name)
+        await self._request("POST", f"/settings/set/{_segment(name)}", "apply settings", json=settings, instance=name)
 
     async def subscribe_events(self, name: str) -> None:
         """Make sure the instance emits our events on its own namespace (needed for adopted instances)."""
         body = {"websocket": {"enabled": True, "events": list(INSTANCE_EVENTS_FOR_SET)}}
-        await self._request("POST", f"/websocket/set/{_segment(name)}", "subscribe events",
-                            json=body, instance=name, allow_empty=True)
+        await self._request(
+            "POST", f"/websocket/set/{_segment(name)}", "subscribe events", json=body, instance=name, allow_empty=True
+        )
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -305,45 +317,58 @@ class EvolutionClient:
         except Exception as error:  # noqa: BLE001 - last resort: one odd answer must not stop a caller's loop
             raise self._unexpected(endpoint, error) from None
 
-    async def _exchange(self, method: str, path: str, endpoint: str, *, json: Any,
-                        params: dict[str, str] | None) -> _Answer:
+    async def _exchange(
+        self, method: str, path: str, endpoint: str, *, json: Any, params: dict[str, str] | None
+    ) -> _Answer:
         """Send the request and read the whole answer, its decoded size bounded by max_body_bytes."""
         try:
             # httpx's timeout bounds each read; this bounds the whole call, so a server that
             # drip-feeds its answer cannot hold a slot for longer than one timeout.
-            async with asyncio.timeout(self._call_timeout), \
-                    self._http.stream(method, path, json=json, params=params) as response:
+            async with (
+                asyncio.timeout(self._call_timeout),
+                self._http.stream(method, path, json=json, params=params) as response,
+            ):
                 if response.is_stream_consumed:
                     # A transport that hands over a response it has already read and decoded
                     # (httpx.MockTransport with `content=`/`json=`): only the size bound applies.
                     reader = _BodyReader((), self.max_body_bytes)
                     reader.feed(response.content)
                 else:
-                    reader = _BodyReader(response.headers.get_list("content-encoding", split_commas=True),
-                                         self.max_body_bytes)
+                    reader = _BodyReader(
+                        response.headers.get_list("content-encoding", split_commas=True), self.max_body_bytes
+                    )
                     async for chunk in response.aiter_raw():
                         reader.feed(chunk)
-                return _Answer(response.status_code, response.reason_phrase,
-                               response.headers.get("content-type", ""), reader.finish())
+                return _Answer(
+                    response.status_code,
+                    response.reason_phrase,
+                    response.headers.get("content-type", ""),
+                    reader.finish(),
+                )
         except (httpx.TimeoutException, TimeoutError):
             self._count(endpoint, "timeout")
-            raise EvolutionError("EvolutionUnreachable",
-                                 f"{endpoint}: Evolution API at {self.base_url} did not answer in time",
-                                 endpoint=endpoint) from None
+            raise EvolutionError(
+                "EvolutionUnreachable",
+                f"{endpoint}: Evolution API at {self.base_url} did not answer in time",
+                endpoint=endpoint,
+            ) from None
         except httpx.TransportError as error:
             self._count(endpoint, "unreachable")
-            raise EvolutionError("EvolutionUnreachable",
-                                 f"{endpoint}: cannot reach Evolution API at {self.base_url} "
-                                 f"({type(error).__name__})", endpoint=endpoint) from None
+            raise EvolutionError(
+                "EvolutionUnreachable",
+                f"{endpoint}: cannot reach Evolution API at {self.base_url} ({type(error).__name__})",
+                endpoint=endpoint,
+            ) from None
         except httpx.HTTPError as error:  # DecodingError and whatever else httpx may add
             self._count(endpoint, "bad_response")
-            raise EvolutionError("EvolutionBadResponse",
-                                 f"{endpoint}: the answer of Evolution API could not be read "
-                                 f"({type(error).__name__})", endpoint=endpoint) from None
+            raise EvolutionError(
+                "EvolutionBadResponse",
+                f"{endpoint}: the answer of Evolution API could not be read ({type(error).__name__})",
+                endpoint=endpoint,
+            ) from None
         except _UnreadableAnswer as error:
             self._count(endpoint, "bad_response")
-            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem}",
-                                 endpoint=endpoint) from None
+            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem}", endpoint=endpoint) from None
 
     def _decode(self, answer: _Answer, endpoint: str, *, instance: str | None, allow_empty: bool) -> Any:
         status = answer.status
@@ -351,14 +376,18 @@ class EvolutionClient:
             body = _parse_body(answer.body, answer.content_type)
         except _UnreadableAnswer as error:
             self._count(endpoint, "bad_response")
-            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem} (HTTP {status})",
-                                 status=status, endpoint=endpoint) from None
+            raise EvolutionError(
+                "EvolutionBadResponse", f"{endpoint}: {error.problem} (HTTP {status})", status=status, endpoint=endpoint
+            ) from None
         if status < 200 or 300 <= status < 400:
             # Evolution answers 200/201 or an error; anything else came from something in between.
             self._count(endpoint, str(status))
-            raise EvolutionError("EvolutionUnexpectedStatus",
-                                 f"{endpoint}: Evolution API answered HTTP {status}, which it never sends",
-                                 status=status, endpoint=endpoint)
+            raise EvolutionError(
+                "EvolutionUnexpectedStatus",
+                f"{endpoint}: Evolution API answered HTTP {status}, which it never sends",
+                status=status,
+                endpoint=endpoint,
+            )
         if status >= 400:
             self._count(endpoint, str(status))
             detail = error_message_from_body(body) or answer.reason_phrase
@@ -368,12 +397,20 @@ class EvolutionClient:
             raise EvolutionError(reason_for_status(status), message, status=status, endpoint=endpoint)
         if body is None and not allow_empty:
             self._count(endpoint, "bad_response")
-            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: Evolution API sent an empty answer",
-                                 status=status, endpoint=endpoint)
+            raise EvolutionError(
+                "EvolutionBadResponse",
+                f"{endpoint}: Evolution API sent an empty answer",
+                status=status,
+                endpoint=endpoint,
+            )
         if isinstance(body, str) and not allow_empty:
             self._count(endpoint, "bad_response")
-            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: Evolution API sent a non-JSON answer",
-                                 status=status, endpoint=endpoint)
+            raise EvolutionError(
+                "EvolutionBadResponse",
+                f"{endpoint}: Evolution API sent a non-JSON answer",
+                status=status,
+                endpoint=endpoint,
+            )
         if isinstance(body, dict) and body.get("error") is True:
             # connect and restart catch their own failures and answer HTTP 200 {"error":true,...};
             # the usual cause is an instance that exists in the database but is not loaded yet.
@@ -395,13 +432,19 @@ class EvolutionClient:
                 details = redact("".join(traceback.format_exception(error)))
             except Exception:  # noqa: BLE001 - the traceback is a courtesy; the error is what matters
                 details = kind
-            logger.error("%s: unexpected failure while reading the answer of Evolution API "
-                         "(further ones of this kind are logged without traceback):\n%s", endpoint, details)
+            logger.error(
+                "%s: unexpected failure while reading the answer of Evolution API "
+                "(further ones of this kind are logged without traceback):\n%s",
+                endpoint,
+                details,
+            )
         else:
             logger.warning("%s: unexpected failure while reading the answer of Evolution API (%s)", endpoint, kind)
-        return EvolutionError("EvolutionBadResponse",
-                              f"{endpoint}: the answer of Evolution API could not be read ({kind})",
-                              endpoint=endpoint)
+        return EvolutionError(
+            "EvolutionBadResponse",
+            f"{endpoint}: the answer of Evolution API could not be read ({kind})",
+            endpoint=endpoint,
+        )
 
     def _count(self, endpoint: str, outcome: str) -> None:
         key = (endpoint, outcome)
@@ -413,11 +456,11 @@ def _segment(name: str) -> str:
 
 
 def _without_secrets(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items()
-            if not (isinstance(key, str) and key.lower() in SECRET_FIELDS)}
+    return {key: value for key, value in row.items() if not (isinstance(key, str) and key.lower() in SECRET_FIELDS)}
 
 
 # -- reading an answer ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Answer:
@@ -522,11 +565,22 @@ class _BodyReader:
 
 # Charsets a Content-Type may declare that are tried when the body is not UTF-8; others are ignored.
 _FALLBACK_CHARSETS = {
-    "iso-8859-1": "latin-1", "iso8859-1": "latin-1", "latin-1": "latin-1", "latin1": "latin-1",
-    "windows-1252": "cp1252", "cp1252": "cp1252",
-    "utf-16": "utf-16", "utf-16le": "utf-16-le", "utf-16-le": "utf-16-le", "utf-16be": "utf-16-be",
-    "utf-16-be": "utf-16-be", "utf-32": "utf-32", "utf-32le": "utf-32-le", "utf-32-le": "utf-32-le",
-    "utf-32be": "utf-32-be", "utf-32-be": "utf-32-be",
+    "iso-8859-1": "latin-1",
+    "iso8859-1": "latin-1",
+    "latin-1": "latin-1",
+    "latin1": "latin-1",
+    "windows-1252": "cp1252",
+    "cp1252": "cp1252",
+    "utf-16": "utf-16",
+    "utf-16le": "utf-16-le",
+    "utf-16-le": "utf-16-le",
+    "utf-16be": "utf-16-be",
+    "utf-16-be": "utf-16-be",
+    "utf-32": "utf-32",
+    "utf-32le": "utf-32-le",
+    "utf-32-le": "utf-32-le",
+    "utf-32be": "utf-32-be",
+    "utf-32-be": "utf-32-be",
 }
 
 
@@ -577,8 +631,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
     level, without recursion (json.loads makes only dicts and lists)."""
     level = [value] if type(value) in _CONTAINERS else []
     for _ in range(limit):
-        level = [child for item in level for child in (item.values() if type(item) is dict else item)
-                 if type(child) in _CONTAINERS]
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) in _CONTAINERS
+        ]
         if not level:
             return False
     return bool(level)

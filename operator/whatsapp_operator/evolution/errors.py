@@ -24,8 +24,12 @@ class EvolutionError(Exception):
     @property
     def retryable(self) -> bool:
         """Worth retrying without a change on our side: outages, 5xx, Evolution's 200-with-error."""
-        return self.reason in {"EvolutionUnreachable", "EvolutionServerError", "EvolutionNotReady",
-                               "EvolutionBadResponse"}
+        return self.reason in {
+            "EvolutionUnreachable",
+            "EvolutionServerError",
+            "EvolutionNotReady",
+            "EvolutionBadResponse",
+        }
 
     def __str__(self) -> str:
         return self.message

@@ -91,9 +91,7 @@ class SocketIOStats:
     last_error: str | None = None  # redacted; kept after a successful reconnect
 
 
-def build_socketio_url(
-    base_url: str, path: str = "/socket.io/", query: Mapping[str, str] | None = None
-) -> str:
+def build_socketio_url(base_url: str, path: str = "/socket.io/", query: Mapping[str, str] | None = None) -> str:
     """`http(s)://host[:port][/prefix]` -> `ws(s)://host[:port][/prefix]{path}?EIO=4&transport=websocket&...`."""
     parts = urlsplit(base_url)
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
@@ -139,10 +137,7 @@ def describe_failure(exc: BaseException) -> str:
         status = exc.response.status_code
         if status in (400, 401, 403):
             # Evolution refuses the apikey with 400 (websocket transport) or 403 (polling).
-            text = (
-                f"handshake refused by the server (HTTP {status}): "
-                "authentication failed or not allowed"
-            )
+            text = f"handshake refused by the server (HTTP {status}): authentication failed or not allowed"
         elif status == 404:
             text = (
                 "handshake rejected by the server (HTTP 404): no Socket.IO endpoint at this path "
@@ -204,9 +199,7 @@ class SocketIOClient:
         self._listener = listener
         self._backoff = backoff if backoff is not None else Backoff()
         self._namespace_backoff = (
-            namespace_backoff
-            if namespace_backoff is not None
-            else Backoff(initial=0.5, maximum=10.0)
+            namespace_backoff if namespace_backoff is not None else Backoff(initial=0.5, maximum=10.0)
         )
         self._open_timeout = open_timeout
         self._name = name
@@ -378,9 +371,7 @@ class SocketIOClient:
             logger.warning("[%s] cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
         else:
             # The same failure again (Evolution down, wrong key): say it once, not every retry.
-            logger.debug(
-                "[%s] still cannot connect: %s; retrying in %.1fs", self._name, reason, delay
-            )
+            logger.debug("[%s] still cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
         self._last_failure = None if was_connected else reason
 
     # -- one connection -------------------------------------------------------------------------
@@ -475,13 +466,9 @@ class SocketIOClient:
                 self._notify("on_namespace_connected", event.namespace)
         elif isinstance(event, NamespaceRefused):
             if event.namespace == ROOT_NAMESPACE:
-                raise _ConnectionEnded(
-                    redact(f"server refused the root namespace: {event.message}")
-                )
+                raise _ConnectionEnded(redact(f"server refused the root namespace: {event.message}"))
             self._stats.namespace_refusals += 1
-            logger.debug(
-                "[%s] namespace %s refused: %s", self._name, event.namespace, redact(event.message)
-            )
+            logger.debug("[%s] namespace %s refused: %s", self._name, event.namespace, redact(event.message))
             self._schedule_rejoin(event.namespace)
         elif isinstance(event, NamespaceDisconnected):
             if event.namespace == ROOT_NAMESPACE:

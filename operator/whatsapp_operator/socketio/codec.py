@@ -90,11 +90,7 @@ def _nests_deeper_than(text: str, limit: int) -> bool:
     """Whether the JSON text nests arrays/objects deeper than `limit` (exact for valid JSON)."""
     if text.count("[") + text.count("{") <= limit:
         return False  # the common case, at C speed
-    brackets = (
-        _JSON_STRING.sub("", text)
-        .encode("utf-8", "surrogatepass")
-        .translate(_OPEN_AS_SQUARE, _NOT_BRACKETS)
-    )
+    brackets = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass").translate(_OPEN_AS_SQUARE, _NOT_BRACKETS)
     depth = 0
     for char in brackets:
         if char == 0x5B:  # "["
@@ -205,22 +201,15 @@ def _milliseconds(body: dict[str, Any], key: str) -> float:
         or not MIN_PING_MS <= value <= MAX_PING_MS
     ):
         raise HandshakeError(
-            f"{key} is {_shown(value)}; it must be a number of milliseconds "
-            f"from {MIN_PING_MS} to {MAX_PING_MS}"
+            f"{key} is {_shown(value)}; it must be a number of milliseconds from {MIN_PING_MS} to {MAX_PING_MS}"
         )
     return float(value)
 
 
 def _max_payload(body: dict[str, Any]) -> int:
     value = body.get("maxPayload", _DEFAULT_MAX_PAYLOAD)
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or not 1 <= value <= MAX_PAYLOAD_LIMIT
-    ):
-        raise HandshakeError(
-            f"maxPayload is {_shown(value)}; it must be an integer from 1 to {MAX_PAYLOAD_LIMIT}"
-        )
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAYLOAD_LIMIT:
+        raise HandshakeError(f"maxPayload is {_shown(value)}; it must be an integer from 1 to {MAX_PAYLOAD_LIMIT}")
     return value
 
 
@@ -295,9 +284,7 @@ def encode_socketio(packet: SocketIOPacket) -> str:
         parts.append(str(packet.ack_id))
     if packet.data is not None:
         # Compact like JSON.stringify; NaN/Infinity are not JSON and the server could not parse them.
-        parts.append(
-            json.dumps(packet.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        )
+        parts.append(json.dumps(packet.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
     return "".join(parts)
 
 
@@ -568,9 +555,7 @@ class ClientSession:
             return self._on_open(packet.data)
         if kind is EngineIOPacketType.PING:
             # The server decides the heartbeat in v4; we echo whatever it sent (e.g. "probe").
-            self._outgoing.append(
-                encode_engineio(EngineIOPacket(EngineIOPacketType.PONG, packet.data))
-            )
+            self._outgoing.append(encode_engineio(EngineIOPacket(EngineIOPacketType.PONG, packet.data)))
             return []
         if kind is EngineIOPacketType.CLOSE:
             self.closed = True
