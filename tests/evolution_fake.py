@@ -1,6 +1,6 @@
 """A fake Evolution API (v2.2.3 / v2.3.6) for tests: REST + Socket.IO on one port.
 
-It follows /work/shared/evolution-api/CONTRACT.md (cited as §N below), including its traps, so that a test
+It follows docs/evolution-api.md (cited as §N below), including its traps, so that a test
 passing against it says something about the real server.  Where the real server is lenient or odd, the fake
 is lenient or odd the same way; where the contract leaves something undetermined the fake says so in a
 comment (and in error text starting with "(fake)").
@@ -13,11 +13,11 @@ Layout of the model
 * Every Socket.IO emit goes through ``_emit`` which applies the two delivery modes of §4.3 and creates a
   per-instance namespace on its first emit (the namespace trap).
 * Scenario controls (``issue_qr``, ``scan``, ``phone_logout`` ...) emit exactly the event sequences of
-  §4.6/§4.7/§10.
+  §4.6/§4.7/§4.7.
 
 The HTTP side is a single aiohttp catch-all route with our own Express-like dispatcher (so unknown routes
 get the Express 404 body) plus a middleware that puts Engine.IO's handshake checks (transport, apikey,
-protocol version; §4.1, §4.2, §10.1, §10.2) in front of python-socketio's request handler.
+protocol version; §4.1, §4.2, §4.2, §4.2) in front of python-socketio's request handler.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ __all__ = [
 
 DEFAULT_API_KEY = "evo-global-key-for-tests"
 
-# §3.12: the websocket `events` enum (EventController.events) per version.
+# §3.10: the websocket `events` enum (EventController.events) per version.
 EVENTS_2_2_3: tuple[str, ...] = (
     "APPLICATION_STARTUP",
     "QRCODE_UPDATED",
@@ -93,7 +93,7 @@ assert len(EVENTS_2_2_3) == 27 and len(EVENTS_2_3_6) == 31
 
 INTEGRATIONS = ("WHATSAPP-BAILEYS", "WHATSAPP-BUSINESS", "EVOLUTION")
 
-# §10.7: names that exist on every JS object, so upstream's in-memory map "has" them.
+# §7.8: names that exist on every JS object, so upstream's in-memory map "has" them.
 JS_OBJECT_PROPERTIES = frozenset(
     {
         "constructor",
@@ -525,7 +525,7 @@ class FakeEvolution:
 
     async def restart(self, *, load: bool = True) -> None:
         """Process restart on the same port (stop + start).  DB state is kept, memory is lost, then every
-        DB instance is reloaded and connected (§4.7, §10.9) unless ``load=False``."""
+        DB instance is reloaded and connected (§4.7, §4.7) unless ``load=False``."""
         await self.stop()
         await self.start(self._port or 0, load=load)
 
@@ -573,7 +573,7 @@ class FakeEvolution:
         picture: str | None = "https://pps.whatsapp.net/x.jpg",
     ) -> None:
         """The phone scans the QR: 515 restart-required -> silent reconnect -> `connecting`/200 ->
-        `open`/200 with wuid, profileName, profilePictureUrl (§4.7).  ``profile_name=None`` models §10.10
+        `open`/200 with wuid, profileName, profilePictureUrl (§4.7).  ``profile_name=None`` models §4.6
         (push name not known yet: key absent in the event)."""
         inst = self._live(name)
         if inst.state != "connecting" or inst.paired:
@@ -596,7 +596,7 @@ class FakeEvolution:
 
     async def hit_qr_limit(self, name: str) -> None:
         """QR error event + CONNECTION_UPDATE refused/428, then memory state close, counter and cached QR
-        reset, DB left at `connecting` (§4.7, §10.8).  No close event, no LOGOUT_INSTANCE."""
+        reset, DB left at `connecting` (§4.7, §4.7).  No close event, no LOGOUT_INSTANCE."""
         inst = self._live(name)
         if inst.state != "connecting" or inst.paired:
             raise RuntimeError(f"hit_qr_limit: {name!r} is not in a QR cycle (state={inst.state!r})")
@@ -849,7 +849,7 @@ class FakeEvolution:
             sio.eio.sockets.pop(eio_sid, None)
 
     def _handshake_rejection(self, request: web.Request) -> str | None:
-        """Evolution's `allowRequest` (§4.2, §10.2).  None = allowed."""
+        """Evolution's `allowRequest` (§4.2, §4.2).  None = allowed."""
         if self.version == "2.2.3":
             return None  # 2.2.3: nothing checked
         query = request.query
@@ -870,7 +870,7 @@ class FakeEvolution:
     @staticmethod
     def _eio_error(code: int, message: str, *, upgrade: bool) -> web.Response:
         if upgrade:
-            # engine.io abortUpgrade(): always 400, plain text body (§10.1)
+            # engine.io abortUpgrade(): always 400, plain text body (§4.2)
             return web.Response(status=400, text=message, content_type="text/html", headers={"Connection": "close"})
         # engine.io sendErrorMessage(): 403 for FORBIDDEN, else 400, JSON body (§4.2)
         return web.Response(
@@ -909,7 +909,7 @@ class FakeEvolution:
         elif sid is None and (reason := self._handshake_rejection(request)) is not None:
             response = self._eio_error(4, reason, upgrade=upgrade)
         elif sid is None and query.get("EIO") != "4":
-            # §4.1: Engine.IO v3 clients; after the auth check (§10.2)
+            # §4.1: Engine.IO v3 clients; after the auth check (§4.2)
             response = self._eio_error(5, "Unsupported protocol version", upgrade=upgrade)
         else:
             assert self._sio is not None
@@ -1023,7 +1023,7 @@ class FakeEvolution:
         return code
 
     async def _qr_limit(self, inst: FakeInstance) -> None:
-        # §4.7 / §10.8: a *different* QRCODE_UPDATED shape, then refused/428 (hard-coded), then silence.
+        # §4.7 / §4.7: a *different* QRCODE_UPDATED shape, then refused/428 (hard-coded), then silence.
         await self._emit(
             inst, "qrcode.updated", {"message": "QR code limit reached, please login again", "statusCode": 500}
         )
@@ -1061,7 +1061,7 @@ class FakeEvolution:
 
     async def _close_sequence(self, inst: FakeInstance, code: int, message: str, *, in_memory: bool = True) -> None:
         """Non-reconnecting close (§4.7): STATUS_INSTANCE closed, DB close + disconnection*, LOGOUT_INSTANCE
-        (only while in memory, §10.6), credentials deleted, CONNECTION_UPDATE close/<code>."""
+        (only while in memory, §4.7), credentials deleted, CONNECTION_UPDATE close/<code>."""
         now = _utc_iso()
         boom = json.dumps(
             {
@@ -1113,7 +1113,7 @@ class FakeEvolution:
                 del self.instances[inst.name]  # DB rows + memory entry gone
             await self._notify()
             if logout_code is not None:
-                # §10.6: the logout started by the delete lands after REMOVE_INSTANCE, when the instance is
+                # §4.7: the logout started by the delete lands after REMOVE_INSTANCE, when the instance is
                 # no longer in memory: status.instance + connection.update on "/" only, no logout.instance.
                 await self._close_sequence(inst, logout_code, "Intentional Logout", in_memory=False)
 
@@ -1256,7 +1256,7 @@ class FakeEvolution:
                 if not self._exists(name):
                     raise _not_found(f'The "{name}" instance does not exist')
                 self._auth(request, name)
-                # §10.4: query params are merged into the DTO after auth and override the path name
+                # §2.4: query params are merged into the DTO after auth and override the path name
                 target = request.query.get("instanceName", name)
                 handler = getattr(self, handler_name)
                 return await handler(request, target, body)
@@ -1264,7 +1264,7 @@ class FakeEvolution:
         raise _not_found(f"Cannot {method} {request.rel_url.raw_path_qs}")
 
     def _exists(self, name: str) -> bool:
-        # "exists" = in memory or DB row (§2); JS object property names always "exist" (§10.7)
+        # "exists" = in memory or DB row (§2); JS object property names always "exist" (§7.8)
         return name in self.instances or name in JS_OBJECT_PROPERTIES
 
     def _auth(self, request: web.Request, instance_name: str | None) -> str:
@@ -1411,7 +1411,7 @@ class FakeEvolution:
 
             wavoip = body.get("wavoipToken")
             if self.version == "2.3.6" and wavoip:
-                # §10.3: the settings setter touches a socket that does not exist yet
+                # §3.2: the settings setter touches a socket that does not exist yet
                 raise _type_error("Cannot read properties of undefined (reading 'ws')")
             settings = {
                 "rejectCall": body.get("rejectCall") is True,
@@ -1649,7 +1649,7 @@ class FakeEvolution:
         }
 
     async def _h_websocket_set(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
-        # eventSchema: `websocket` itself is NOT required (§3.12)
+        # eventSchema: `websocket` itself is NOT required (§3.10)
         errors: list[str] = []
         if "websocket" in body:
             ws = body["websocket"]

@@ -1,4 +1,4 @@
-"""The fake Evolution API checked against CONTRACT.md (REST via httpx, Socket.IO via python-socketio)."""
+"""The fake Evolution API checked against docs/evolution-api.md (REST via httpx, Socket.IO via python-socketio)."""
 
 from __future__ import annotations
 
@@ -480,7 +480,7 @@ async def test_fetch_instances_rows_and_lookups(fake: FakeEvolution, http: httpx
 async def test_query_parameter_overrides_the_path_name(fake: FakeEvolution, http: httpx.AsyncClient) -> None:
     token_a = (await create(http, "a")).json()["hash"]
     await create(http, "b", qrcode=True)
-    # §10.4: authorised against "a", acts on "b"
+    # §2.4: authorised against "a", acts on "b"
     r = await http.get("/instance/connectionState/a", params={"instanceName": "b"}, headers={"apikey": token_a})
     assert r.json() == {"instance": {"instanceName": "b", "state": "connecting"}}
 
@@ -522,7 +522,7 @@ async def test_handshake_auth_2_3_6(fake: FakeEvolution, http: httpx.AsyncClient
     assert (r.status_code, r.json()) == (403, {"code": 4, "message": "apiKey is required"})
     r = await http.get("/socket.io/?EIO=4&transport=polling&apikey=wrong")
     assert (r.status_code, r.json()) == (403, {"code": 4, "message": "Invalid global token"})
-    # Engine.IO v3 is refused after the auth check (§10.2)
+    # Engine.IO v3 is refused after the auth check (§4.2)
     r = await http.get("/socket.io/?EIO=3&transport=polling")
     assert r.status_code == 403
     r = await http.get(f"/socket.io/?EIO=3&transport=polling&apikey={KEY}")
@@ -535,7 +535,7 @@ async def test_handshake_auth_2_3_6(fake: FakeEvolution, http: httpx.AsyncClient
     token = (await create(http, "acme")).json()["hash"]
     r = await http.get(f"/socket.io/?EIO=4&transport=polling&apikey={token}")
     assert r.status_code == 200
-    # websocket transport refused on the upgrade: HTTP 400, plain text (§10.1)
+    # websocket transport refused on the upgrade: HTTP 400, plain text (§4.2)
     status, _, body = await raw_http(fake.port, ws_upgrade_request("/socket.io/?EIO=4&transport=websocket"))
     assert (status, body) == (400, "apiKey is required")
     status, _, body = await raw_http(fake.port, ws_upgrade_request("/socket.io/?EIO=4&transport=websocket&apikey=bad"))
@@ -577,7 +577,7 @@ async def test_allowed_hosts_bypass_and_ping_settings() -> None:
             assert r.status_code == 200
             handshake = json.loads(r.text[1:])
             assert (handshake["pingInterval"], handshake["pingTimeout"]) == (500, 250)
-            r = await http.get("/socket.io/?transport=polling")  # no EIO: no bypass (§10.2)
+            r = await http.get("/socket.io/?transport=polling")  # no EIO: no bypass (§4.2)
             assert (r.status_code, r.json()["message"]) == (403, "apiKey is required")
     finally:
         await server.stop()
@@ -736,7 +736,7 @@ async def test_delete_ordering_and_403_until_cleanup(
     assert (await http.get("/instance/connectionState/acme", headers=AUTH)).status_code == 200
     fake.release_cleanups()
     await fake.wait_until_gone("acme")
-    # §10.6 order on "/": instance.delete, remove.instance, status.instance, connection.update close/401
+    # §4.7 order on "/": instance.delete, remove.instance, status.instance, connection.update close/401
     events = await glob.take(4)
     assert [e[1] for e in events] == ["instance.delete", "remove.instance", "status.instance", "connection.update"]
     assert events[1][2]["data"] is None
@@ -984,7 +984,7 @@ async def test_envelope_options_wavoip_rollback_and_connect_number(listeners: li
             r = await http.post("/instance/restart/acme", headers=AUTH)
             assert r.json()["count"] == 1
             assert [e[1] for e in await listener.take(2)] == ["connection.update", "qrcode.updated"]
-            # §10.3: wavoipToken at create fails on 2.3.6 and the create is rolled back
+            # §3.2: wavoipToken at create fails on 2.3.6 and the create is rolled back
             r = await create(http, "beta", wavoipToken="abc")
             assert (r.status_code, r.json()["response"]["message"]) == (
                 400,

@@ -260,7 +260,7 @@ async def test_instances_not_loaded_yet_after_a_restart_are_read_again(operator)
     await operator.wait_phase("shop", "AwaitingScan")
     await operator.evolution.scan("shop")
     await operator.wait_phase("shop", "Connected")
-    # Evolution is back but has not loaded its instances yet (CONTRACT §7.7): no state, errors.
+    # Evolution is back but has not loaded its instances yet (docs/evolution-api.md §7.7): no state, errors.
     await operator.evolution.restart(load=False)
     status = await operator.wait_status("shop", lambda s: condition(s, "Synced")["reason"] == "EvolutionNotReady")
     assert "not loaded" in condition(status, "Synced")["message"]

@@ -2,7 +2,7 @@
 
 The server stands in for Evolution API: per-instance namespaces can be made to refuse with
 "Invalid namespace" until they "exist", and an aiohttp middleware refuses the websocket upgrade
-without the right `apikey`, as Evolution 2.3.3+ does (CONTRACT §4.2, §10.1).
+without the right `apikey`, as Evolution 2.3.3+ does (docs/evolution-api.md §4.2, §4.2).
 """
 
 from __future__ import annotations

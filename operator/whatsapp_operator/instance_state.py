@@ -25,7 +25,7 @@ from whatsapp_operator.values import int64, valid_unicode
 
 RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
 LOGOUT_ANNOTATION = "whatsapp-operator.io/logout"
-# Closes after which Evolution does not reconnect and wipes the session (CONTRACT §4.7, §4.8).
+# Closes after which Evolution does not reconnect and wipes the session (docs/evolution-api.md §4.7, §4.8).
 _SESSION_ENDING_CLOSES = {401: "LoggedOut", 403: "Forbidden", 402: "SessionEnded", 406: "SessionEnded"}
 
 
@@ -90,7 +90,7 @@ class InstanceState:
     reason: str = "Pending"
     message: str = "Waiting to create the instance in Evolution API."
     qr: QRCode | None = None
-    last_qr_code: str | None = None  # to recognise Evolution's stale cached QR (CONTRACT §3.3)
+    last_qr_code: str | None = None  # to recognise Evolution's stale cached QR (docs/evolution-api.md §3.3)
     state: str | None = None  # Evolution's raw connection state
     status_reason: int | None = None
     since: str | None = None
@@ -319,7 +319,7 @@ class InstanceState:
         self.qr = None
         if wuid:
             self.number = number_from_jid(wuid)
-        # The push name often arrives after the first open event (CONTRACT §10.10): keep the last one.
+        # The push name often arrives after the first open event (docs/evolution-api.md §4.6): keep the last one.
         self.profile_name = profile_name or self.profile_name
         self.profile_picture_url = picture or self.profile_picture_url
         who = f" as +{self.number}" if self.number else ""

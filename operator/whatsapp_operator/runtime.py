@@ -273,7 +273,7 @@ class Runtime:
         """Replace a logged-out instance by a fresh one before pairing again.
 
         Evolution 2.3.6 stops processing the messages of an instance that logs out and pairs again
-        in the same process (CONTRACT §3.7); a new instance under the same name has no such past.
+        in the same process (docs/evolution-api.md §3.7); a new instance under the same name has no such past.
         """
         name = tracker.spec.instance_name
         tracker.expect_removal = True
@@ -418,7 +418,7 @@ class Runtime:
             ):
                 self.publish(tracker, current.connecting(now))  # a paired session reconnecting
             else:
-                # Read-only while connecting: returns the QR being shown (CONTRACT §3.3).
+                # Read-only while connecting: returns the QR being shown (docs/evolution-api.md §3.3).
                 result = await self._evolution_call(tracker, self.evolution.connect(name))
                 await self._apply_connect_result_locked(tracker, result)
         elif state == "close":
@@ -448,7 +448,7 @@ class Runtime:
             if current.phase is not Phase.AWAITING_SCAN:
                 notices += current.connecting(now)  # a stale cached QR: the fresh one follows by event
         else:
-            notices = current.connecting(now)  # {"count":0}: the first QR is not ready yet (CONTRACT §7.1)
+            notices = current.connecting(now)  # {"count":0}: the first QR is not ready yet (docs/evolution-api.md §7.1)
         self.publish(tracker, notices)
 
     async def _connected_locked(self, tracker: InstanceTracker, now: str) -> list[Notice]:
@@ -704,7 +704,7 @@ class Runtime:
         self._queue_notices(tracker.involved, notices)
 
     def _watch_for_overdue_qr(self, tracker: InstanceTracker) -> None:
-        """Evolution can reconnect forever without a QR code (CONTRACT §7.2): tell the user after a while."""
+        """Evolution can reconnect forever without a QR code (docs/evolution-api.md §7.2): tell the user after a while."""
         waiting = tracker.state.phase is Phase.CONNECTING and tracker.state.reason == "WaitingForQRCode"
         if not waiting:
             if tracker.qr_watch is not None:

@@ -22,7 +22,7 @@ INSTANCE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 NUMBER_PATTERN = re.compile(r"^[1-9][0-9]{6,14}$")
 DEFAULT_INTEGRATION = "WHATSAPP-BAILEYS"
 # Evolution keeps instances in a JavaScript object: these names collide with its properties, so
-# Evolution treats them as taken (CONTRACT §10.7).
+# Evolution treats them as taken (docs/evolution-api.md §7.8).
 RESERVED_INSTANCE_NAMES = frozenset(
     {
         "constructor",
