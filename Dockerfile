@@ -23,6 +23,9 @@ RUN python -m pip --python /opt/venv/bin/python install --no-deps --only-binary=
         -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator/ ./operator/
+# The package carries the CRDs (package data, for --install-crds); in the source tree
+# operator/whatsapp_operator/crds is a link to crds/, so the wheel is built with both present.
+COPY crds/ ./crds/
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m pip --python /opt/venv/bin/python install --no-deps /wheels/*.whl \
  && python -m pip --python /opt/venv/bin/python check \
@@ -38,9 +41,6 @@ RUN groupadd --system --gid 65532 whatsapp \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin whatsapp
 COPY --from=build /opt/venv /opt/venv
-# `--install-crds` reads the manifests through cli.default_crds_dir(), whose first candidate is
-# crds/ inside the installed package directory. The path follows the base image's Python minor.
-COPY crds/ /opt/venv/lib/python3.11/site-packages/whatsapp_operator/crds/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

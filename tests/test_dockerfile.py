@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import tomllib
-import types
 from pathlib import Path
 
 import pytest
@@ -240,24 +239,28 @@ def test_multi_stage_build_copies_only_the_venv_and_the_crds(stages: list[Stage]
     assert any("-r requirements.lock" in r.value and "--no-deps" in r.value for r in build[0].all("RUN"))
     assert any("pip" in r.value and " check" in r.value for r in build[0].all("RUN"))
     copies = [c.flags_and_args() for c in final.all("COPY")]
-    assert copies == [
-        ({"from": "build"}, [VENV, VENV]),
-        ({}, ["crds/", f"{VENV}/lib/python{python_minor(stages)}/site-packages/whatsapp_operator/crds/"]),
-    ]
+    assert copies == [({"from": "build"}, [VENV, VENV])]  # the CRDs come inside the wheel
 
 
-def test_the_image_crds_land_where_install_crds_looks(stages: list[Stage], final: Stage, tmp_path: Path) -> None:
-    # Run the real default_crds_dir() code as if cli.py were installed at the image's path.
+def test_the_wheel_is_built_with_the_crds_it_carries(stages: list[Stage]) -> None:
+    build = next(s for s in stages if s.name == "build")
+    instructions = [(i.keyword, i.value) for i in build.instructions]
+    crds_copied = next(
+        n for n, (kind, value) in enumerate(instructions) if kind == "COPY" and value.startswith("crds/")
+    )
+    wheel_built = next(n for n, (kind, value) in enumerate(instructions) if kind == "RUN" and "pip wheel" in value)
+    assert crds_copied < wheel_built
+
+
+def test_the_package_carries_the_crds_as_package_data() -> None:
+    # In the source tree the package's crds/ is a link to the top-level crds/, and pyproject.toml
+    # ships its YAML files in the wheel, where cli.default_crds_dir() looks first.
     from whatsapp_operator import cli
 
-    destination = final.all("COPY")[-1].flags_and_args()[1][-1]
-    package = tmp_path / Path(destination.strip("/")).parent
-    (package / "crds").mkdir(parents=True)
-    (package / "cli.py").write_text("")
-    fake_globals = {**cli.default_crds_dir.__globals__, "__file__": str(package / "cli.py")}
-    relocated = types.FunctionType(cli.default_crds_dir.__code__, fake_globals)
-    assert relocated() == package / "crds"
-    assert str(relocated().relative_to(tmp_path)) == destination.strip("/")
+    package = Path(cli.__file__).resolve().parent
+    assert (package / "crds").resolve() == (REPO / "crds").resolve()
+    assert "crds/*.yaml" in PYPROJECT["tool"]["setuptools"]["package-data"]["whatsapp_operator"]
+    assert cli.default_crds_dir().resolve() == (REPO / "crds").resolve()
 
 
 def test_final_stage_runs_as_a_numeric_non_root_user(final: Stage) -> None:
