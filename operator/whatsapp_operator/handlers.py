@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from whatsapp_operator.config import OperatorConfig
+from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTATION
 from whatsapp_operator.kube import login_from_environment
@@ -145,7 +146,7 @@ async def _act(runtime: Runtime, body: kopf.Body, action: Callable[[InstanceTrac
     tracker = _track(runtime, body)
     try:
         await action(tracker)
+    except InstanceRejected as error:
+        raise kopf.PermanentError(str(error)) from None
     except EvolutionError as error:
-        if error.status == 400 and error.endpoint == "create instance":
-            raise kopf.PermanentError(str(error)) from None
         raise kopf.TemporaryError(str(error), delay=tracker.retry.next_delay()) from None

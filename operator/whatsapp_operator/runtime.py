@@ -26,6 +26,7 @@ from whatsapp_operator.evolution.client import (
     CreatedInstance,
     EvolutionClient,
     InstanceAlreadyExists,
+    InstanceRejected,
 )
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound
 from whatsapp_operator.evolution.events import EvolutionEvent, InstanceRemoved
@@ -354,14 +355,13 @@ class Runtime:
             raise EvolutionError(
                 "InstanceNameBusy", f"{error.message}; Evolution is still releasing the name, retrying"
             ) from None
-        except EvolutionError as error:
-            if error.status == 400:
-                self.publish(
-                    tracker,
-                    tracker.state.failed(
-                        "EvolutionRejectedInstance", f"Evolution API refused to create the instance: {error.message}."
-                    ),
-                )
+        except InstanceRejected as error:
+            self.publish(
+                tracker,
+                tracker.state.failed(
+                    "EvolutionRejectedInstance", f"Evolution API refused to create the instance: {error.message}."
+                ),
+            )
             raise
         tracker.exists = True
         return created

@@ -156,6 +156,13 @@ class InstanceAlreadyExists(EvolutionError):
         super().__init__("InstanceAlreadyExists", message, status=403, endpoint="create instance")
 
 
+class InstanceRejected(EvolutionError):
+    """Evolution refused to create the instance as specified (HTTP 400): only a spec change helps."""
+
+    def __init__(self, message: str):
+        super().__init__("EvolutionRejectedRequest", message, status=400, endpoint="create instance")
+
+
 class EvolutionClient:
     def __init__(
         self,
@@ -211,6 +218,8 @@ class EvolutionClient:
         except EvolutionError as error:
             if error.status == 403 and "already in use" in error.message:
                 raise InstanceAlreadyExists(error.message) from None
+            if error.status == 400:
+                raise InstanceRejected(error.message) from None
             raise
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
