@@ -47,8 +47,8 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "operator"))
 
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
+from whatsapp_operator.names import GROUP, PLURAL, VERSION
 from whatsapp_operator.redaction import install_log_filter
-from whatsapp_operator.spec import GROUP, PLURAL, VERSION
 
 from conftest import run_operator
 from evolution_fake import FakeEvolution

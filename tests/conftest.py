@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, settings
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.handlers import build_registry, configure_settings
 from whatsapp_operator.leadership import PeeringIdentity
+from whatsapp_operator.names import GROUP, PLURAL, VERSION
 from whatsapp_operator.runtime import Runtime
-from whatsapp_operator.spec import GROUP, PLURAL, VERSION
 
 from evolution_fake import FakeEvolution
 from kopf_harness import running_operator

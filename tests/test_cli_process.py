@@ -10,7 +10,7 @@ import sys
 
 from test_metrics import scrape
 
-from whatsapp_operator.spec import GROUP, PLURAL, VERSION
+from whatsapp_operator.names import GROUP, PLURAL, VERSION
 
 from conftest import NAMESPACE
 from kube_standin import KubeStandin

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from whatsapp_operator.spec import FINALIZER, GROUP, PLURAL, VERSION
+from whatsapp_operator.names import FINALIZER, GROUP, PLURAL, VERSION
 
 from conftest import NAMESPACE, condition
 from evolution_fake import FakeEvolution

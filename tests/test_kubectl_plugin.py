@@ -12,7 +12,8 @@ import segno
 from kubernetes.client.exceptions import ApiException
 
 from whatsapp_operator import kubectl_plugin as plugin
-from whatsapp_operator.instance_state import RECONNECT_ANNOTATION, InstanceState
+from whatsapp_operator.instance_state import InstanceState
+from whatsapp_operator.names import RECONNECT_ANNOTATION
 
 NOW = datetime.datetime(2025, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 # The shape of a Baileys QR payload: ref, noise key, identity key, adv secret.

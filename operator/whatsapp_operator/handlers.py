@@ -16,11 +16,19 @@ import kopf
 from whatsapp_operator.config import OperatorConfig
 from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
-from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTATION
 from whatsapp_operator.kube import login_from_environment
 from whatsapp_operator.leadership import PeeringIdentity
+from whatsapp_operator.names import (
+    ANNOTATION_PREFIX,
+    FINALIZER,
+    GROUP,
+    LOGOUT_ANNOTATION,
+    PLURAL,
+    RECONNECT_ANNOTATION,
+    VERSION,
+)
 from whatsapp_operator.runtime import InstanceTracker, Runtime
-from whatsapp_operator.spec import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, InvalidSpec
+from whatsapp_operator.spec import InvalidSpec
 
 logger = logging.getLogger("whatsapp_operator.handlers")
 

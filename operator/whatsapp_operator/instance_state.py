@@ -21,10 +21,9 @@ from whatsapp_operator.evolution.events import (
     QRLimitReached,
     QRUpdated,
 )
+from whatsapp_operator.names import RECONNECT_ANNOTATION
 from whatsapp_operator.values import int64, valid_unicode
 
-RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
-LOGOUT_ANNOTATION = "whatsapp-operator.io/logout"
 # Closes after which Evolution does not reconnect and wipes the session (docs/evolution-api.md §4.7, §4.8).
 _SESSION_ENDING_CLOSES = {401: "LoggedOut", 403: "Forbidden", 402: "SessionEnded", 406: "SessionEnded"}
 

@@ -20,12 +20,10 @@ from urllib.parse import quote
 import httpx
 import kopf
 
+from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
-from whatsapp_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 logger = logging.getLogger("whatsapp_operator.kube")
-
-EVENT_SOURCE = "whatsapp-operator"
 
 
 class KubeError(Exception):

@@ -38,15 +38,13 @@ import segno
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_operator.instance_state import LOGOUT_ANNOTATION, RECONNECT_ANNOTATION
-from whatsapp_operator.spec import GROUP, PLURAL, VERSION
+from whatsapp_operator.names import GROUP, LOGOUT_ANNOTATION, PLURAL, RECONNECT_ANNOTATION, RESOURCE, VERSION
 
 QUIET_ZONE = 4  # modules of light margin the QR specification asks for around the symbol
 # (upper module inked, lower module inked) -> character
 _HALF_BLOCKS = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): " "}
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-RESOURCE = f"{PLURAL}.{GROUP}"
 
 # ESC and 8-bit C1 sequences a terminal would act on, removed whole: CSI (colours, cursor moves,
 # screen clears), OSC/DCS/SOS/PM/APC strings with their terminator (window titles, hyperlinks),

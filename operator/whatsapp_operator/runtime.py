@@ -34,7 +34,8 @@ from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, 
 from whatsapp_operator.kube import KubeClient, KubeError
 from whatsapp_operator.leadership import PeeringIdentity, PeeringLeadership
 from whatsapp_operator.metrics import Metrics
-from whatsapp_operator.spec import FINALIZER, NUDGE_ANNOTATION, InstanceSpec, InvalidSpec
+from whatsapp_operator.names import FINALIZER, NUDGE_ANNOTATION
+from whatsapp_operator.spec import InstanceSpec, InvalidSpec
 from whatsapp_operator.status_writer import STATUS_REJECTED, Key, StatusWriter
 from whatsapp_operator.supervisor import Supervisor
 

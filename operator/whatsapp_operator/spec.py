@@ -6,18 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-GROUP = "whatsapp-operator.io"
-VERSION = "v1alpha1"
-PLURAL = "whatsappinstances"
-KIND = "WhatsAppInstance"
-API_VERSION = f"{GROUP}/{VERSION}"
-FINALIZER = "whatsapp-operator.io/finalizer"
-# kopf leaves annotations under its own storage prefix out of the objects' essence, so the
-# user-facing whatsapp-operator.io/reconnect must not share it.
-ANNOTATION_PREFIX = "kopf.whatsapp-operator.io"
-# Set by the operator on an object kopf has left waiting (see Runtime.nudge_stuck_objects).
-NUDGE_ANNOTATION = f"{ANNOTATION_PREFIX}/nudged"
-
 INSTANCE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 NUMBER_PATTERN = re.compile(r"^[1-9][0-9]{6,14}$")
 DEFAULT_INTEGRATION = "WHATSAPP-BAILEYS"
