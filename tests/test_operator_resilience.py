@@ -215,7 +215,11 @@ async def test_create_rejected_by_evolution_is_failed(operator):
     operator.create("shop", {"instanceName": "shop"})
     status = await operator.wait_phase("shop", "Failed")
     assert condition(status, "Stalled")["status"] == "True"
+    assert condition(status, "Stalled")["reason"] == "EvolutionRejectedInstance"
     assert "Invalid integration" in status["message"]
+    await operator.wait_event("shop", "EvolutionRejectedInstance")
+    creates = [r for r in operator.evolution.requests if r.path == "/instance/create"]
+    assert len(creates) == 1 and "shop" not in operator.evolution.instances  # not retried: only a spec change helps
 
 
 async def test_malformed_and_unknown_packets_are_counted_not_fatal(operator):
@@ -347,19 +351,3 @@ async def test_a_bad_answer_during_a_resync_does_not_end_the_resyncs(operator, a
     status = await operator.wait_status("shop", lambda s: s.get("phase") == "Connected")
     assert status["connection"]["number"] == "5511911112222"
     assert runtime.supervisor.restarts.get("resync", 0) == 0  # handled where it happened, not by a restart
-
-
-async def test_a_create_evolution_refuses_fails_for_good_until_the_spec_changes(operator):
-    operator.evolution.fail_next(
-        "POST",
-        "/instance/create",
-        400,
-        {"status": 400, "error": "Bad Request", "response": {"message": ["Invalid integration"]}},
-    )
-    operator.create("shop", {"instanceName": "shop"})
-    status = await operator.wait_phase("shop", "Failed")
-    assert condition(status, "Stalled")["reason"] == "EvolutionRejectedInstance"
-    assert "Invalid integration" in condition(status, "Stalled")["message"]
-    await operator.wait_event("shop", "EvolutionRejectedInstance")
-    creates = [r for r in operator.evolution.requests if r.path == "/instance/create"]
-    assert len(creates) == 1 and "shop" not in operator.evolution.instances  # not retried: only a spec change helps
