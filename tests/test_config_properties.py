@@ -42,6 +42,7 @@ CONCURRENCY = (1, 1024)
 PORT = (0, 65535)
 # Every generated key carrying this marker is distinctive: no message may ever contain the marker.
 MARKER = "Zq9SECRETk3y"
+CONFIG_SOURCE = Path(config_module.__file__).read_text(encoding="utf-8")
 KEY_FILE = "<the key file>"  # replaced by the path of a file holding the drawn content
 
 # Any character, lone surrogates included: os.environ decodes undecodable bytes to surrogates.
@@ -217,7 +218,9 @@ def check_error(error: ConfigError, env: dict[str, str], key: str | None) -> Non
     assert MARKER not in message
     if key:
         others = [value for name, value in env.items() if name not in ("EVOLUTION_API_KEY",)]
-        distinctive = len(key) >= 8 and not any(key in value for value in others)
+        # A key that is part of the module's own text (hypothesis mines its string constants: it
+        # found "evolutio", inside "http://evolution-api:8080") cannot be told apart from that text.
+        distinctive = len(key) >= 8 and not any(key in value for value in others) and key not in CONFIG_SOURCE
         assert not distinctive or key not in message
         assert not distinctive or ascii(key)[1:-1] not in message
 
