@@ -43,6 +43,28 @@ async def test_metrics_follow_the_instances(operator):
     )
     assert samples[("whatsapp_operator_event_to_status_seconds_count", ())] >= 1
     assert samples[("whatsapp_operator_status_patches_total", (("result", "written"),))] >= 2
+    assert samples[("whatsapp_operator_recreations_total", ())] == 0
+    assert samples[("whatsapp_operator_kubernetes_events_dropped_total", ())] == 0
+
+
+async def test_recreations_and_dropped_events_are_exported(operator):
+    port = await operator.runtime.metrics.serve("127.0.0.1", 0)
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_phase("shop", "AwaitingScan")
+    await operator.evolution.remove_out_of_band("shop")
+    await operator.wait_event("shop", "Recreated")
+    operator.kube.fail_next("POST", "/api/v1/namespaces/default/events", 403)  # refused for good: not retried
+    await operator.evolution.scan("shop")
+    await operator.wait_phase("shop", "Connected")
+
+    async def dropped() -> None:
+        while operator.runtime.stats.events_dropped < 1:  # a counter: nothing to await but its change
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(dropped(), 10)
+    samples = await scrape(port)
+    assert samples[("whatsapp_operator_recreations_total", ())] == 1
+    assert samples[("whatsapp_operator_kubernetes_events_dropped_total", ())] == 1
 
 
 async def test_unknown_path_is_404(operator):

@@ -101,6 +101,18 @@ class RuntimeCollector(Collector):
             restarts.add_metric([task], count)
         yield restarts
 
+        recreations = CounterMetricFamily(
+            f"{PREFIX}_recreations", "Instances created again after they disappeared from Evolution"
+        )
+        recreations.add_metric([], runtime.stats.recreations)
+        yield recreations
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_kubernetes_events_dropped",
+            "Kubernetes Events given up on (the API refused them for good, or the backlog was full)",
+        )
+        dropped.add_metric([], runtime.stats.events_dropped)
+        yield dropped
+
 
 class Metrics:
     def __init__(self, runtime: Runtime):
