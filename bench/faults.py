@@ -191,6 +191,8 @@ class OperatorProcess:
             EVOLUTION_API_URL=self.evolution.url,
             EVOLUTION_API_KEY=self.evolution.api_key,
             WHATSAPP_OPERATOR_RESYNC_SECONDS=str(self.resync),
+            # Objects kopf left waiting after a 409 on its finalizer patch are nudged within a resync period.
+            WHATSAPP_OPERATOR_NUDGE_SECONDS=str(max(5.0, self.resync / 3)),
             WHATSAPP_OPERATOR_METRICS_PORT=str(free_port()),
             PYTHONUNBUFFERED="1",
         )

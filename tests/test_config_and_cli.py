@@ -95,6 +95,7 @@ def test_max_concurrent_requests_is_a_whole_number_from_1_to_1024(value):
     [
         ("WHATSAPP_OPERATOR_RESYNC_SECONDS", "10", "86400"),
         ("EVOLUTION_REQUEST_TIMEOUT_SECONDS", "1", "600"),
+        ("WHATSAPP_OPERATOR_NUDGE_SECONDS", "5", "86400"),
     ],
 )
 @pytest.mark.parametrize(
@@ -121,6 +122,13 @@ def test_seconds_bounds_are_inclusive_and_decimals_are_fine():
         {**GOOD, "WHATSAPP_OPERATOR_RESYNC_SECONDS": "", "EVOLUTION_REQUEST_TIMEOUT_SECONDS": ""}
     )
     assert (config.resync_interval, config.request_timeout) == (300.0, 30.0)  # empty: the default
+
+
+def test_nudge_seconds_set_both_how_often_and_how_long_an_object_waited():
+    config = OperatorConfig.from_env({**GOOD, "WHATSAPP_OPERATOR_NUDGE_SECONDS": "5"})
+    assert (config.nudge_interval, config.stuck_object_after) == (5.0, 5.0)
+    config = OperatorConfig.from_env(GOOD)
+    assert (config.nudge_interval, config.stuck_object_after) == (60.0, 60.0)
 
 
 @pytest.mark.parametrize("value", ["٩٠٩٠", "９０９０", "65536", "-1", "+80", "80.0", "1" * 5000])

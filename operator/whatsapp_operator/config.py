@@ -21,6 +21,7 @@ from whatsapp_operator.redaction import register_secret
 # Allowed ranges (inclusive) of the numeric settings; README.md's Configuration table documents them.
 RESYNC_SECONDS_RANGE = (10.0, 86_400.0)  # 10 s .. 1 day
 REQUEST_TIMEOUT_SECONDS_RANGE = (1.0, 600.0)  # 1 s .. 10 min
+NUDGE_SECONDS_RANGE = (5.0, 86_400.0)  # 5 s .. 1 day
 MAX_CONCURRENT_REQUESTS_RANGE = (1, 1024)
 METRICS_PORT_RANGE = (0, 65535)  # 0 turns the endpoint off
 MAX_API_KEY_LENGTH = 4096
@@ -87,6 +88,9 @@ class OperatorConfig:
             websocket_mode=mode,
             resync_interval=_seconds(env, "WHATSAPP_OPERATOR_RESYNC_SECONDS", 300.0, RESYNC_SECONDS_RANGE),
             request_timeout=_seconds(env, "EVOLUTION_REQUEST_TIMEOUT_SECONDS", 30.0, REQUEST_TIMEOUT_SECONDS_RANGE),
+            # One setting for both: look every N seconds for objects kopf left waiting N seconds.
+            nudge_interval=(nudge := _seconds(env, "WHATSAPP_OPERATOR_NUDGE_SECONDS", 60.0, NUDGE_SECONDS_RANGE)),
+            stuck_object_after=nudge,
             max_concurrent_requests=_whole_number(
                 env, "EVOLUTION_MAX_CONCURRENT_REQUESTS", 8, MAX_CONCURRENT_REQUESTS_RANGE
             ),
