@@ -309,3 +309,24 @@ def test_lone_surrogates_are_replaced_in_the_rendered_status():
 
 def test_number_from_jid_takes_ascii_digits_only():
     assert number_from_jid("٥٥١١@s.whatsapp.net") is None
+
+
+def test_the_readme_lists_exactly_the_condition_reasons():
+    import re
+    from pathlib import Path
+
+    from whatsapp_operator.instance_state import Reason
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Condition reasons", 1)[1].split("\n##", 1)[0]
+    listed = set(re.findall(r"`([A-Z][A-Za-z]+)`", section)) - {"Ready", "Reconciling", "Stalled", "Reason"}
+    assert listed == {reason.value for reason in Reason}
+
+
+def test_a_persisted_reason_outside_the_vocabulary_is_not_carried_on():
+    persisted = connected().render_status(1, T1)
+    ready = condition(persisted, "Ready")
+    ready["reason"], ready["message"] = "SomethingOld", "Written by another version."
+    status = InstanceState.from_status("shop-123", persisted).render_status(1, T2)
+    assert condition(status, "Ready")["reason"] == "Connected"
+    assert status["message"] == "Connected to WhatsApp as +5511987654321."

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from whatsapp_operator.evolution.events import MalformedEvent, parse_event
-from whatsapp_operator.instance_state import InstanceState, Phase
+from whatsapp_operator.instance_state import InstanceState, Phase, Reason
 
 from schema_check import load_crd_schema, prune, validate
 
@@ -129,6 +129,8 @@ def check(status: dict) -> None:
     assert causes == [], causes
     assert prune(STATUS_SCHEMA, status, root=False) == status  # nothing the apiserver would drop
     json.dumps(status, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    for condition in status["conditions"]:
+        assert condition["reason"] in set(Reason), condition  # the named vocabulary, nothing else
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] != "True" or status["phase"] == "Connected"
 

@@ -39,6 +39,47 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
+class Reason(StrEnum):
+    """Every reason a condition of the status can carry (README.md, "Condition reasons", lists them)."""
+
+    # Ready, Reconciling and Stalled: what the phase is and why.
+    PENDING = "Pending"
+    CREATED = "Created"
+    ADOPTED = "Adopted"
+    RECREATED = "Recreated"
+    RENEWED = "Renewed"
+    INSTANCE_REMOVED = "InstanceRemoved"
+    QR_CODE_ISSUED = "QRCodeIssued"
+    WAITING_FOR_QR_CODE = "WaitingForQRCode"
+    RECONNECTING = "Reconnecting"
+    QR_CODE_OVERDUE = "QRCodeOverdue"
+    CONNECTED = "Connected"
+    CONNECTION_CLOSED = "ConnectionClosed"
+    QR_CODE_LIMIT_REACHED = "QRCodeLimitReached"
+    LOGGED_OUT = "LoggedOut"
+    FORBIDDEN = "Forbidden"
+    SESSION_ENDED = "SessionEnded"
+    INVALID_SPEC = "InvalidSpec"
+    EVOLUTION_REJECTED_INSTANCE = "EvolutionRejectedInstance"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+    # Synced: the last call to Evolution (and Ready=Unknown while it cannot be reached).
+    SYNCED = "Synced"
+    EVOLUTION_UNREACHABLE = "EvolutionUnreachable"
+    EVOLUTION_UNAUTHORIZED = "EvolutionUnauthorized"
+    EVOLUTION_FORBIDDEN = "EvolutionForbidden"
+    EVOLUTION_REJECTED_REQUEST = "EvolutionRejectedRequest"
+    EVOLUTION_SERVER_ERROR = "EvolutionServerError"
+    EVOLUTION_NOT_READY = "EvolutionNotReady"
+    EVOLUTION_BAD_RESPONSE = "EvolutionBadResponse"
+    EVOLUTION_UNEXPECTED_STATUS = "EvolutionUnexpectedStatus"
+    INSTANCE_NAME_BUSY = "InstanceNameBusy"
+    KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
+    STATUS_REJECTED = "StatusRejected"
+
+
+_REASONS = frozenset(reason.value for reason in Reason)
+
 # Phases that only a person can leave (a new scan asked for with the reconnect annotation,
 # or a spec fix); the operator does not start QR cycles on its own from these.
 WAITING_FOR_PERSON = frozenset({Phase.DISCONNECTED, Phase.LOGGED_OUT, Phase.FAILED})
@@ -161,7 +202,8 @@ class InstanceState:
         else:
             source = {}
         reason, message = _str(source.get("reason")), _str(source.get("message"))
-        if reason is not None and message is not None:
+        # Only the vocabulary: a reason written by hand, or by an older version, is not carried on.
+        if reason in _REASONS and message is not None:
             return reason, message
         return self._phase_description()
 
