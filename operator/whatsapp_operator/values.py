@@ -30,6 +30,8 @@ def int64(value: Any) -> int | None:
 
 def valid_unicode(value: str) -> str:
     """`value` with lone surrogates replaced by U+FFFD, so that it can be encoded as UTF-8."""
+    if value.isascii():  # the common case (QR data URIs, ids), checked without encoding a copy
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
