@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
-from whatsapp_operator.handlers import build_registry, configure_settings
-from whatsapp_operator.leadership import PeeringIdentity
+from whatsapp_operator.engine.runtime import Runtime
+from whatsapp_operator.kube.handlers import build_registry, configure_settings
+from whatsapp_operator.kube.leadership import PeeringIdentity
 from whatsapp_operator.names import GROUP, PLURAL, VERSION
-from whatsapp_operator.runtime import Runtime
 
 from evolution_fake import FakeEvolution
 from kopf_harness import running_operator
@@ -123,7 +123,7 @@ class OperatorUnderTest:
 def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     """`whatsapp-operator ARGS` of this checkout in a child process, without Evolution settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOLUTION_", "WHATSAPP_OPERATOR_"))}
-    code = "import sys; from whatsapp_operator.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from whatsapp_operator.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *args], check=False, env=env, capture_output=True, text=True, timeout=60
     )

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from lupa import lua51, lua54
 
+from whatsapp_operator.engine.state import InstanceState
 from whatsapp_operator.evolution.events import ConnectionUpdated
-from whatsapp_operator.instance_state import InstanceState
 
 ARGOCD_DIR = Path(__file__).resolve().parent.parent / "manifests" / "argocd"
 HEALTH_LUA = ARGOCD_DIR / "health.lua"

@@ -9,9 +9,9 @@ import sys
 import kopf
 import pytest
 
-from whatsapp_operator.cli import install_crds, main
+from whatsapp_operator.cli.main import install_crds, main
 from whatsapp_operator.config import ConfigError, OperatorConfig, WebsocketMode
-from whatsapp_operator.kube import login_from_environment
+from whatsapp_operator.kube.client import login_from_environment
 from whatsapp_operator.redaction import redact
 
 from conftest import run_cli
@@ -512,7 +512,7 @@ def test_python_dash_m_entry_point():
 
 
 def test_crds_are_found_from_the_working_directory(tmp_path, monkeypatch):
-    from whatsapp_operator import cli
+    from whatsapp_operator.cli import main as cli
 
     (tmp_path / "crds").mkdir()
     monkeypatch.chdir(tmp_path)

@@ -55,7 +55,7 @@ def test_names_evolution_cannot_hold_are_refused(name, allowed):
 
 
 def test_the_operator_and_the_crd_reserve_the_same_names():
-    from whatsapp_operator.spec import RESERVED_INSTANCE_NAMES
+    from whatsapp_operator.engine.spec import RESERVED_INSTANCE_NAMES
 
     rule = SPEC["properties"]["instanceName"]["x-kubernetes-validations"][0]["rule"]
     assert all(not evaluate(rule, self=name) for name in RESERVED_INSTANCE_NAMES)
@@ -90,8 +90,8 @@ def test_printer_columns_and_names():
 
 def test_status_schema_lists_every_field_the_operator_writes():
     """A real apiserver prunes unknown status fields silently: each one written must be declared."""
+    from whatsapp_operator.engine.state import InstanceState
     from whatsapp_operator.evolution.events import ConnectionUpdated
-    from whatsapp_operator.instance_state import InstanceState
 
     state = InstanceState("shop")
     state.created("id-1")

@@ -255,9 +255,10 @@ def test_the_wheel_is_built_with_the_crds_it_carries(stages: list[Stage]) -> Non
 def test_the_package_carries_the_crds_as_package_data() -> None:
     # In the source tree the package's crds/ is a link to the top-level crds/, and pyproject.toml
     # ships its YAML files in the wheel, where cli.default_crds_dir() looks first.
-    from whatsapp_operator import cli
+    import whatsapp_operator
+    from whatsapp_operator.cli import main as cli
 
-    package = Path(cli.__file__).resolve().parent
+    package = Path(whatsapp_operator.__file__).resolve().parent
     assert (package / "crds").resolve() == (REPO / "crds").resolve()
     assert "crds/*.yaml" in PYPROJECT["tool"]["setuptools"]["package-data"]["whatsapp_operator"]
     assert cli.default_crds_dir().resolve() == (REPO / "crds").resolve()

@@ -1,7 +1,7 @@
 """The event-to-status mapping, as plain function calls."""
 
+from whatsapp_operator.engine.state import InstanceState, Phase, number_from_jid
 from whatsapp_operator.evolution.events import ConnectionUpdated
-from whatsapp_operator.instance_state import InstanceState, Phase, number_from_jid
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
 
@@ -315,7 +315,7 @@ def test_the_readme_lists_exactly_the_condition_reasons():
     import re
     from pathlib import Path
 
-    from whatsapp_operator.instance_state import Reason
+    from whatsapp_operator.engine.state import Reason
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Condition reasons", 1)[1].split("\n##", 1)[0]

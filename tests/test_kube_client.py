@@ -6,7 +6,7 @@ import kopf
 import pytest
 from aiohttp import web
 
-from whatsapp_operator.kube import KubeClient, KubeError
+from whatsapp_operator.kube.client import KubeClient, KubeError
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 import segno
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_operator import kubectl_plugin as plugin
-from whatsapp_operator.instance_state import InstanceState
+from whatsapp_operator.cli.kubectl import commands as plugin
+from whatsapp_operator.engine.state import InstanceState
 from whatsapp_operator.names import RECONNECT_ANNOTATION
 
 NOW = datetime.datetime(2025, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)

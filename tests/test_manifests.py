@@ -424,7 +424,7 @@ def test_resources_scraping_and_spreading(deployment: dict, container: dict) -> 
 def test_two_replicas_with_distinct_peering_priorities(deployment: dict, container: dict) -> None:
     # kopf pauses ALL peers that share a priority: two replicas make an active/standby pair only
     # because every process draws its own priority (no fixed --priority in the args).
-    from whatsapp_operator.cli import peering_identity
+    from whatsapp_operator.cli.main import peering_identity
 
     assert deployment["spec"]["replicas"] == 2
     assert "--priority" not in container["args"] and "--standalone" not in container["args"]
@@ -718,7 +718,7 @@ def test_examples_cover_the_qr_and_the_pairing_flow() -> None:
 
 @pytest.mark.parametrize("path", example_instances(), ids=lambda p: p.name)
 def test_example_instances_validate_against_the_crd(path: Path) -> None:
-    from whatsapp_operator.spec import InstanceSpec, check_instance_name
+    from whatsapp_operator.engine.spec import InstanceSpec, check_instance_name
 
     (crd,) = load_yaml_documents(CRD_FILE)
     for doc in load_yaml_documents(path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from whatsapp_operator.leadership import PeeringIdentity, is_leader
+from whatsapp_operator.kube.leadership import PeeringIdentity, is_leader
 
 from conftest import run_operator
 from kube_standin import KubeStandin

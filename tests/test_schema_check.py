@@ -310,8 +310,8 @@ def test_the_apiservers_invalid_message() -> None:
 
 
 def test_the_status_the_operator_renders_is_within_the_schema() -> None:
+    from whatsapp_operator.engine.state import InstanceState
     from whatsapp_operator.evolution.events import ConnectionUpdated
-    from whatsapp_operator.instance_state import InstanceState
 
     state = InstanceState("shop")
     state.created("id-1")

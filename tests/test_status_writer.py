@@ -2,8 +2,8 @@
 
 import asyncio
 
-from whatsapp_operator.kube import KubeError
-from whatsapp_operator.status_writer import StatusWriter, merge_patch
+from whatsapp_operator.kube.client import KubeError
+from whatsapp_operator.kube.status_writer import StatusWriter, merge_patch
 
 
 def test_merge_patch_nulls_removed_keys_and_recurses():
@@ -130,7 +130,7 @@ async def test_a_status_refused_as_invalid_is_reported_and_not_retried():
 
 
 async def test_a_worker_that_dies_mid_write_hands_its_key_over():
-    from whatsapp_operator.supervisor import Supervisor
+    from whatsapp_operator.engine.supervisor import Supervisor
 
     patches = []
     failed = []

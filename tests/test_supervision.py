@@ -6,8 +6,8 @@ import asyncio
 
 from test_metrics import scrape
 
-from whatsapp_operator.leadership import PeeringIdentity
-from whatsapp_operator.supervisor import Supervisor
+from whatsapp_operator.engine.supervisor import Supervisor
+from whatsapp_operator.kube.leadership import PeeringIdentity
 
 from conftest import run_operator
 from kube_standin import KubeStandin

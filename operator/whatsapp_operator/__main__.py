@@ -1,3 +1,3 @@
-from whatsapp_operator.cli import main
+from whatsapp_operator.cli.main import main
 
 raise SystemExit(main())

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from whatsapp_operator.instance_state import Phase
+from whatsapp_operator.engine.state import Phase
 
 if TYPE_CHECKING:
-    from whatsapp_operator.runtime import Runtime
+    from whatsapp_operator.engine.runtime import Runtime
 
 logger = logging.getLogger("whatsapp_operator.metrics")
 PREFIX = "whatsapp_operator"

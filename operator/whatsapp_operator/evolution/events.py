@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..values import IMAGE_LIMIT, int64, text, token
+from whatsapp_operator.values import IMAGE_LIMIT, int64, text, token
 
 QRCODE_UPDATED = "qrcode.updated"
 CONNECTION_UPDATE = "connection.update"

@@ -14,10 +14,12 @@ from typing import Any
 import kopf
 
 from whatsapp_operator.config import OperatorConfig
+from whatsapp_operator.engine.runtime import InstanceTracker, Runtime
+from whatsapp_operator.engine.spec import InvalidSpec
 from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
-from whatsapp_operator.kube import login_from_environment
-from whatsapp_operator.leadership import PeeringIdentity
+from whatsapp_operator.kube.client import login_from_environment
+from whatsapp_operator.kube.leadership import PeeringIdentity
 from whatsapp_operator.names import (
     ANNOTATION_PREFIX,
     FINALIZER,
@@ -27,10 +29,8 @@ from whatsapp_operator.names import (
     RECONNECT_ANNOTATION,
     VERSION,
 )
-from whatsapp_operator.runtime import InstanceTracker, Runtime
-from whatsapp_operator.spec import InvalidSpec
 
-logger = logging.getLogger("whatsapp_operator.handlers")
+logger = logging.getLogger("whatsapp_operator.kube.handlers")
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:

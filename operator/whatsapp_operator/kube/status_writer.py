@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whatsapp_operator.backoff import Backoff
-from whatsapp_operator.kube import KubeError
-from whatsapp_operator.supervisor import Supervisor
+from whatsapp_operator.engine.supervisor import Supervisor
+from whatsapp_operator.kube.client import KubeError
 
 logger = logging.getLogger("whatsapp_operator.status")
 

@@ -18,9 +18,9 @@ import yaml
 
 from whatsapp_operator import __version__
 from whatsapp_operator.config import ConfigError, OperatorConfig
-from whatsapp_operator.handlers import build_registry, configure_settings
-from whatsapp_operator.kube import KubeClient, KubeError, login_from_environment
-from whatsapp_operator.leadership import PeeringIdentity
+from whatsapp_operator.kube.client import KubeClient, KubeError, login_from_environment
+from whatsapp_operator.kube.handlers import build_registry, configure_settings
+from whatsapp_operator.kube.leadership import PeeringIdentity
 from whatsapp_operator.redaction import install_log_filter
 
 logger = logging.getLogger("whatsapp_operator")
@@ -133,7 +133,7 @@ def peering_identity(name: str, priority: int | None = None) -> PeeringIdentity:
 
 def default_crds_dir() -> Path:
     """The copy installed with the package (container image), crds/ of a source checkout, or ./crds."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent
     for candidate in (package_dir / "crds", package_dir.parent.parent / "crds", Path.cwd() / "crds"):
         if candidate.is_dir():
             return candidate

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from whatsapp_operator.kube import KubeClient, KubeError
+from whatsapp_operator.kube.client import KubeClient, KubeError
 
-logger = logging.getLogger("whatsapp_operator.leadership")
+logger = logging.getLogger("whatsapp_operator.kube.leadership")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 
 from whatsapp_operator.backoff import Backoff
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
-from whatsapp_operator.event_stream import EventStream
+from whatsapp_operator.engine.spec import InstanceSpec, InvalidSpec
+from whatsapp_operator.engine.state import WAITING_FOR_PERSON, InstanceState, Notice, Phase
+from whatsapp_operator.engine.supervisor import Supervisor
 from whatsapp_operator.evolution.client import (
     ConnectResult,
     CreatedInstance,
@@ -30,16 +32,14 @@ from whatsapp_operator.evolution.client import (
 )
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound
 from whatsapp_operator.evolution.events import EvolutionEvent, InstanceRemoved
-from whatsapp_operator.instance_state import WAITING_FOR_PERSON, InstanceState, Notice, Phase
-from whatsapp_operator.kube import KubeClient, KubeError
-from whatsapp_operator.leadership import PeeringIdentity, PeeringLeadership
+from whatsapp_operator.evolution.stream import EventStream
+from whatsapp_operator.kube.client import KubeClient, KubeError
+from whatsapp_operator.kube.leadership import PeeringIdentity, PeeringLeadership
+from whatsapp_operator.kube.status_writer import STATUS_REJECTED, Key, StatusWriter
 from whatsapp_operator.metrics import Metrics
 from whatsapp_operator.names import FINALIZER, NUDGE_ANNOTATION
-from whatsapp_operator.spec import InstanceSpec, InvalidSpec
-from whatsapp_operator.status_writer import STATUS_REJECTED, Key, StatusWriter
-from whatsapp_operator.supervisor import Supervisor
 
-logger = logging.getLogger("whatsapp_operator.runtime")
+logger = logging.getLogger("whatsapp_operator.engine.runtime")
 T = TypeVar("T")
 _REMOVAL_WAIT_SECONDS = 30.0
 # An Evolution restart moves every instance at once (two Events each): room for thousands, posted

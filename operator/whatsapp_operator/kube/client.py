@@ -23,7 +23,7 @@ import kopf
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
 
-logger = logging.getLogger("whatsapp_operator.kube")
+logger = logging.getLogger("whatsapp_operator.kube.client")
 
 
 class KubeError(Exception):

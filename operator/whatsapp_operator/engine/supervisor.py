@@ -17,7 +17,7 @@ from typing import Any
 
 from whatsapp_operator.backoff import Backoff
 
-logger = logging.getLogger("whatsapp_operator.supervisor")
+logger = logging.getLogger("whatsapp_operator.engine.supervisor")
 
 
 class Supervisor:
