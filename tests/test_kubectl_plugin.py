@@ -11,7 +11,8 @@ import pytest
 import segno
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_operator.cli.kubectl import commands as plugin
+from whatsapp_operator.cli.kubectl import api as kubectl_api
+from whatsapp_operator.cli.kubectl import commands, rendering
 from whatsapp_operator.engine.state import InstanceState
 from whatsapp_operator.names import RECONNECT_ANNOTATION
 
@@ -100,14 +101,14 @@ def connected(name: str = "shop-123", namespace: str = "default", profile: str |
 @pytest.mark.parametrize("invert", [False, True])
 def test_rendered_qr_decodes_back_to_segnos_matrix_with_quiet_zone(code: str, invert: bool) -> None:
     expected = segno_matrix(code)
-    text = plugin.render_qr(code, invert=invert)
+    text = rendering.render_qr(code, invert=invert)
     assert set(text) <= set(INK) | {"\n"}
     assert len(text.split("\n")) == (len(expected) + 1) // 2  # two module rows per line
     assert decode_dark_modules(text, invert=invert, height=len(expected)) == expected
 
 
 def test_default_rendering_draws_light_modules_as_blocks_for_dark_terminals() -> None:
-    text = plugin.render_qr(WHATSAPP_CODE)
+    text = rendering.render_qr(WHATSAPP_CODE)
     lines = text.split("\n")
     width = len(segno_matrix(WHATSAPP_CODE)[0])
     # The quiet zone is light: the first two lines (four module rows) are solid blocks.
@@ -115,13 +116,13 @@ def test_default_rendering_draws_light_modules_as_blocks_for_dark_terminals() ->
     # Module rows 4 and 5: the upper-left finder pattern (a dark 7-module ring) after four
     # modules of quiet zone; in row 5 its inside is light, so it is inked in the lower half.
     assert lines[2].startswith("████ ▄▄▄▄▄ ")
-    inverted = plugin.render_qr(WHATSAPP_CODE, invert=True).split("\n")
+    inverted = rendering.render_qr(WHATSAPP_CODE, invert=True).split("\n")
     assert inverted[0] == " " * width
     assert inverted[2].startswith("    █▀▀▀▀▀█")
 
 
 def test_quiet_zone_is_four_modules_on_every_side() -> None:
-    dark = decode_dark_modules(plugin.render_qr("hello"), invert=False, height=len(segno_matrix("hello")))
+    dark = decode_dark_modules(rendering.render_qr("hello"), invert=False, height=len(segno_matrix("hello")))
     size = len(dark)
     assert size == 21 + 8  # version 1 plus the quiet zone
     for index in range(4):
@@ -149,26 +150,26 @@ def test_quiet_zone_is_four_modules_on_every_side() -> None:
     ],
 )
 def test_format_age(seconds: int, text: str) -> None:
-    assert plugin.format_age(datetime.timedelta(seconds=seconds)) == text
+    assert rendering.format_age(datetime.timedelta(seconds=seconds)) == text
 
 
 def test_qr_age_from_updated_at() -> None:
-    assert plugin.qr_age(awaiting(updated="2025-03-01T11:59:48Z"), NOW) == "12s"
-    assert plugin.qr_age(awaiting(updated="2025-03-01T11:57:00+00:00"), NOW) == "3m"
-    assert plugin.qr_age(awaiting(updated="not a time"), NOW) == "-"
-    assert plugin.qr_age(connected(), NOW) == "-"
+    assert rendering.qr_age(awaiting(updated="2025-03-01T11:59:48Z"), NOW) == "12s"
+    assert rendering.qr_age(awaiting(updated="2025-03-01T11:57:00+00:00"), NOW) == "3m"
+    assert rendering.qr_age(awaiting(updated="not a time"), NOW) == "-"
+    assert rendering.qr_age(connected(), NOW) == "-"
 
 
 def test_describe_connected() -> None:
-    assert plugin.describe_connected(connected()) == "shop-123 is connected as +5511987654321 (ACME)"
-    assert plugin.describe_connected(connected(profile=None)) == "shop-123 is connected as +5511987654321"
+    assert rendering.describe_connected(connected()) == "shop-123 is connected as +5511987654321 (ACME)"
+    assert rendering.describe_connected(connected(profile=None)) == "shop-123 is connected as +5511987654321"
     bare = wai(phase="Connected", connection={"state": "open"})
-    assert plugin.describe_connected(bare) == "shop-123 is connected"
+    assert rendering.describe_connected(bare) == "shop-123 is connected"
 
 
 def test_qr_view_shows_code_pairing_code_count_and_age() -> None:
-    view = plugin.qr_view(awaiting(pairing="WZYEH1YY", count=3), NOW)
-    qr_text = plugin.render_qr(WHATSAPP_CODE)
+    view = rendering.qr_view(awaiting(pairing="WZYEH1YY", count=3), NOW)
+    qr_text = rendering.render_qr(WHATSAPP_CODE)
     assert view.startswith(qr_text + "\n")
     assert "Pairing code: WZYEH1YY" in view
     assert "QR #3, issued 12s ago." in view
@@ -177,11 +178,11 @@ def test_qr_view_shows_code_pairing_code_count_and_age() -> None:
 
 def test_qr_view_without_qr_gives_phase_and_message_and_the_way_out() -> None:
     obj = wai(phase="LoggedOut", message="The WhatsApp session was logged out.")
-    view = plugin.qr_view(obj, NOW)
+    view = rendering.qr_view(obj, NOW)
     assert "█" not in view
     assert "shop-123 has no QR code to scan (LoggedOut): The WhatsApp session was logged out." in view
     assert "kubectl whatsapp reconnect shop-123 -n default" in view
-    assert "no status yet" in plugin.qr_view(wai(), NOW)
+    assert "no status yet" in rendering.qr_view(wai(), NOW)
 
 
 def test_qr_view_reads_the_status_the_operator_renders() -> None:
@@ -189,14 +190,14 @@ def test_qr_view_reads_the_status_the_operator_renders() -> None:
     state.qr_received(WHATSAPP_CODE, "data:image/png;base64,AAAA", "ABCD1234", "2025-03-01T11:59:30Z")
     obj = wai()
     obj["status"] = state.render_status(1, "2025-03-01T11:59:30Z")
-    assert plugin.has_qr(obj)
-    view = plugin.qr_view(obj, NOW)
-    assert plugin.render_qr(WHATSAPP_CODE) in view
+    assert rendering.has_qr(obj)
+    view = rendering.qr_view(obj, NOW)
+    assert rendering.render_qr(WHATSAPP_CODE) in view
     assert "Pairing code: ABCD1234" in view and "QR #1, issued 30s ago." in view
     state.connected("5511987654321:7@s.whatsapp.net", "ACME", None, "2025-03-01T12:00:00Z")
     obj["status"] = state.render_status(1, "2025-03-01T12:00:00Z")
-    assert plugin.is_connected(obj) and not plugin.has_qr(obj)
-    assert plugin.describe_connected(obj) == "shop-123 is connected as +5511987654321 (ACME)"
+    assert rendering.is_connected(obj) and not rendering.has_qr(obj)
+    assert rendering.describe_connected(obj) == "shop-123 is connected as +5511987654321 (ACME)"
 
 
 def test_status_table() -> None:
@@ -210,7 +211,7 @@ def test_status_table() -> None:
             message="The WhatsApp session is closed;\nset the annotation.",
         ),
     ]
-    table = plugin.format_status_table(items, NOW, all_namespaces=True)
+    table = rendering.format_status_table(items, NOW, all_namespaces=True)
     lines = table.split("\n")
     assert lines[0].split() == [
         "NAMESPACE",
@@ -233,17 +234,17 @@ def test_status_table() -> None:
 
 
 def test_status_table_without_namespace_column_and_empty() -> None:
-    table = plugin.format_status_table([connected()], NOW, all_namespaces=False)
+    table = rendering.format_status_table([connected()], NOW, all_namespaces=False)
     assert table.split("\n")[0].startswith("NAME ")
     assert "default" not in table
     deleting = connected()
     deleting["metadata"]["deletionTimestamp"] = "2025-03-01T11:00:00Z"
-    assert "Connected (deleting)" in plugin.format_status_table([deleting], NOW, all_namespaces=False)
-    assert plugin.format_status_table([], NOW, all_namespaces=True) == ""
+    assert "Connected (deleting)" in rendering.format_status_table([deleting], NOW, all_namespaces=False)
+    assert rendering.format_status_table([], NOW, all_namespaces=True) == ""
 
 
 def test_reconnect_patch_body() -> None:
-    body = plugin.reconnect_patch(
+    body = kubectl_api.reconnect_patch(
         datetime.datetime(2025, 3, 1, 9, 0, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=-3)))
     )
     assert body == {"metadata": {"annotations": {RECONNECT_ANNOTATION: "2025-03-01T12:00:05.123456Z"}}}
@@ -314,7 +315,7 @@ def run(argv: list[str], api: FakeApi, namespace: str = "default") -> tuple[int,
         seen.update(kwargs)
         return api, namespace
 
-    code = plugin.main(argv, connect=fake_connect, out=out, err=err, now=lambda: NOW)
+    code = commands.main(argv, connect=fake_connect, out=out, err=err, now=lambda: NOW)
     return code, out.getvalue(), err.getvalue(), seen
 
 
@@ -342,9 +343,9 @@ def test_cli_qr_once_prints_the_code() -> None:
     api = FakeApi([awaiting(pairing="WZYEH1YY")])
     code, out, err, _ = run(["qr", "shop-123"], api)
     assert code == 0 and err == ""
-    assert plugin.render_qr(WHATSAPP_CODE) in out and "Pairing code: WZYEH1YY" in out
+    assert rendering.render_qr(WHATSAPP_CODE) in out and "Pairing code: WZYEH1YY" in out
     code, out, _, _ = run(["qr", "shop-123", "--invert"], api)
-    assert plugin.render_qr(WHATSAPP_CODE, invert=True) in out
+    assert rendering.render_qr(WHATSAPP_CODE, invert=True) in out
 
 
 def test_cli_qr_once_connected_and_without_qr() -> None:
@@ -374,8 +375,8 @@ def test_cli_qr_watch_redraws_on_rotation_and_exits_when_connected() -> None:
     )
     code, out, err, _ = run(["qr", "shop-123", "--watch"], api)
     assert code == 0 and err == ""
-    assert out.count(plugin.render_qr(WHATSAPP_CODE)) == 1
-    assert out.count(plugin.render_qr(WHATSAPP_CODE[::-1])) == 1
+    assert out.count(rendering.render_qr(WHATSAPP_CODE)) == 1
+    assert out.count(rendering.render_qr(WHATSAPP_CODE[::-1])) == 1
     assert "QR #2, issued 2s ago." in out
     assert "no QR code to scan (Connecting)" in out
     assert out.rstrip().endswith("shop-123 is connected as +5511987654321 (ACME)")
@@ -391,7 +392,7 @@ def test_cli_qr_watch_survives_an_expired_watch_and_reports_deletion() -> None:
         [[("MODIFIED", ApiException(status=410, reason="Gone"))], [("DELETED", awaiting())]],
     )
     code, out, err, _ = run(["qr", "shop-123", "-w"], api)
-    assert code == 1 and out.count(plugin.render_qr(WHATSAPP_CODE)) == 1  # drawn once, not per read
+    assert code == 1 and out.count(rendering.render_qr(WHATSAPP_CODE)) == 1  # drawn once, not per read
     assert err == 'error: whatsappinstances.whatsapp-operator.io "shop-123" was deleted\n'
     assert [call[0] for call in api.calls] == ["get", "watch", "get", "watch"]
 
@@ -420,15 +421,15 @@ def test_cli_logout_patches_the_logout_annotation() -> None:
 
 
 def test_cli_reconnect_help_names_the_annotation(capsys: pytest.CaptureFixture[str]) -> None:
-    code = plugin.main(["reconnect", "--help"], connect=lambda **_: pytest.fail("no API for --help"))
+    code = commands.main(["reconnect", "--help"], connect=lambda **_: pytest.fail("no API for --help"))
     assert code == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert RECONNECT_ANNOTATION in help_text
 
 
 def test_cli_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert plugin.main(["qr"], connect=lambda **_: pytest.fail("no API for usage errors")) == 2
-    assert plugin.main([], connect=lambda **_: pytest.fail("no API for usage errors")) == 2
+    assert commands.main(["qr"], connect=lambda **_: pytest.fail("no API for usage errors")) == 2
+    assert commands.main([], connect=lambda **_: pytest.fail("no API for usage errors")) == 2
     assert "usage: kubectl whatsapp" in capsys.readouterr().err
 
 
@@ -463,7 +464,7 @@ def test_cli_no_kubeconfig_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
     out, err = io.StringIO(), io.StringIO()
-    code = plugin.main(["status"], out=out, err=err)  # the real connect()
+    code = commands.main(["status"], out=out, err=err)  # the real connect()
     assert code == 1 and out.getvalue() == ""
     assert err.getvalue().startswith("error: no kubeconfig found") and err.getvalue().count("\n") == 1
 
@@ -486,10 +487,10 @@ def test_cli_unreachable_cluster_is_one_line(tmp_path: Any, restore_kubernetes_d
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: c, context: {cluster: k, user: u, namespace: shops}}]\n"
     )
-    api, namespace = plugin.connect(kubeconfig=str(kubeconfig))
-    assert namespace == "shops" and isinstance(api, plugin.KubeApi)
+    api, namespace = kubectl_api.connect(kubeconfig=str(kubeconfig))
+    assert namespace == "shops" and isinstance(api, kubectl_api.KubeApi)
     out, err = io.StringIO(), io.StringIO()
-    code = plugin.main(["status", "--kubeconfig", str(kubeconfig)], out=out, err=err)  # real connect()
+    code = commands.main(["status", "--kubeconfig", str(kubeconfig)], out=out, err=err)  # real connect()
     assert code == 1 and out.getvalue() == ""
     assert err.getvalue().startswith("error: cannot reach the Kubernetes API")
     assert err.getvalue().count("\n") == 1
@@ -523,7 +524,7 @@ class FakeWatch:
 def test_kube_api_calls_the_custom_objects_api_for_whatsappinstances() -> None:
     custom = RecordingCustomObjects()
     watch = FakeWatch([{"type": "MODIFIED", "raw_object": connected(), "object": None}])
-    api = plugin.KubeApi(custom, watch_factory=lambda: watch)
+    api = kubectl_api.KubeApi(custom, watch_factory=lambda: watch)
     assert api.get("ns", "shop")["metadata"]["name"] == "shop-123"
     assert len(api.list("ns")) == 1 and len(api.list(None)) == 1
     api.patch("ns", "shop", {"metadata": {}})
@@ -615,7 +616,7 @@ def assert_clean(output: str) -> None:
     ],
 )
 def test_printable(text: Any, expected: str) -> None:
-    assert plugin.printable(text) == expected
+    assert rendering.printable(text) == expected
 
 
 def hostile_connected() -> dict[str, Any]:
@@ -640,18 +641,18 @@ def hostile_awaiting() -> dict[str, Any]:
 
 
 def test_describe_connected_prints_clean_profile_number_and_name() -> None:
-    text = plugin.describe_connected(hostile_connected())
+    text = rendering.describe_connected(hostile_connected())
     assert_clean(text)
     assert text == "shop-123 is connected as +5511987654321 (ACME)"
 
 
 def test_qr_view_prints_clean_pairing_code_and_message() -> None:
-    view = plugin.qr_view(hostile_awaiting(), NOW)
+    view = rendering.qr_view(hostile_awaiting(), NOW)
     assert_clean(view)
     assert "Pairing code: WZYEH1YY (Link" in view
     assert view.split("\n")[-3].startswith("shop-123: scan with WhatsApp")
     no_qr = wai(spiked("gone"), phase=spiked("Disconnected"), message=spiked("No scan."))
-    view = plugin.qr_view(no_qr, NOW)
+    view = rendering.qr_view(no_qr, NOW)
     assert_clean(view)
     assert "gone has no QR code to scan (Disconnected): No scan." in view
     assert "kubectl whatsapp reconnect gone -n default" in view
@@ -665,7 +666,7 @@ def test_status_table_prints_clean_cells() -> None:
         message=spiked("closed"),
         connection={"number": spiked("5511"), "profileName": spiked("Shop")},
     )
-    table = plugin.format_status_table([hostile, hostile_connected()], NOW, all_namespaces=True)
+    table = rendering.format_status_table([hostile, hostile_connected()], NOW, all_namespaces=True)
     assert_clean(table)
     lines = table.split("\n")
     assert lines[1].split() == [
@@ -754,5 +755,5 @@ def test_watch_goes_on_past_a_code_too_long_and_draws_the_next_one() -> None:
     code, out, err, _ = run(["qr", "shop-123", "--watch"], api)
     assert (code, err) == (0, "")
     assert "cannot be drawn: 3002 characters" in out
-    assert out.count(plugin.render_qr(WHATSAPP_CODE)) == 1
+    assert out.count(rendering.render_qr(WHATSAPP_CODE)) == 1
     assert out.rstrip().endswith("shop-123 is connected as +5511987654321 (ACME)")
