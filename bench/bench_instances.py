@@ -47,6 +47,7 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "operator"))
 
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
+from whatsapp_operator.engine.runtime import Runtime
 from whatsapp_operator.names import GROUP, PLURAL, VERSION
 from whatsapp_operator.redaction import install_log_filter
 
@@ -273,6 +274,53 @@ def rss_kib() -> dict[str, int]:
     return values
 
 
+Histogram = tuple[list[tuple[float, float]], float, float]  # cumulative (le, count), sum, count
+
+
+def event_to_status_histogram(runtime: Runtime, since: Histogram | None = None) -> Histogram:
+    """The operator's own event->status histogram (what Prometheus scrapes), minus `since`."""
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for metric in runtime.metrics.event_to_status.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+    if since is not None:
+        buckets = [(le, n - n0) for (le, n), (_, n0) in zip(buckets, since[0], strict=True)]
+        total, count = total - since[1], count - since[2]
+    return buckets, total, count
+
+
+def histogram_quantiles(histogram: Histogram) -> dict[str, float | int]:
+    """Quantiles as Prometheus' histogram_quantile() estimates them (linear within a bucket)."""
+    buckets, total, count = histogram
+    if count <= 0:
+        return {"n": 0}
+
+    def quantile(q: float) -> float:
+        rank = q * count
+        lower_le, lower_n = 0.0, 0.0
+        for le, n in buckets:
+            if n >= rank:
+                if le == float("inf"):
+                    return lower_le
+                return lower_le + (le - lower_le) * ((rank - lower_n) / max(n - lower_n, 1e-12))
+            lower_le, lower_n = le, n
+        return lower_le
+
+    return {
+        "n": int(count),
+        "p50": quantile(0.50),
+        "p95": quantile(0.95),
+        "p99": quantile(0.99),
+        "mean": total / count,
+    }
+
+
 def percentiles(samples: list[float]) -> dict[str, float | int]:
     if not samples:
         return {"n": 0}
@@ -471,7 +519,7 @@ async def _measure(
             tracemalloc.stop()
 
         # 2. QR rotation storm: a new QR for every instance, as one burst ----------------------
-        runtime.writer.stats.latencies.clear()
+        histogram0 = event_to_status_histogram(runtime)
         patches0 = runtime.writer.stats.patches
         start = snapshot("qr_storm")
         new_codes = await asyncio.gather(*(evolution.issue_qr(name) for name in names))
@@ -488,13 +536,13 @@ async def _measure(
         )
         # A patch is visible in the stand-in a moment before the writer records its latency.
         await asyncio.gather(*(runtime.writer.flush((NAMESPACE, name)) for name in names))
-        latencies = list(runtime.writer.stats.latencies)
+        histogram = event_to_status_histogram(runtime, since=histogram0)
         close_phase(
             "qr_storm",
             start,
             done,
             burst_emit_seconds=emitted - start[2],
-            event_to_status=percentiles(latencies),
+            event_to_status=histogram_quantiles(histogram),
             status_patches=runtime.writer.stats.patches - patches0,
         )
 
@@ -514,7 +562,7 @@ async def _measure(
         # stand-in cannot tell when it is over: the fake's wait_until (re-checked after every
         # request it answers, emit and (dis)connect) waits until every instance has had its
         # connectionState answered after the restart; then the statuses are checked.
-        reconnects0 = runtime.stream.client.stats.reconnects
+        reconnects0 = runtime.server.stream.client.stats.reconnects
         watch_rv = kube._rv
         evo_requests.kept_key, evo_requests.kept = "GET /instance/connectionState", []
         answered: set[str] = set()
@@ -562,7 +610,7 @@ async def _measure(
             max(synced, resync_read),
             evolution_restart_seconds=restarted - start[2],
             socket_back_after=(reconnected_at[0] - start[2]) if reconnected_at else None,
-            operator_reconnects=runtime.stream.client.stats.reconnects - reconnects0,
+            operator_reconnects=runtime.server.stream.client.stats.reconnects - reconnects0,
             statuses_that_left_connected=len(left_connected),
             # False: the stand-in's bounded change history did not reach back to the
             # restart, so the count above is a lower bound.
@@ -588,15 +636,15 @@ async def _measure(
         mem["per_instance_after_create_kib"] = (mem["rss_after_create_kib"] - mem["rss_before_kib"]) / instances
     mem["per_instance_end_kib"] = (rss_end["VmRSS"] - mem["rss_before_kib"]) / instances
     writer = runtime.writer.stats
-    client = runtime.stream.client.stats
+    client = runtime.server.stream.client.stats
     result["totals"] = {
         "evolution_requests": dict(sorted(evo_requests.counts.items())),
-        "evolution_calls_by_outcome": {f"{e} {o}": n for (e, o), n in sorted(runtime.evolution.calls.items())},
+        "evolution_calls_by_outcome": {f"{e} {o}": n for (e, o), n in sorted(runtime.server.rest.calls.items())},
         "kubernetes_requests": dict(sorted(kube_requests.counts.items())),
         "status_patches": {"written": writer.patches, "skipped_noop": writer.skipped, "failed": writer.failures},
         "kubernetes_events": kube_event_reasons(kube),
-        "events_dropped": runtime.stats.events_dropped,
-        "reconcile_errors": runtime.stats.reconcile_errors,
+        "events_dropped": runtime.publisher.stats.events_dropped,
+        "reconcile_errors": runtime.reconciler.stats.reconcile_errors,
         "evolution_emitted": dict(sorted(evo_emitted.counts.items())),
         "socketio": {
             "clients_now": evolution.socket_clients,

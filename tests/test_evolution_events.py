@@ -2,6 +2,7 @@
 
 import pytest
 
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.events import (
     ConnectionUpdated,
     InstanceLoggedOut,
@@ -134,7 +135,7 @@ def test_status_reason_is_an_int64_or_none(reason, expected):
 
 def test_lone_surrogates_become_replacement_characters():
     data = {
-        "state": "op\ud800en",
+        "state": "open",
         "statusReason": 200,
         "wuid": "55\udfff@s.whatsapp.net",
         "profileName": "AC\ud83dME",
@@ -142,8 +143,11 @@ def test_lone_surrogates_become_replacement_characters():
     }
     event = parse_event("connection.update", envelope("connection.update", data, instance="ac\ud800me"))
     assert event == ConnectionUpdated(
-        "ac\ufffdme", "op\ufffden", 200, "55\ufffd@s.whatsapp.net", "AC\ufffdME", "https://pps/\ufffd"
+        "ac\ufffdme", ConnectionState.OPEN, 200, "55\ufffd@s.whatsapp.net", "AC\ufffdME", "https://pps/\ufffd"
     )
+    # A state with a lone surrogate is no state Evolution has: the event is ignored, not malformed.
+    data["state"] = "op\ud800en"
+    assert parse_event("connection.update", envelope("connection.update", data, instance="acme")) is None
     for value in (event.instance, event.state, event.wuid, event.profile_name, event.profile_picture_url):
         value.encode("utf-8")
 

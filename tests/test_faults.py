@@ -112,11 +112,11 @@ async def test_socketio_drop_then_a_missed_qr_is_read_by_the_resync(operator):
     evolution = operator.evolution
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_status("shop", shows_current_qr(evolution, "shop"))
-    connects = operator.runtime.stream.client.stats.connects
+    connects = operator.runtime.server.stream.client.stats.connects
     await evolution.drop_socket_clients()
     code = await evolution.issue_qr("shop")  # nobody listens: Evolution replays nothing
     status = await operator.wait_status("shop", lambda s: (s.get("qr") or {}).get("code") == code)
-    assert operator.runtime.stream.client.stats.connects == connects + 1
+    assert operator.runtime.server.stream.client.stats.connects == connects + 1
     assert condition(status, "Synced")["status"] == "True"
     assert creates_answered(evolution, "shop") == 1
 
@@ -129,7 +129,7 @@ async def test_a_removal_already_repaired_by_a_resync_does_not_stall_later_resyn
     # Evolution loses "shop" while a resync of it is under way (as after an Evolution restart):
     # the resync holds the instance's lock when the remove.instance event arrives. The lock is
     # taken here only to make that order certain.
-    tracker = operator.runtime.trackers[(NAMESPACE, "shop")]
+    tracker = operator.runtime.registry.get((NAMESPACE, "shop"))
     await tracker.lock.acquire()
     resync = asyncio.create_task(operator.runtime.reconcile(tracker))
     await asyncio.sleep(0)  # the resync now waits for the lock, first in line
@@ -179,7 +179,7 @@ async def test_a_burst_of_failed_event_posts_still_delivers_the_event(operator, 
     await operator.wait_event("shop", "Connected", timeout=15)
     assert kube.failures_served == 2
     assert operator.event_reasons("shop").count("Connected") == 1
-    assert operator.runtime.stats.events_dropped == 0
+    assert operator.runtime.publisher.stats.events_dropped == 0
 
 
 # kopf retries a 429 or a 5xx of its own requests after 1 s, then 1 s again: 4 s is plenty for two.

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whatsapp_operator.engine.state import InstanceState, Phase, Reason
+from whatsapp_operator.engine.state import InstanceState, Phase
 from whatsapp_operator.evolution.events import MalformedEvent, parse_event
+from whatsapp_operator.reasons import Reason
 
 from schema_check import load_crd_schema, prune, validate
 

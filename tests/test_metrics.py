@@ -38,7 +38,12 @@ async def test_metrics_follow_the_instances(operator):
     )
     assert samples[("whatsapp_operator_malformed_events_total", (("layer", "packet"), ("server", "evolution")))] == 1
     assert (
-        samples[("whatsapp_operator_evolution_api_calls_total", (("endpoint", "create instance"), ("outcome", "ok")))]
+        samples[
+            (
+                "whatsapp_operator_evolution_api_calls_total",
+                (("endpoint", "create instance"), ("outcome", "ok"), ("server", "evolution")),
+            )
+        ]
         == 1
     )
     assert samples[("whatsapp_operator_event_to_status_seconds_count", ())] >= 1
@@ -58,7 +63,7 @@ async def test_recreations_and_dropped_events_are_exported(operator):
     await operator.wait_phase("shop", "Connected")
 
     async def dropped() -> None:
-        while operator.runtime.stats.events_dropped < 1:  # a counter: nothing to await but its change
+        while operator.runtime.publisher.stats.events_dropped < 1:  # a counter: nothing to await but its change
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(dropped(), 10)

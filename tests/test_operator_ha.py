@@ -39,8 +39,8 @@ async def test_one_replica_acts_and_the_other_takes_over(evolution):
                 await asyncio.wait_for(active.runtime.leadership.wait_until(True), 10)
                 active.create("shop", {"instanceName": "shop"})
                 await active.wait_phase("shop", "AwaitingScan")
-                assert "shop" in active.runtime.by_instance
-                assert "shop" not in standby.runtime.by_instance
+                assert "shop" in active.runtime.server.instances
+                assert "shop" not in standby.runtime.server.instances
                 assert len([r for r in evolution.requests if r.path == "/instance/create"]) == 1
             # The active replica left the peering: the standby resumes the object and follows it.
             await asyncio.wait_for(standby.runtime.leadership.wait_until(True), 10)

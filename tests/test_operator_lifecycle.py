@@ -142,7 +142,7 @@ async def test_delete_removes_the_instance_and_releases_the_finalizer(operator):
     await operator.wait_gone("shop")
     await operator.evolution.wait_for_request("DELETE", "/instance/delete/shop")
     await operator.evolution.wait_until_gone("shop")
-    assert "shop" not in operator.runtime.by_instance
+    assert "shop" not in operator.runtime.server.instances
 
 
 async def test_delete_of_an_instance_already_gone_from_evolution_completes(operator):

@@ -29,7 +29,7 @@ async def test_full_cycle_in_every_mode_and_version(evolution_factory, operator_
         await evolution.scan("shop", number="5511987654321", profile_name="ACME")
         status = await operator.wait_phase("shop", "Connected")
         assert status["connection"]["profileName"] == "ACME"
-        stream = operator.runtime.stream
+        stream = operator.runtime.server.stream
         if mode is WebsocketMode.AUTO:
             assert stream.global_confirmed is global_events
         if not global_events:
@@ -56,14 +56,16 @@ async def test_global_mode_ignores_other_instances_traffic(evolution_factory, op
         code = await evolution.issue_qr("shop")
         status = await operator.wait_status("shop", lambda s: (s.get("qr") or {}).get("code") == code)
         assert status["phase"] == "AwaitingScan"
-        assert "someone-else" not in operator.runtime.by_instance
+        assert "someone-else" not in operator.runtime.server.instances
 
 
 async def test_wrong_api_key_is_refused_at_the_handshake_and_reported(evolution_factory, operator_factory):
     evolution = await evolution_factory(version="2.3.6")
     async with operator_factory(evolution, evolution_api_key="not-the-right-key") as operator:
         operator.create("shop", {"instanceName": "shop"})
-        await operator.kube.wait_until(lambda: "refused" in (operator.runtime.stream.client.stats.last_error or ""))
+        await operator.kube.wait_until(
+            lambda: "refused" in (operator.runtime.server.stream.client.stats.last_error or "")
+        )
         assert evolution.socket_clients == 0
         status = await operator.wait_status(
             "shop", lambda s: any(c["type"] == "Synced" and c["status"] == "False" for c in s.get("conditions") or [])
@@ -74,6 +76,6 @@ async def test_wrong_api_key_is_refused_at_the_handshake_and_reported(evolution_
 async def test_v2_2_3_checks_no_key_at_the_handshake(evolution_factory, operator_factory):
     evolution = await evolution_factory(version="2.2.3")
     async with operator_factory(evolution, evolution_api_key="a-key-2.2.3-never-checks") as operator:
-        await asyncio.wait_for(operator.runtime.stream.client.wait_connected(), 5)
-        assert operator.runtime.stream.client.state == "connected"
+        await asyncio.wait_for(operator.runtime.server.stream.client.wait_connected(), 5)
+        assert operator.runtime.server.stream.client.state == "connected"
         assert evolution.socket_clients == 1

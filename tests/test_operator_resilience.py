@@ -14,7 +14,7 @@ ERROR_BODY_401 = {"status": 401, "error": "Unauthorized", "response": {"message"
 async def test_socket_drop_then_resync_repairs_missed_events(operator):
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")
-    client = operator.runtime.stream.client
+    client = operator.runtime.server.stream.client
     connects = client.stats.connects
     # Evolution keeps no event history: the scan happens while nobody listens.
     await operator.evolution.stop()
@@ -32,12 +32,12 @@ async def test_socket_drop_then_resync_repairs_missed_events(operator):
 async def test_server_side_disconnect_reconnects_and_keeps_following(operator):
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")
-    connects = operator.runtime.stream.client.stats.connects
+    connects = operator.runtime.server.stream.client.stats.connects
     await operator.evolution.drop_socket_clients()
     await operator.evolution.wait_for_socket_client()
     code = await operator.evolution.issue_qr("shop")
     await operator.wait_status("shop", lambda s: (s.get("qr") or {}).get("code") == code)
-    assert operator.runtime.stream.client.stats.connects == connects + 1
+    assert operator.runtime.server.stream.client.stats.connects == connects + 1
 
 
 async def test_evolution_restart_brings_paired_instances_back(operator):
@@ -225,7 +225,7 @@ async def test_create_rejected_by_evolution_is_failed(operator):
 async def test_malformed_and_unknown_packets_are_counted_not_fatal(operator):
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")
-    stream = operator.runtime.stream
+    stream = operator.runtime.server.stream
     for raw in (
         '2["broken',
         "9x",
@@ -285,7 +285,7 @@ async def test_a_restart_after_an_outage_reports_what_is_true_now(operator_facto
         await first.wait_status("shop", lambda s: condition(s, "Ready")["reason"] == "EvolutionUnreachable")
     await evolution.start()
     async with operator_factory(evolution) as second:
-        await second.runtime.stream.client.wait_connected()
+        await second.runtime.server.stream.client.wait_connected()
         status = await second.wait_status(
             "shop", lambda s: condition(s, "Synced")["status"] == "True" and "down" not in s["message"]
         )

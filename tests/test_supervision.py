@@ -77,7 +77,7 @@ async def test_a_long_lived_task_that_returns_is_started_again():
 
 
 async def test_event_stream_comes_back(operator, caplog):
-    client = operator.runtime.stream.client
+    client = operator.runtime.server.stream.client
     await client.wait_connected()
     client._connection = fail_once(client._connection)
     await operator.evolution.drop_socket_clients()
@@ -135,7 +135,7 @@ async def test_instance_resync_retry_comes_back(operator):
     runtime = operator.runtime
     operator.create("shop", {"instanceName": "shop"})
     await operator.wait_phase("shop", "AwaitingScan")
-    runtime.reconcile = fail_once(runtime.reconcile)
+    runtime.reconciler.reconcile = fail_once(runtime.reconciler.reconcile)
     reads = state_reads(operator)
     await runtime.resync_all()
     assert runtime.supervisor.restarts["instance-resync"] == 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.events import (
     ConnectionUpdated,
     EvolutionEvent,
@@ -22,6 +23,7 @@ from whatsapp_operator.evolution.events import (
     QRUpdated,
 )
 from whatsapp_operator.names import RECONNECT_ANNOTATION
+from whatsapp_operator.reasons import Reason
 from whatsapp_operator.values import int64, valid_unicode
 
 # Closes after which Evolution does not reconnect and wipes the session (docs/evolution-api.md §4.7, §4.8).
@@ -39,45 +41,6 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
-class Reason(StrEnum):
-    """Every reason a condition of the status can carry (README.md, "Condition reasons", lists them)."""
-
-    # Ready, Reconciling and Stalled: what the phase is and why.
-    PENDING = "Pending"
-    CREATED = "Created"
-    ADOPTED = "Adopted"
-    RECREATED = "Recreated"
-    RENEWED = "Renewed"
-    INSTANCE_REMOVED = "InstanceRemoved"
-    QR_CODE_ISSUED = "QRCodeIssued"
-    WAITING_FOR_QR_CODE = "WaitingForQRCode"
-    RECONNECTING = "Reconnecting"
-    QR_CODE_OVERDUE = "QRCodeOverdue"
-    CONNECTED = "Connected"
-    CONNECTION_CLOSED = "ConnectionClosed"
-    QR_CODE_LIMIT_REACHED = "QRCodeLimitReached"
-    LOGGED_OUT = "LoggedOut"
-    FORBIDDEN = "Forbidden"
-    SESSION_ENDED = "SessionEnded"
-    INVALID_SPEC = "InvalidSpec"
-    EVOLUTION_REJECTED_INSTANCE = "EvolutionRejectedInstance"
-    FAILED = "Failed"
-    DELETING = "Deleting"
-    # Synced: the last call to Evolution (and Ready=Unknown while it cannot be reached).
-    SYNCED = "Synced"
-    EVOLUTION_UNREACHABLE = "EvolutionUnreachable"
-    EVOLUTION_UNAUTHORIZED = "EvolutionUnauthorized"
-    EVOLUTION_FORBIDDEN = "EvolutionForbidden"
-    EVOLUTION_REJECTED_REQUEST = "EvolutionRejectedRequest"
-    EVOLUTION_SERVER_ERROR = "EvolutionServerError"
-    EVOLUTION_NOT_READY = "EvolutionNotReady"
-    EVOLUTION_BAD_RESPONSE = "EvolutionBadResponse"
-    EVOLUTION_UNEXPECTED_STATUS = "EvolutionUnexpectedStatus"
-    INSTANCE_NAME_BUSY = "InstanceNameBusy"
-    KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
-    STATUS_REJECTED = "StatusRejected"
-
-
 _REASONS = frozenset(reason.value for reason in Reason)
 
 # Phases that only a person can leave (a new scan asked for with the reconnect annotation,
@@ -85,14 +48,21 @@ _REASONS = frozenset(reason.value for reason in Reason)
 WAITING_FOR_PERSON = frozenset({Phase.DISCONNECTED, Phase.LOGGED_OUT, Phase.FAILED})
 _RECONCILING = frozenset({Phase.PENDING, Phase.CREATING, Phase.CONNECTING})
 # Ready's reason while Evolution cannot be reached: it describes the outage, not the phase.
-_OUTAGE_REASON = "EvolutionUnreachable"
+_OUTAGE_REASON = Reason.EVOLUTION_UNREACHABLE
+
+
+class NoticeType(StrEnum):
+    """The two types of Kubernetes Event."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
 
 
 @dataclass(frozen=True)
 class Notice:
     """A transition worth a Kubernetes Event."""
 
-    type: str  # "Normal" | "Warning"
+    type: NoticeType
     reason: str
     message: str
 
@@ -244,16 +214,18 @@ class InstanceState:
         name = self.instance_name
         if renewed:
             notice = Notice(
-                "Normal", "Renewed", f"Instance {name} was created afresh in Evolution API for a new pairing."
+                NoticeType.NORMAL, "Renewed", f"Instance {name} was created afresh in Evolution API for a new pairing."
             )
         elif recreated:
             notice = Notice(
-                "Warning", "Recreated", f"Instance {name} had disappeared from Evolution API and was created again."
+                NoticeType.WARNING,
+                "Recreated",
+                f"Instance {name} had disappeared from Evolution API and was created again.",
             )
         elif adopted:
-            notice = Notice("Normal", "Adopted", f"Adopted the existing Evolution API instance {name}.")
+            notice = Notice(NoticeType.NORMAL, "Adopted", f"Adopted the existing Evolution API instance {name}.")
         else:
-            notice = Notice("Normal", "Created", f"Created instance {name} in Evolution API.")
+            notice = Notice(NoticeType.NORMAL, "Created", f"Created instance {name} in Evolution API.")
         self._move(Phase.CREATING, notice.reason, f"{notice.message[:-1]}; waiting for its QR code or state.")
         return [notice]
 
@@ -272,7 +244,7 @@ class InstanceState:
         entering = self.phase is not Phase.FAILED or self.reason != reason
         self.qr = None
         self._move(Phase.FAILED, reason, message)
-        return [Notice("Warning", reason, message)] if entering else []
+        return [Notice(NoticeType.WARNING, reason, message)] if entering else []
 
     # -- Socket.IO events and REST observations --------------------------------------------------
 
@@ -302,12 +274,14 @@ class InstanceState:
         self.qr = QRCode(code, base64, pairing_code, count if count and count > 0 else previous_count + 1, now)
         self.last_qr_code = code
         entering = self.phase is not Phase.AWAITING_SCAN
-        self._set_state("connecting", self.status_reason, now)
+        self._set_state(ConnectionState.CONNECTING, self.status_reason, now)
         self._move(Phase.AWAITING_SCAN, "QRCodeIssued", _awaiting_scan_message(pairing_code))
         if entering:
             return [
                 Notice(
-                    "Normal", "QRCodeIssued", f"QR code issued for instance {self.instance_name}; waiting for a scan."
+                    NoticeType.NORMAL,
+                    "QRCodeIssued",
+                    f"QR code issued for instance {self.instance_name}; waiting for a scan.",
                 )
             ]
         return []
@@ -315,7 +289,7 @@ class InstanceState:
     def qr_limit_reached(self, message: str, now: str) -> list[Notice]:
         entering = not (self.phase is Phase.DISCONNECTED and self.reason == "QRCodeLimitReached")
         self.qr = None
-        self._set_state("refused", 428, now)
+        self._set_state(ConnectionState.REFUSED, 428, now)
         self._move(
             Phase.DISCONNECTED,
             "QRCodeLimitReached",
@@ -325,7 +299,7 @@ class InstanceState:
         if entering:
             return [
                 Notice(
-                    "Warning",
+                    NoticeType.WARNING,
                     "QRCodeLimitReached",
                     f"Instance {self.instance_name} stopped issuing QR codes without a scan.",
                 )
@@ -333,16 +307,16 @@ class InstanceState:
         return []
 
     def connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
-        if event.state == "open":
+        if event.state == ConnectionState.OPEN:
             return self.connected(
                 event.wuid, event.profile_name, event.profile_picture_url, now, status_reason=event.status_reason
             )
-        if event.state == "connecting":
-            self._set_state("connecting", event.status_reason, now)
+        if event.state == ConnectionState.CONNECTING:
+            self._set_state(ConnectionState.CONNECTING, event.status_reason, now)
             return self._connecting()
-        if event.state == "close":
+        if event.state == ConnectionState.CLOSE:
             return self.closed(event.status_reason, now)
-        if event.state == "refused":
+        if event.state == ConnectionState.REFUSED:
             return self.qr_limit_reached("QR code limit reached", now)
         return []
 
@@ -356,7 +330,7 @@ class InstanceState:
         status_reason: int | None = 200,
     ) -> list[Notice]:
         entering = self.phase is not Phase.CONNECTED
-        self._set_state("open", status_reason, now)
+        self._set_state(ConnectionState.OPEN, status_reason, now)
         self.qr = None
         if wuid:
             self.number = number_from_jid(wuid)
@@ -366,12 +340,14 @@ class InstanceState:
         who = f" as +{self.number}" if self.number else ""
         self._move(Phase.CONNECTED, "Connected", self._connected_message())
         if entering:
-            return [Notice("Normal", "Connected", f"Instance {self.instance_name} connected to WhatsApp{who}.")]
+            return [
+                Notice(NoticeType.NORMAL, "Connected", f"Instance {self.instance_name} connected to WhatsApp{who}.")
+            ]
         return []
 
     def connecting(self, now: str) -> list[Notice]:
         """Evolution reports `connecting` and has no QR to show (yet)."""
-        self._set_state("connecting", self.status_reason, now)
+        self._set_state(ConnectionState.CONNECTING, self.status_reason, now)
         return self._connecting()
 
     def _connecting(self) -> list[Notice]:
@@ -390,7 +366,7 @@ class InstanceState:
         if was_connected:
             return [
                 Notice(
-                    "Warning",
+                    NoticeType.WARNING,
                     "Disconnected",
                     f"Instance {self.instance_name} lost its WhatsApp connection; Evolution is reconnecting.",
                 )
@@ -406,26 +382,30 @@ class InstanceState:
             "WhatsApp (a stale WhatsApp Web version or blocked egress makes it reconnect without QR codes)"
         )
         self._move(Phase.CONNECTING, "QRCodeOverdue", f"{text}.")
-        return [Notice("Warning", "QRCodeOverdue", f"Instance {self.instance_name}: {text}.")]
+        return [Notice(NoticeType.WARNING, "QRCodeOverdue", f"Instance {self.instance_name}: {text}.")]
 
     def closed(self, status_reason: int | None, now: str) -> list[Notice]:
-        self._set_state("close", status_reason, now)
+        self._set_state(ConnectionState.CLOSE, status_reason, now)
         if status_reason in _SESSION_ENDING_CLOSES:
             return self.logged_out(now, reason=_SESSION_ENDING_CLOSES[status_reason], status_reason=status_reason)
         entering = self.phase is not Phase.DISCONNECTED
         self.qr = None
         self._move(Phase.DISCONNECTED, "ConnectionClosed", _closed_message())
         if entering:
-            return [Notice("Warning", "Disconnected", f"Instance {self.instance_name} is disconnected from WhatsApp.")]
+            return [
+                Notice(
+                    NoticeType.WARNING, "Disconnected", f"Instance {self.instance_name} is disconnected from WhatsApp."
+                )
+            ]
         return []
 
     def logged_out(self, now: str, *, reason: str = "LoggedOut", status_reason: int | None = 401) -> list[Notice]:
         entering = self.phase is not Phase.LOGGED_OUT
-        self._set_state("close", status_reason if status_reason is not None else self.status_reason, now)
+        self._set_state(ConnectionState.CLOSE, status_reason if status_reason is not None else self.status_reason, now)
         self.qr = None
         self._move(Phase.LOGGED_OUT, reason, _logged_out_message(reason))
         if entering:
-            return [Notice("Warning", reason, f"Instance {self.instance_name}: {_logged_out_text(reason)}.")]
+            return [Notice(NoticeType.WARNING, reason, f"Instance {self.instance_name}: {_logged_out_text(reason)}.")]
         return []
 
     # -- calls to Evolution ----------------------------------------------------------------------
@@ -433,24 +413,24 @@ class InstanceState:
     def sync_failed(self, reason: str, message: str) -> list[Notice]:
         changed = self.sync_error is None or self.sync_error.reason != reason
         self.sync_error = SyncError(reason, message)
-        return [Notice("Warning", reason, message)] if changed else []
+        return [Notice(NoticeType.WARNING, reason, message)] if changed else []
 
     def sync_succeeded(self) -> list[Notice]:
         if self.sync_error is None:
             return []
         self.sync_error = None
-        return [Notice("Normal", "Synced", f"Evolution API answers again for instance {self.instance_name}.")]
+        return [Notice(NoticeType.NORMAL, "Synced", f"Evolution API answers again for instance {self.instance_name}.")]
 
     def stream_lost(self, message: str) -> list[Notice]:
         changed = self.stream_error is None
         self.stream_error = message
-        return [Notice("Warning", "EvolutionUnreachable", message)] if changed else []
+        return [Notice(NoticeType.WARNING, Reason.EVOLUTION_UNREACHABLE, message)] if changed else []
 
     def stream_restored(self) -> list[Notice]:
         if self.stream_error is None:
             return []
         self.stream_error = None
-        return [Notice("Normal", "EventStreamRestored", "Following Evolution API events again.")]
+        return [Notice(NoticeType.NORMAL, "EventStreamRestored", "Following Evolution API events again.")]
 
     def _sync_problem(self) -> SyncError | None:
         if self.sync_error is not None:
@@ -495,9 +475,9 @@ class InstanceState:
     def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
         problem = self._sync_problem()
         if problem is not None and problem.reason == _OUTAGE_REASON:
-            ready = (
+            ready: tuple[str, str, str] = (
                 "Unknown",
-                "EvolutionUnreachable",
+                Reason.EVOLUTION_UNREACHABLE,
                 "Evolution API is unreachable; the connection state is unknown.",
             )
         elif self.phase is Phase.CONNECTED:

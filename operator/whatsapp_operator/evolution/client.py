@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from whatsapp_operator import values
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.errors import (
     SECRET_FIELDS,
     EvolutionError,
@@ -37,6 +38,7 @@ from whatsapp_operator.evolution.errors import (
     error_message_from_body,
     reason_for_status,
 )
+from whatsapp_operator.reasons import Reason
 from whatsapp_operator.redaction import redact, register_secret
 
 logger = logging.getLogger("whatsapp_operator.evolution")
@@ -73,7 +75,7 @@ class QRPayload:
 
 @dataclass(frozen=True)
 class ConnectResult:
-    state: str | None  # "open" when already connected, else None
+    state: ConnectionState | None  # OPEN when already connected, else None
     qr: QRPayload | None
 
 
@@ -160,7 +162,7 @@ class InstanceRejected(EvolutionError):
     """Evolution refused to create the instance as specified (HTTP 400): only a spec change helps."""
 
     def __init__(self, message: str):
-        super().__init__("EvolutionRejectedRequest", message, status=400, endpoint="create instance")
+        super().__init__(Reason.EVOLUTION_REJECTED_REQUEST, message, status=400, endpoint="create instance")
 
 
 class EvolutionClient:
@@ -224,7 +226,9 @@ class EvolutionClient:
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
             raise EvolutionError(
-                "EvolutionBadResponse", "create instance: the answer has no instance object", endpoint="create instance"
+                Reason.EVOLUTION_BAD_RESPONSE,
+                "create instance: the answer has no instance object",
+                endpoint="create instance",
             )
         qr = data.get("qrcode")
         return CreatedInstance(
@@ -240,17 +244,19 @@ class EvolutionClient:
         )
         if not isinstance(data, dict):
             raise EvolutionError(
-                "EvolutionBadResponse", "connect instance: the answer is not an object", endpoint="connect instance"
+                Reason.EVOLUTION_BAD_RESPONSE,
+                "connect instance: the answer is not an object",
+                endpoint="connect instance",
             )
         instance = data.get("instance")
         if isinstance(instance, dict):
-            state = values.token(instance.get("state") or instance.get("status"))
+            state = ConnectionState.parse(values.token(instance.get("state") or instance.get("status")))
             qr = data.get("qrcode")
             return ConnectResult(state=state, qr=QRPayload.from_json(qr) if isinstance(qr, dict) else None)
         return ConnectResult(state=None, qr=QRPayload.from_json(data))
 
-    async def connection_state(self, name: str) -> str | None:
-        """The live in-memory state (open/connecting/close); None while Evolution is still loading it."""
+    async def connection_state(self, name: str) -> ConnectionState | None:
+        """The live in-memory state; None while Evolution is still loading it (docs/evolution-api.md §3.4)."""
         data = await self._request(
             "GET",
             f"/instance/connectionState/{_segment(name)}",
@@ -261,11 +267,19 @@ class EvolutionClient:
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
             raise EvolutionError(
-                "EvolutionBadResponse",
+                Reason.EVOLUTION_BAD_RESPONSE,
                 "read connection state: the answer has no instance object",
                 endpoint="read connection state",
             )
-        return values.token(instance.get("state"))
+        raw = values.token(instance.get("state"))
+        state = ConnectionState.parse(raw)
+        if raw is not None and state is None:
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE,
+                f"read connection state: unknown state {raw[:40]!r}",
+                endpoint="read connection state",
+            )
+        return state
 
     async def fetch_instance(self, name: str) -> InstanceRecord | None:
         """The stored row of one instance; None when Evolution has it in its database only."""
@@ -289,8 +303,15 @@ class EvolutionClient:
             return False
         return True
 
-    async def logout(self, name: str) -> None:
-        await self._request("DELETE", f"/instance/logout/{_segment(name)}", "log out instance", instance=name)
+    async def logout(self, name: str) -> bool:
+        """Log the session out; False when it was not connected (docs/evolution-api.md §3.7)."""
+        try:
+            await self._request("DELETE", f"/instance/logout/{_segment(name)}", "log out instance", instance=name)
+        except EvolutionError as error:
+            if error.status == 400:
+                return False
+            raise
+        return True
 
     async def set_settings(self, name: str, settings: dict[str, Any]) -> None:
         await self._request("POST", f"/settings/set/{_segment(name)}", "apply settings", json=settings, instance=name)
@@ -357,27 +378,29 @@ class EvolutionClient:
         except (httpx.TimeoutException, TimeoutError):
             self._count(endpoint, "timeout")
             raise EvolutionError(
-                "EvolutionUnreachable",
+                Reason.EVOLUTION_UNREACHABLE,
                 f"{endpoint}: Evolution API at {self.base_url} did not answer in time",
                 endpoint=endpoint,
             ) from None
         except httpx.TransportError as error:
             self._count(endpoint, "unreachable")
             raise EvolutionError(
-                "EvolutionUnreachable",
+                Reason.EVOLUTION_UNREACHABLE,
                 f"{endpoint}: cannot reach Evolution API at {self.base_url} ({type(error).__name__})",
                 endpoint=endpoint,
             ) from None
         except httpx.HTTPError as error:  # DecodingError and whatever else httpx may add
             self._count(endpoint, "bad_response")
             raise EvolutionError(
-                "EvolutionBadResponse",
+                Reason.EVOLUTION_BAD_RESPONSE,
                 f"{endpoint}: the answer of Evolution API could not be read ({type(error).__name__})",
                 endpoint=endpoint,
             ) from None
         except _UnreadableAnswer as error:
             self._count(endpoint, "bad_response")
-            raise EvolutionError("EvolutionBadResponse", f"{endpoint}: {error.problem}", endpoint=endpoint) from None
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: {error.problem}", endpoint=endpoint
+            ) from None
 
     def _decode(self, answer: _Answer, endpoint: str, *, instance: str | None, allow_empty: bool) -> Any:
         status = answer.status
@@ -386,13 +409,16 @@ class EvolutionClient:
         except _UnreadableAnswer as error:
             self._count(endpoint, "bad_response")
             raise EvolutionError(
-                "EvolutionBadResponse", f"{endpoint}: {error.problem} (HTTP {status})", status=status, endpoint=endpoint
+                Reason.EVOLUTION_BAD_RESPONSE,
+                f"{endpoint}: {error.problem} (HTTP {status})",
+                status=status,
+                endpoint=endpoint,
             ) from None
         if status < 200 or 300 <= status < 400:
             # Evolution answers 200/201 or an error; anything else came from something in between.
             self._count(endpoint, str(status))
             raise EvolutionError(
-                "EvolutionUnexpectedStatus",
+                Reason.EVOLUTION_UNEXPECTED_STATUS,
                 f"{endpoint}: Evolution API answered HTTP {status}, which it never sends",
                 status=status,
                 endpoint=endpoint,
@@ -407,7 +433,7 @@ class EvolutionClient:
         if body is None and not allow_empty:
             self._count(endpoint, "bad_response")
             raise EvolutionError(
-                "EvolutionBadResponse",
+                Reason.EVOLUTION_BAD_RESPONSE,
                 f"{endpoint}: Evolution API sent an empty answer",
                 status=status,
                 endpoint=endpoint,
@@ -415,7 +441,7 @@ class EvolutionClient:
         if isinstance(body, str) and not allow_empty:
             self._count(endpoint, "bad_response")
             raise EvolutionError(
-                "EvolutionBadResponse",
+                Reason.EVOLUTION_BAD_RESPONSE,
                 f"{endpoint}: Evolution API sent a non-JSON answer",
                 status=status,
                 endpoint=endpoint,
@@ -427,7 +453,7 @@ class EvolutionClient:
             detail = error_message_from_body(body)
             if not detail or detail == "[object Object]":
                 detail = "Evolution reported an error without details (the instance may not be loaded yet)"
-            raise EvolutionError("EvolutionNotReady", f"{endpoint}: {detail}", status=status, endpoint=endpoint)
+            raise EvolutionError(Reason.EVOLUTION_NOT_READY, f"{endpoint}: {detail}", status=status, endpoint=endpoint)
         self._count(endpoint, "ok")
         return body
 
@@ -450,7 +476,7 @@ class EvolutionClient:
         else:
             logger.warning("%s: unexpected failure while reading the answer of Evolution API (%s)", endpoint, kind)
         return EvolutionError(
-            "EvolutionBadResponse",
+            Reason.EVOLUTION_BAD_RESPONSE,
             f"{endpoint}: the answer of Evolution API could not be read ({kind})",
             endpoint=endpoint,
         )

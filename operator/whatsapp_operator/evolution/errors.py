@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from whatsapp_operator.reasons import RETRYABLE, Reason
 from whatsapp_operator.redaction import MASK, redact
 from whatsapp_operator.values import valid_unicode
 
@@ -24,12 +25,7 @@ class EvolutionError(Exception):
     @property
     def retryable(self) -> bool:
         """Worth retrying without a change on our side: outages, 5xx, Evolution's 200-with-error."""
-        return self.reason in {
-            "EvolutionUnreachable",
-            "EvolutionServerError",
-            "EvolutionNotReady",
-            "EvolutionBadResponse",
-        }
+        return self.reason in RETRYABLE
 
     def __str__(self) -> str:
         return self.message
@@ -42,9 +38,9 @@ class InstanceNotFound(EvolutionError):
 
 
 _REASON_BY_STATUS = {
-    400: "EvolutionRejectedRequest",
-    401: "EvolutionUnauthorized",
-    403: "EvolutionForbidden",
+    400: Reason.EVOLUTION_REJECTED_REQUEST,
+    401: Reason.EVOLUTION_UNAUTHORIZED,
+    403: Reason.EVOLUTION_FORBIDDEN,
     404: "InstanceNotFound",
 }
 
@@ -53,8 +49,8 @@ def reason_for_status(status: int) -> str:
     if status in _REASON_BY_STATUS:
         return _REASON_BY_STATUS[status]
     if status >= 500:
-        return "EvolutionServerError"
-    return "EvolutionUnexpectedStatus"
+        return Reason.EVOLUTION_SERVER_ERROR
+    return Reason.EVOLUTION_UNEXPECTED_STATUS
 
 
 def error_message_from_body(body: Any) -> str:

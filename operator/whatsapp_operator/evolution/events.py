@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.values import IMAGE_LIMIT, int64, text, token
 
 QRCODE_UPDATED = "qrcode.updated"
@@ -45,7 +46,7 @@ class QRLimitReached:
 @dataclass(frozen=True)
 class ConnectionUpdated:
     instance: str
-    state: str
+    state: ConnectionState
     status_reason: int | None
     wuid: str | None = None
     profile_name: str | None = None
@@ -109,12 +110,15 @@ def _parse_qr(instance: str, data: Any) -> QRUpdated | QRLimitReached:
     raise MalformedEvent(f"{QRCODE_UPDATED}: data has neither qrcode nor message")
 
 
-def _parse_connection(instance: str, data: Any) -> ConnectionUpdated:
+def _parse_connection(instance: str, data: Any) -> ConnectionUpdated | None:
     if not isinstance(data, dict):
         raise MalformedEvent(f"{CONNECTION_UPDATE}: data is not an object")
-    state = token(data.get("state"))
-    if state is None:
+    raw = token(data.get("state"))
+    if raw is None:
         raise MalformedEvent(f"{CONNECTION_UPDATE}: data has no state")
+    state = ConnectionState.parse(raw)
+    if state is None:
+        return None  # a state this operator does not know: the event is ignored, as before it was typed
     return ConnectionUpdated(
         instance=instance,
         state=state,

@@ -14,8 +14,9 @@ from typing import Any
 import kopf
 
 from whatsapp_operator.config import OperatorConfig
-from whatsapp_operator.engine.runtime import InstanceTracker, Runtime
+from whatsapp_operator.engine.runtime import Runtime
 from whatsapp_operator.engine.spec import InvalidSpec
+from whatsapp_operator.engine.tracker import InstanceTracker
 from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.kube.client import login_from_environment
@@ -58,8 +59,7 @@ def build_registry(
 ) -> kopf.OperatorRegistry:
     """Handlers bound to a new Runtime. `peering` names this process in kopf's peering (HA)."""
     registry = kopf.OperatorRegistry()
-    runtime = Runtime(config, peering=peering, leadership_interval=leadership_interval)
-    runtime.namespaces = tuple(namespaces)
+    runtime = Runtime(config, peering=peering, leadership_interval=leadership_interval, namespaces=namespaces)
     if on_runtime is not None:
         on_runtime(runtime)
 

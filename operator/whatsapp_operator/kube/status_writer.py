@@ -24,12 +24,13 @@ from typing import Any
 from whatsapp_operator.backoff import Backoff
 from whatsapp_operator.engine.supervisor import Supervisor
 from whatsapp_operator.kube.client import KubeError
+from whatsapp_operator.reasons import Reason
 
 logger = logging.getLogger("whatsapp_operator.status")
 
 Key = tuple[str, str]  # (namespace, name)
 PatchFn = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-STATUS_REJECTED = "StatusRejected"
+STATUS_REJECTED = Reason.STATUS_REJECTED
 _REJECTED_STATUSES = frozenset({400, 422})
 
 
@@ -101,7 +102,6 @@ class WriterStats:
     skipped: int = 0
     failures: int = 0
     rejected: int = 0  # patches the apiserver refused as invalid (not retried)
-    latencies: list[float] = field(default_factory=list)  # seconds from submit to accepted patch
 
 
 class StatusWriter:
@@ -121,7 +121,8 @@ class StatusWriter:
         self._slots: dict[Key, _Slot] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
-        self._on_written = on_written
+        # Told the seconds from an event's arrival to its accepted patch (the metrics' histogram).
+        self.on_written = on_written
         self._on_rejected = on_rejected
         self._supervisor = supervisor or Supervisor()
         self.stats = WriterStats()
@@ -213,13 +214,8 @@ class StatusWriter:
                 self.stats.patches += 1
                 slot.written = wanted
                 slot.written_version = version
-                if received_at is not None:
-                    latency = time.monotonic() - received_at
-                    self.stats.latencies.append(latency)
-                    if len(self.stats.latencies) > 10_000:
-                        del self.stats.latencies[:5_000]
-                    if self._on_written is not None:
-                        self._on_written(latency)
+                if received_at is not None and self.on_written is not None:
+                    self.on_written(time.monotonic() - received_at)
             if slot.version == version:
                 slot.queued = False
                 slot.flushed.set()

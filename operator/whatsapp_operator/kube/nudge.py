@@ -1,0 +1,87 @@
+"""Objects kopf left waiting after a conflict on its finalizer patch."""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from whatsapp_operator.kube.client import KubeClient, KubeError
+from whatsapp_operator.names import FINALIZER, NUDGE_ANNOTATION
+
+logger = logging.getLogger("whatsapp_operator.kube.nudge")
+
+
+def _older_than(timestamp: Any, now: datetime.datetime, seconds: float) -> bool:
+    try:
+        then = datetime.datetime.fromisoformat(str(timestamp))
+    except ValueError:
+        return False
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=datetime.UTC)
+    return (now - then).total_seconds() >= seconds
+
+
+class StuckObjectNudger:
+    """Gives kopf a new watch event for objects whose finalizer patch it gave up on.
+
+    kopf retries a 429 or a 5xx of its finalizer JSON patch, but after a 409 it waits for the
+    object's next watch event. A new object then never gets created in Evolution, and a deleted
+    one stays Terminating after its instance is gone. An annotation under kopf's own prefix
+    (outside the objects' essence: no handler runs for it) is that event. It owns nothing but the
+    annotation it writes; which objects are tracked it asks `is_tracked`.
+    """
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        after: float,
+        clock: Callable[[], str],
+        is_tracked: Callable[[tuple[str, str]], bool],
+        namespaces: tuple[str, ...] = (),
+    ):
+        self.kube = kube
+        self.after = after
+        self.clock = clock
+        self.is_tracked = is_tracked
+        self.namespaces = namespaces  # the namespaces (globs) kopf serves; empty: all
+
+    async def nudge(self) -> None:
+        try:
+            objects = await self.kube.list_instances()
+        except KubeError as error:
+            logger.debug("Cannot list WhatsAppInstances to find objects kopf left waiting: %s", error)
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            if self.namespaces and not any(
+                fnmatch.fnmatchcase(str(meta.get("namespace")), pattern) for pattern in self.namespaces
+            ):
+                continue
+            finalizers = meta.get("finalizers") or []
+            deleting = meta.get("deletionTimestamp")
+            if deleting:
+                key = (str(meta.get("namespace")), str(meta.get("name")))
+                waiting = (
+                    FINALIZER in finalizers and not self.is_tracked(key) and _older_than(deleting, now, self.after)
+                )
+            else:
+                waiting = FINALIZER not in finalizers and _older_than(meta.get("creationTimestamp"), now, self.after)
+            if not waiting:
+                continue
+            logger.warning(
+                "%s/%s waits for kopf to %s its finalizer; nudging it",
+                meta.get("namespace"),
+                meta.get("name"),
+                "remove" if deleting else "add",
+            )
+            try:
+                await self.kube.annotate_instance(
+                    str(meta.get("namespace")), str(meta.get("name")), NUDGE_ANNOTATION, self.clock()
+                )
+            except KubeError as error:
+                logger.warning("Could not nudge %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
