@@ -7,11 +7,15 @@ without the right `apikey`, as Evolution 2.3.3+ does (docs/evolution-api.md §4.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +26,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
+import whatsapp_operator.socketio
 from whatsapp_operator.backoff import Backoff
-from whatsapp_operator.redaction import register_secret
+from whatsapp_operator.redaction import redact, register_secret
 from whatsapp_operator.socketio import SocketIOClient, build_socketio_url, describe_failure
 
 TIMEOUT = 5.0
@@ -377,7 +382,9 @@ async def test_refused_handshake_is_retried_without_leaking_the_key(
     secret = f"wrong-key-{status}-5678"
     evolution.api_key = "the-right-key-1234"
     evolution.reject_status = status
-    client = fast_client(evolution.base_url, listener, query={"apikey": secret})
+    # The client registers nothing itself: the caller makes the key known to its redact function.
+    register_secret(secret)
+    client = fast_client(evolution.base_url, listener, query={"apikey": secret}, redact=redact)
     running(client)
 
     for _ in range(2):
@@ -658,7 +665,7 @@ def test_server_message_masks_a_secret_straddling_the_cut(json_body: bool) -> No
     message = "x" * 110 + STRADDLING + " and more"
     body = json.dumps({"code": 4, "message": message}) if json_body else message
     response = Response(400, "Bad Request", Headers(), body.encode())
-    reason = describe_failure(InvalidStatus(response))
+    reason = describe_failure(InvalidStatus(response), redact=redact)
     assert STRADDLING[:6] not in reason
     assert "(server said: " + "x" * 110 + "*** and mo)" in reason  # redacted, then cut at 120
 
@@ -699,3 +706,145 @@ def test_root_namespace_cannot_be_added(listener: RecordingListener) -> None:
     with pytest.raises(ValueError):
         client.add_namespace("acme")
     assert client.namespaces == frozenset()
+
+
+# -- redaction and logger are the caller's -------------------------------------------------------
+
+LOG_SECRET = "client-log-secret-9876"
+
+
+async def test_client_given_redact_and_a_logger_logs_no_secret(
+    listener: RecordingListener,
+    running: Callable[[SocketIOClient], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    register_secret(LOG_SECRET)
+
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
+        assert await websocket.recv() == "40"
+        await websocket.send('40{"sid":"root"}')
+        assert await websocket.recv() == "40/acme,"
+        await websocket.send('44/acme,{"message":"no namespace for ' + LOG_SECRET + '"}')
+        await websocket.send('42["unterminated","' + LOG_SECRET)  # Malformed: its preview quotes the secret
+        await websocket.send('42["after",{}]')
+        await websocket.wait_closed()
+
+    own_logger = logging.getLogger("test_socketio.own")
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = fast_client(
+            f"http://127.0.0.1:{port}",
+            listener,
+            query={"apikey": LOG_SECRET},
+            redact=redact,
+            logger=own_logger,
+        )
+        client.add_namespace("/acme")
+        running(client)
+        assert await listener.expect("event") == ("event", "/", "after", [{}])
+        await client.close()
+
+    assert client.stats.malformed_packets == 1 and client.stats.namespace_refusals >= 1
+    # Every record of the client went to the logger given, or to its "wire" child (websockets' log
+    # of the connection), redacted. websockets.server is the test server's log, not ours.
+    records = [
+        r
+        for r in caplog.records
+        if r.name.startswith(("whatsapp_", "websockets", "test_socketio")) and r.name != "websockets.server"
+    ]
+    assert {r.name for r in records} == {"test_socketio.own", "test_socketio.own.wire"}
+    messages = [r.getMessage() for r in records]
+    assert all(LOG_SECRET not in message for message in messages)
+    malformed = [m for m in messages if "dropped a malformed packet" in m]
+    assert len(malformed) == 1 and "***" in malformed[0]
+    assert any("namespace /acme refused: no namespace for ***" in m for m in messages)
+    wire = [r.getMessage() for r in records if r.name == "test_socketio.own.wire"]
+    assert any("apikey=***" in m for m in wire)  # the request line, query included
+    assert any("unterminated" in m and "***" in m for m in wire)  # the frame, as websockets shows it
+    assert all(LOG_SECRET not in str(item) for item in listener.history)
+
+
+def test_client_registers_no_secret_itself() -> None:
+    # The operator's registry of secrets is the caller's to fill (EventStream registers the key).
+    SocketIOClient("http://h", query={"apikey": "unregistered-key-1357"}, listener=RecordingListener(), redact=redact)
+    assert redact("unregistered-key-1357 unregistered-key-1357") == "unregistered-key-1357 unregistered-key-1357"
+
+
+def test_default_logger_and_delays() -> None:
+    client = SocketIOClient("http://h", listener=RecordingListener())
+    assert client._logger.name == "whatsapp_operator.socketio"
+    assert client._wire_logger.name == "whatsapp_operator.socketio.wire"
+    backoff = client._backoff
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert 0.25 <= delays[0] <= 0.5 and all(15.0 <= delay <= 30.0 for delay in delays[6:])
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+    namespace_delays = [client._namespace_backoff.next_delay() for _ in range(8)]
+    assert 0.25 <= namespace_delays[0] <= 0.5 and all(5.0 <= delay <= 10.0 for delay in namespace_delays[6:])
+
+
+# -- the package stands alone --------------------------------------------------------------------
+
+SOCKETIO_DIR = Path(whatsapp_operator.socketio.__file__).parent
+
+
+def _outside_imports(source: Path) -> list[str]:
+    """Imports in `source` of anything in whatsapp_operator outside whatsapp_operator.socketio."""
+    found = []
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level > 1:  # from .. / from ..x: above the socketio package
+                found.append(f"{source.name}:{node.lineno}: from {'.' * node.level}{node.module or ''}")
+            elif node.level == 0 and node.module is not None:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                if node.module == "whatsapp_operator" or any(
+                    name.startswith("whatsapp_operator.") and not name.startswith("whatsapp_operator.socketio")
+                    for name in names
+                ):
+                    found.append(f"{source.name}:{node.lineno}: from {node.module}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "whatsapp_operator" and not (
+                    alias.name == "whatsapp_operator.socketio" or alias.name.startswith("whatsapp_operator.socketio.")
+                ):
+                    found.append(f"{source.name}:{node.lineno}: import {alias.name}")
+    return found
+
+
+def test_socketio_package_imports_nothing_else_from_the_operator() -> None:
+    sources = sorted(SOCKETIO_DIR.glob("*.py"))
+    assert {source.name for source in sources} >= {"__init__.py", "client.py", "codec.py"}
+    assert [found for source in sources for found in _outside_imports(source)] == []
+
+
+def test_the_import_check_catches_an_outside_import(tmp_path: Path) -> None:
+    for line in [
+        "from ..redaction import redact",
+        "from .. import backoff",
+        "from whatsapp_operator.backoff import Backoff",
+        "from whatsapp_operator import redaction",
+        "import whatsapp_operator.redaction",
+        "def f():\n    from ..backoff import Backoff",
+    ]:
+        source = tmp_path / "module.py"
+        source.write_text(line + "\n")
+        assert _outside_imports(source), line
+    source.write_text("from .codec import ClientSession\nfrom whatsapp_operator.socketio.codec import Redact\n")
+    assert _outside_imports(source) == []
+
+
+def test_importing_socketio_loads_no_other_operator_module() -> None:
+    code = (
+        "import json, sys, whatsapp_operator.socketio\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('whatsapp_operator'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(result.stdout))
+    assert loaded == {
+        "whatsapp_operator",
+        "whatsapp_operator.socketio",
+        "whatsapp_operator.socketio.client",
+        "whatsapp_operator.socketio.codec",
+    }

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from whatsapp_operator.redaction import register_secret
+from whatsapp_operator.redaction import redact, register_secret
 from whatsapp_operator.socketio import (
     MAX_JSON_DEPTH,
     MAX_PAYLOAD_LIMIT,
@@ -196,7 +197,7 @@ def test_protocol_error_shows_only_the_head_of_a_huge_packet() -> None:
 def test_protocol_error_does_not_show_a_secret_in_the_head() -> None:
     register_secret("codec-secret-1234")
     with pytest.raises(ProtocolError) as caught:
-        decode_socketio('2{"apikey":"codec-secret-1234"')
+        decode_socketio('2{"apikey":"codec-secret-1234"', redact=redact)
     assert "codec-secret-1234" not in str(caught.value)
 
 
@@ -214,8 +215,8 @@ def test_encode_refuses_nan() -> None:
 # -- ClientSession -----------------------------------------------------------------------------
 
 
-def opened_session() -> ClientSession:
-    session = ClientSession()
+def opened_session(**kwargs: Any) -> ClientSession:
+    session = ClientSession(**kwargs)
     assert session.receive(OPEN) == [Opened(parse_open(OPEN[1:]))]
     return session
 
@@ -494,7 +495,7 @@ def test_an_unexpected_error_while_decoding_is_one_malformed(
 ) -> None:
     session = joined_session()
 
-    def broken(text: str) -> SocketIOPacket:
+    def broken(text: str, **kwargs: Any) -> SocketIOPacket:
         raise RuntimeError("secret-bearing message that must not be shown")
 
     monkeypatch.setattr("whatsapp_operator.socketio.codec.decode_socketio", broken)
@@ -588,10 +589,10 @@ def test_handshake_numbers_at_the_bounds_are_accepted(fields: dict[str, object],
 
 def test_refused_handshake_value_is_shown_short_and_redacted() -> None:
     register_secret("handshake-secret-4321")
-    [event] = ClientSession().receive(open_frame(pingInterval="handshake-secret-4321"))
+    [event] = ClientSession(redact=redact).receive(open_frame(pingInterval="handshake-secret-4321"))
     assert isinstance(event, HandshakeRefused)
     assert "handshake-secret" not in event.reason and "***" in event.reason
-    [event] = ClientSession().receive(open_frame(pingInterval="x" * 10_000))
+    [event] = ClientSession(redact=redact).receive(open_frame(pingInterval="x" * 10_000))
     assert isinstance(event, HandshakeRefused) and len(event.reason) < 200
 
 
@@ -605,7 +606,7 @@ def test_protocol_error_preview_masks_a_secret_straddling_the_cut() -> None:
     # The preview shows the first 40 characters; the secret starts 10 before the cut.
     packet = "2" + "y" * 29 + STRADDLING + "{"
     with pytest.raises(ProtocolError) as caught:
-        decode_socketio(packet)
+        decode_socketio(packet, redact=redact)
     message = str(caught.value)
     assert STRADDLING[:6] not in message
     assert "***" in message
@@ -613,10 +614,65 @@ def test_protocol_error_preview_masks_a_secret_straddling_the_cut() -> None:
 
 def test_refusal_message_masks_a_secret_straddling_the_cut() -> None:
     register_secret(STRADDLING)
-    session = opened_session()
+    session = opened_session(redact=redact)
     session.connect_namespace("/acme")
     message = "m" * 190 + STRADDLING + " and more"
     [event] = session.receive("44/acme," + json.dumps({"message": message}))
     assert isinstance(event, NamespaceRefused)
     assert STRADDLING[:6] not in event.message
     assert event.message == "m" * 190 + "*** and mo"  # redacted, then cut at 200
+
+
+# -- redaction is the caller's -------------------------------------------------------------------
+
+SESSION_SECRET = "session-secret-2468"
+
+
+def test_session_given_redact_shows_no_secret_in_malformed_previews_or_reasons() -> None:
+    register_secret(SESSION_SECRET)
+    session = ClientSession(redact=redact)
+    events = [
+        *session.receive("9" + SESSION_SECRET),  # unknown Engine.IO packet type
+        *session.receive('0["' + SESSION_SECRET + '"]'),  # OPEN that is not an object
+        *session.receive(OPEN),
+        *session.receive("49" + SESSION_SECRET),  # unknown Socket.IO packet type
+        *session.receive('42["x","' + SESSION_SECRET),  # invalid JSON
+        *session.receive('42"' + SESSION_SECRET + '"'),  # EVENT payload not a list
+    ]
+    session.connect_namespace("/acme")
+    events += session.receive('44/acme,{"message":"no ' + SESSION_SECRET + '"}')
+    events += ClientSession(redact=redact).receive(open_frame(pingInterval=SESSION_SECRET))
+
+    malformed = [event for event in events if isinstance(event, Malformed)]
+    assert len(malformed) == 5
+    assert all("***" in event.reason for event in malformed)
+    assert [type(event) for event in events if not isinstance(event, Malformed)] == [
+        Opened,
+        NamespaceRefused,
+        HandshakeRefused,
+    ]
+    assert all(SESSION_SECRET not in repr(event) for event in events)
+    assert all("***" in repr(event) for event in events if not isinstance(event, Opened))
+
+    # The module-level functions take the same parameter.
+    for decode, text in [
+        (decode_engineio, "9" + SESSION_SECRET),
+        (decode_socketio, '2["x","' + SESSION_SECRET),
+        (parse_open, '["' + SESSION_SECRET + '"]'),
+    ]:
+        with pytest.raises(ProtocolError) as caught:
+            decode(text, redact=redact)
+        assert SESSION_SECRET not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_session_masks_nothing_unless_given_redact() -> None:
+    # The codec knows no secrets of its own: without `redact` a preview shows the frame as it came.
+    register_secret(SESSION_SECRET)
+    [event] = ClientSession().receive("9" + SESSION_SECRET)
+    assert isinstance(event, Malformed) and SESSION_SECRET in event.reason
+    with pytest.raises(ProtocolError) as caught:
+        decode_socketio('2["x","' + SESSION_SECRET)
+    assert SESSION_SECRET in str(caught.value)
+    # Any Callable[[str], str] will do.
+    [event] = ClientSession(redact=lambda text: text.replace("secret", "[hidden]")).receive("9" + SESSION_SECRET)
+    assert isinstance(event, Malformed) and "session-[hidden]-2468" in event.reason

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
+from whatsapp_operator import redaction
 from whatsapp_operator.backoff import Backoff
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.evolution.events import EvolutionEvent, MalformedEvent, parse_event
@@ -53,12 +55,18 @@ class EventStream:
         self._on_instance_joined = on_instance_joined
         self._instances: set[str] = set()
         self.stats = StreamStats()
+        # The key rides in the connection URL: masked raw and URL-encoded in whatever the client
+        # logs or reports (the client redacts with redaction.redact but registers nothing itself).
+        redaction.register_secret(config.evolution_api_key)
+        redaction.register_secret(quote_plus(config.evolution_api_key))
         self.client = SocketIOClient(
             config.evolution_url,
             query={"apikey": config.evolution_api_key},
             listener=self,
             backoff=backoff or Backoff(config.reconnect_initial_delay, config.reconnect_max_delay),
             namespace_backoff=namespace_backoff or Backoff(config.reconnect_initial_delay, config.reconnect_max_delay),
+            redact=redaction.redact,
+            logger=logging.getLogger("whatsapp_operator.socketio"),
         )
 
     @property

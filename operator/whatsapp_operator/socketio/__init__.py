@@ -2,10 +2,14 @@
 
 `codec` holds the protocol as a sans-I/O state machine; `client` keeps a connection alive with
 `websockets` and reports through a `SocketIOListener`.
+
+The package imports nothing else from the operator: like `websockets`, it is handed what it needs
+(a `redact` function, a logger, `Delays` for the reconnect schedule).
 """
 
 from .client import (
     MAX_FRAME_SIZE,
+    Delays,
     SocketIOClient,
     SocketIOListener,
     SocketIOStats,
@@ -34,6 +38,7 @@ from .codec import (
     NamespaceRefused,
     Opened,
     ProtocolError,
+    Redact,
     SessionEvent,
     SocketIOPacket,
     SocketIOPacketType,
@@ -41,6 +46,7 @@ from .codec import (
     decode_socketio,
     encode_engineio,
     encode_socketio,
+    no_redaction,
     parse_open,
 )
 
@@ -54,6 +60,7 @@ __all__ = [
     "ROOT_NAMESPACE",
     "ClientSession",
     "Closed",
+    "Delays",
     "EngineIOPacket",
     "EngineIOPacketType",
     "EventReceived",
@@ -67,6 +74,7 @@ __all__ = [
     "NamespaceRefused",
     "Opened",
     "ProtocolError",
+    "Redact",
     "SessionEvent",
     "SocketIOClient",
     "SocketIOListener",
@@ -79,5 +87,6 @@ __all__ = [
     "describe_failure",
     "encode_engineio",
     "encode_socketio",
+    "no_redaction",
     "parse_open",
 ]

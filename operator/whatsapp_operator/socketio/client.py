@@ -2,9 +2,14 @@
 
 The protocol lives in `codec.py`; this module only moves frames between a `websockets` connection
 and the session, and decides what to do when things go wrong: reconnect with backoff, retry
-namespaces the server does not know yet, treat a silent server as dead. Everything that leaves
-this module (logs, `last_error`, listener reasons) is passed through `redact()` first, because the
-connection URL carries the API key.
+namespaces the server does not know yet, treat a silent server as dead.
+
+The package stands alone (like `websockets`, it is handed its logger): the caller gives the
+`redact` function and the `logger`. Everything that leaves this module (logs, websockets' wire log
+included, `last_error`, listener reasons) is passed through `redact` first, because the connection
+URL may carry a secret (Evolution's API key); registering that secret with whatever `redact`
+consults is the caller's job. The reconnect delays come from any object with `next_delay()` and
+`reset()` (`Delays`).
 """
 
 from __future__ import annotations
@@ -13,17 +18,17 @@ import asyncio
 import copy
 import json
 import logging
+import random
+import sys
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from ..backoff import Backoff
-from ..redaction import SecretFilter, redact, register_secret
 from .codec import (
     ROOT_NAMESPACE,
     ClientSession,
@@ -36,16 +41,13 @@ from .codec import (
     NamespaceDisconnected,
     NamespaceRefused,
     Opened,
+    Redact,
     SessionEvent,
+    no_redaction,
     redacted_head,
 )
 
-logger = logging.getLogger("whatsapp_operator.socketio")
-# websockets logs the request line (URL with ?apikey=) and frame contents at DEBUG. It gets a
-# logger of ours with the secret filter attached at the source, so no handler setup can leak it.
-_wire_logger = logging.getLogger("whatsapp_operator.socketio.wire")
-if not any(isinstance(f, SecretFilter) for f in _wire_logger.filters):
-    _wire_logger.addFilter(SecretFilter())
+DEFAULT_LOGGER_NAME = "whatsapp_operator.socketio"
 
 # Far above anything Evolution sends (a QR code as a base64 PNG is ~10 KB) but still a bound.
 MAX_FRAME_SIZE = 16 * 2**20
@@ -53,6 +55,66 @@ _CLOSE_TIMEOUT = 2.0
 _SERVER_MESSAGE_LENGTH = 120
 
 State = Literal["connecting", "connected", "disconnected"]
+
+
+class Delays(Protocol):
+    """A reconnect delay schedule (e.g. exponential backoff). The client copies the namespace
+    schedule (`copy.copy`) to keep one per namespace."""
+
+    def next_delay(self) -> float:
+        """Seconds to wait before the next attempt."""
+
+    def reset(self) -> None:
+        """Start the schedule over (called once an attempt succeeds)."""
+
+
+@dataclass
+class _ExponentialDelays:
+    """The default `Delays`: exponential with jitter, uniform in [ceiling/2, ceiling], the ceiling
+    doubling from `initial` up to `maximum`."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    attempts: int = 0
+    _random: random.Random = field(default_factory=random.Random, repr=False)
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (self.factor**self.attempts))
+        self.attempts += 1
+        return self._random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """Hands `logger` only redacted messages, a traceback included: websockets logs the request
+    line (the URL with its query) and frame contents at DEBUG, so its wire log is redacted at the
+    source and no handler setup can leak a secret from it."""
+
+    def __init__(self, logger: logging.Logger, redact: Redact) -> None:
+        super().__init__(logger, None)
+        self._redact = redact
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):  # logging itself would report this at emit time, not raise
+            text = f"{msg} {args!r}"
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                error: BaseException | None = exc_info
+            elif isinstance(exc_info, tuple):
+                error = exc_info[1]
+            else:
+                error = sys.exc_info()[1]
+            if error is not None:
+                text += "\n" + "".join(traceback.format_exception(error)).rstrip("\n")
+        self.logger.log(level, "%s", self._redact(text), **kwargs)
 
 
 class SocketIOListener(Protocol):
@@ -105,13 +167,13 @@ def build_socketio_url(base_url: str, path: str = "/socket.io/", query: Mapping[
     return urlunsplit((scheme, parts.netloc, full_path, urlencode(params), ""))
 
 
-def _display_url(url: str) -> str:
+def _display_url(url: str, redact: Redact) -> str:
     # What logs may show: no query (the API key), no userinfo.
     parts = urlsplit(url)
     return redact(urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")))
 
 
-def _server_message(body: bytes | bytearray | None) -> str:
+def _server_message(body: bytes | bytearray | None, redact: Redact) -> str:
     """The short human message in a rejection body: plain text, or the JSON `message` field."""
     if not body:
         return ""
@@ -127,12 +189,13 @@ def _server_message(body: bytes | bytearray | None) -> str:
     line = line[: _SERVER_MESSAGE_LENGTH + 64 * 1024]
     line = "".join(ch for ch in line if ch.isprintable())
     # Redact, then cut: cut first, a secret straddling the cut would leave its head uncovered.
-    head, _ = redacted_head(line, _SERVER_MESSAGE_LENGTH)
+    head, _ = redacted_head(line, _SERVER_MESSAGE_LENGTH, redact)
     return head
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A redacted one-line reason for a failed or lost connection. Never includes the URL."""
+def describe_failure(exc: BaseException, *, redact: Redact = no_redaction) -> str:
+    """A one-line reason for a failed or lost connection, passed through `redact`. Never includes
+    the URL."""
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         if status in (400, 401, 403):
@@ -145,7 +208,7 @@ def describe_failure(exc: BaseException) -> str:
             )
         else:
             text = f"handshake rejected by the server (HTTP {status})"
-        said = _server_message(exc.response.body)
+        said = _server_message(exc.response.body, redact)
         if said:
             text += f" (server said: {said})"
     elif isinstance(exc, InvalidURI):
@@ -176,6 +239,11 @@ class SocketIOClient:
     Joins the root namespace on every connection, plus the namespaces given to `add_namespace`,
     each retried with its own backoff while the server refuses it (Evolution creates a per-instance
     namespace only when it first emits on it).
+
+    `redact` masks secrets in everything the client logs or reports (default: nothing masked; a
+    query value such as an API key must be made known to it by the caller, raw and URL-encoded).
+    `logger` receives the client's own records (default: the "whatsapp_operator.socketio" logger);
+    websockets' wire log goes to its "wire" child, redacted.
     """
 
     def __init__(
@@ -185,21 +253,25 @@ class SocketIOClient:
         path: str = "/socket.io/",
         query: Mapping[str, str] | None = None,
         listener: SocketIOListener,
-        backoff: Backoff | None = None,
-        namespace_backoff: Backoff | None = None,
+        backoff: Delays | None = None,
+        namespace_backoff: Delays | None = None,
         open_timeout: float = 10.0,
         name: str = "evolution",
+        redact: Redact = no_redaction,
+        logger: logging.Logger | None = None,
     ) -> None:
-        # Any query value may be a secret (apikey=...); mask raw and URL-encoded forms everywhere.
-        for value in (query or {}).values():
-            register_secret(value)
-            register_secret(quote_plus(value))
+        self._redact = redact
+        self._logger = logger if logger is not None else logging.getLogger(DEFAULT_LOGGER_NAME)
+        wire_logger = self._logger.getChild("wire")
+        self._wire_logger: logging.Logger | _RedactingLogger = (
+            wire_logger if redact is no_redaction else _RedactingLogger(wire_logger, redact)
+        )
         self._url = build_socketio_url(base_url, path, query)
-        self._display_url = _display_url(self._url)
+        self._display_url = _display_url(self._url, redact)
         self._listener = listener
-        self._backoff = backoff if backoff is not None else Backoff()
-        self._namespace_backoff = (
-            namespace_backoff if namespace_backoff is not None else Backoff(initial=0.5, maximum=10.0)
+        self._backoff: Delays = backoff if backoff is not None else _ExponentialDelays()
+        self._namespace_backoff: Delays = (
+            namespace_backoff if namespace_backoff is not None else _ExponentialDelays(initial=0.5, maximum=10.0)
         )
         self._open_timeout = open_timeout
         self._name = name
@@ -207,7 +279,7 @@ class SocketIOClient:
 
         self._state: State = "disconnected"
         self._namespaces: set[str] = set()
-        self._namespace_backoffs: dict[str, Backoff] = {}
+        self._namespace_backoffs: dict[str, Delays] = {}
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
         self._session: ClientSession | None = None
         self._outbox = asyncio.Event()  # session has frames to send
@@ -284,7 +356,7 @@ class SocketIOClient:
             backoff = self._namespace_backoffs[namespace] = copy.copy(self._namespace_backoff)
             backoff.reset()
         delay = backoff.next_delay()
-        logger.debug("[%s] retrying namespace %s in %.2fs", self._name, namespace, delay)
+        self._logger.debug("[%s] retrying namespace %s in %.2fs", self._name, namespace, delay)
         loop = asyncio.get_running_loop()
         self._retry_timers[namespace] = loop.call_later(delay, self._retry_now, namespace)
 
@@ -311,7 +383,7 @@ class SocketIOClient:
         self._closing = False
         self._stop.clear()
         self._stopped.clear()
-        logger.info("[%s] starting Socket.IO client for %s", self._name, self._display_url)
+        self._logger.info("[%s] starting Socket.IO client for %s", self._name, self._display_url)
         try:
             while not self._stop.is_set():
                 self._state = "connecting"
@@ -366,12 +438,12 @@ class SocketIOClient:
 
     def _log_retry(self, reason: str, was_connected: bool, delay: float) -> None:
         if was_connected:
-            logger.info("[%s] disconnected: %s; reconnecting in %.1fs", self._name, reason, delay)
+            self._logger.info("[%s] disconnected: %s; reconnecting in %.1fs", self._name, reason, delay)
         elif reason != self._last_failure:
-            logger.warning("[%s] cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
+            self._logger.warning("[%s] cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
         else:
             # The same failure again (Evolution down, wrong key): say it once, not every retry.
-            logger.debug("[%s] still cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
+            self._logger.debug("[%s] still cannot connect: %s; retrying in %.1fs", self._name, reason, delay)
         self._last_failure = None if was_connected else reason
 
     # -- one connection -------------------------------------------------------------------------
@@ -385,12 +457,12 @@ class SocketIOClient:
                 ping_interval=None,  # Engine.IO has its own heartbeat
                 close_timeout=_CLOSE_TIMEOUT,
                 max_size=MAX_FRAME_SIZE,
-                logger=_wire_logger,
+                logger=self._wire_logger,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to connect is retried, never fatal
-            return describe_failure(exc)
+            return describe_failure(exc, redact=self._redact)
 
-        session = ClientSession()
+        session = ClientSession(redact=self._redact)
         self._session = session
         self._outbox.clear()
         receiver = asyncio.ensure_future(self._receive_loop(websocket, session))
@@ -404,12 +476,12 @@ class SocketIOClient:
             if isinstance(error, _ConnectionEnded):
                 return str(error)
             if not isinstance(error, ConnectionClosed | OSError | InvalidHandshake):
-                logger.error(
+                self._logger.error(
                     "[%s] bug in the Socket.IO client: %s",
                     self._name,
-                    redact("".join(traceback.format_exception(error))),
+                    self._redact("".join(traceback.format_exception(error))),
                 )
-            return describe_failure(error)
+            return describe_failure(error, redact=self._redact)
         finally:
             for task in (receiver, sender):
                 task.cancel()
@@ -462,32 +534,34 @@ class SocketIOClient:
                 backoff = self._namespace_backoffs.get(event.namespace)
                 if backoff is not None:
                     backoff.reset()
-                logger.debug("[%s] joined namespace %s", self._name, event.namespace)
+                self._logger.debug("[%s] joined namespace %s", self._name, event.namespace)
                 self._notify("on_namespace_connected", event.namespace)
         elif isinstance(event, NamespaceRefused):
             if event.namespace == ROOT_NAMESPACE:
-                raise _ConnectionEnded(redact(f"server refused the root namespace: {event.message}"))
+                raise _ConnectionEnded(self._redact(f"server refused the root namespace: {event.message}"))
             self._stats.namespace_refusals += 1
-            logger.debug("[%s] namespace %s refused: %s", self._name, event.namespace, redact(event.message))
+            self._logger.debug(
+                "[%s] namespace %s refused: %s", self._name, event.namespace, self._redact(event.message)
+            )
             self._schedule_rejoin(event.namespace)
         elif isinstance(event, NamespaceDisconnected):
             if event.namespace == ROOT_NAMESPACE:
                 # Without the root namespace the connection is useless; a fresh one resyncs.
                 raise _ConnectionEnded("server disconnected the root namespace")
-            logger.debug("[%s] server left namespace %s", self._name, event.namespace)
+            self._logger.debug("[%s] server left namespace %s", self._name, event.namespace)
             self._schedule_rejoin(event.namespace)
         elif isinstance(event, Malformed):
             self._stats.malformed_packets += 1
-            logger.warning("[%s] dropped a malformed packet: %s", self._name, redact(event.reason))
+            self._logger.warning("[%s] dropped a malformed packet: %s", self._name, self._redact(event.reason))
         elif isinstance(event, Ignored):
             self._stats.ignored_packets += 1
-            logger.debug("[%s] ignored: %s", self._name, event.reason)
+            self._logger.debug("[%s] ignored: %s", self._name, event.reason)
         elif isinstance(event, Closed):
             raise _ConnectionEnded(event.reason)
         elif isinstance(event, HandshakeRefused):
             # Like any failed attempt: the reason goes to last_error, on_disconnected and a warning
             # (run() logs it), and the next attempt waits for the backoff.
-            raise _ConnectionEnded(redact(f"refused the server's Engine.IO handshake: {event.reason}"))
+            raise _ConnectionEnded(self._redact(f"refused the server's Engine.IO handshake: {event.reason}"))
 
     def _root_joined(self) -> None:
         self._state = "connected"
@@ -496,7 +570,7 @@ class SocketIOClient:
         if self._stats.connects > 1:
             self._stats.reconnects += 1
         self._connected.set()
-        logger.info("[%s] connected to %s", self._name, self._display_url)
+        self._logger.info("[%s] connected to %s", self._name, self._display_url)
         self._notify("on_connected")
         for namespace in sorted(self._namespaces):
             self._join(namespace)
@@ -506,9 +580,9 @@ class SocketIOClient:
             getattr(self._listener, callback)(*args)
         except Exception as exc:  # noqa: BLE001 - a listener bug must not stop the read loop
             self._stats.listener_errors += 1
-            logger.error(
+            self._logger.error(
                 "[%s] listener %s raised: %s",
                 self._name,
                 callback,
-                redact("".join(traceback.format_exception(exc))),
+                self._redact("".join(traceback.format_exception(exc))),
             )

@@ -8,6 +8,11 @@ testable with plain function calls.
 Scope is what the operator needs from Evolution API (socket.io 4.8.1 / engine.io 6.6.4) over the
 websocket transport only: no HTTP long-polling (so no packet batching), no binary attachments, no
 client-side acknowledgements.
+
+Redaction is the caller's: error messages and event reasons quote at most a short head of what the
+server sent, passed through the `redact` function given to `ClientSession` (or to `decode_*` and
+`parse_open`). It defaults to no redaction; the head is cut after redacting, so a secret that
+straddles the cut is still recognised.
 """
 
 from __future__ import annotations
@@ -15,18 +20,27 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
 
-from ..redaction import redact
+# Masks secrets in a text that may leave the process (an error message, a log record).
+Redact: TypeAlias = Callable[[str], str]
+
+
+def no_redaction(text: str) -> str:
+    """The default `Redact`: the text as it is."""
+    return text
+
 
 ROOT_NAMESPACE = "/"
 _PREVIEW_LENGTH = 40
 _MAX_MESSAGE_LENGTH = 200
-# redact() runs over this much text past a cut (the whole text of anything but a QR image or a
-# flood): a secret that straddles the cut is masked as a whole, and a 16 MiB frame does not cost
-# seconds of regex work on the event loop (redact() takes ~10 ms per 64 KiB).
+# The redact function runs over this much text past a cut (the whole text of anything but a QR
+# image or a flood): a secret that straddles the cut is masked as a whole, and a 16 MiB frame does
+# not cost seconds of regex work on the event loop (a regex redactor such as the operator's takes
+# ~10 ms per 64 KiB).
 _REDACT_WINDOW = 64 * 1024
 
 # Socket.IO ack ids and attachment counts are JavaScript numbers: integers up to 2**53 - 1
@@ -57,11 +71,11 @@ class HandshakeError(ProtocolError):
     refused (it would run without a working ping watchdog), not merely a frame dropped."""
 
 
-def redacted_head(text: str, length: int) -> tuple[str, bool]:
+def redacted_head(text: str, length: int, redact: Redact) -> tuple[str, bool]:
     """The first `length` characters of `text` once redacted, and whether anything was cut.
 
     Redaction comes first: cutting first could leave the head of a secret that straddles the cut,
-    which redact() can no longer recognise. It covers `_REDACT_WINDOW` characters past the cut.
+    which `redact` can no longer recognise. It covers `_REDACT_WINDOW` characters past the cut.
     """
     window = text[: length + _REDACT_WINDOW]
     redacted = redact(window)
@@ -69,15 +83,15 @@ def redacted_head(text: str, length: int) -> tuple[str, bool]:
     return redacted[:length], cut
 
 
-def _preview(text: str) -> str:
+def _preview(text: str, redact: Redact) -> str:
     # Packets can be megabytes of QR data or carry an instance token: an error shows only the head,
     # redacted before it is cut because "apikey":"..." or a registered secret may straddle the cut.
-    head, cut = redacted_head(text, _PREVIEW_LENGTH)
+    head, cut = redacted_head(text, _PREVIEW_LENGTH, redact)
     return repr(head) + ("..." if cut else "")
 
 
-def _fail(reason: str, text: str) -> ProtocolError:
-    return ProtocolError(f"{reason} (packet starts with {_preview(text)})")
+def _fail(reason: str, text: str, redact: Redact) -> ProtocolError:
+    return ProtocolError(f"{reason} (packet starts with {_preview(text, redact)})")
 
 
 # JSON strings (escapes included), removed before brackets are counted.
@@ -106,16 +120,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _load_json(text: str, what: str, packet: str, *, allow_nan: bool = False) -> Any:
+def _load_json(text: str, what: str, packet: str, redact: Redact, *, allow_nan: bool = False) -> Any:
     """json.loads() that fails only with ProtocolError: too deep, invalid (integers of more than
     4300 digits included), or, unless `allow_nan`, NaN/Infinity, which JSON.stringify never
-    produces. `packet` is what the error message shows the head of."""
+    produces. `packet` is what the error message shows the (redacted) head of."""
     if _nests_deeper_than(text, MAX_JSON_DEPTH):
-        raise _fail(f"{what} nests deeper than {MAX_JSON_DEPTH} levels", packet)
+        raise _fail(f"{what} nests deeper than {MAX_JSON_DEPTH} levels", packet, redact)
     try:
         return json.loads(text, parse_constant=None if allow_nan else _refuse_constant)
     except (ValueError, RecursionError):  # RecursionError: belt and braces, the depth is checked
-        raise _fail(f"{what} is not valid JSON", packet) from None
+        raise _fail(f"{what} is not valid JSON", packet, redact) from None
 
 
 def _safe_integer(digits: str) -> int | None:
@@ -154,12 +168,13 @@ def encode_engineio(packet: EngineIOPacket) -> str:
     return f"{int(packet.type)}{packet.data}"
 
 
-def decode_engineio(text: str) -> EngineIOPacket:
+def decode_engineio(text: str, *, redact: Redact = no_redaction) -> EngineIOPacket:
+    """Decode one Engine.IO packet; a ProtocolError shows the head of `text` passed through `redact`."""
     if not text:
         raise ProtocolError("empty Engine.IO packet")
     digit = text[0]
     if not ("0" <= digit <= "6"):
-        raise _fail("unknown Engine.IO packet type", text)
+        raise _fail("unknown Engine.IO packet type", text, redact)
     return EngineIOPacket(EngineIOPacketType(int(digit)), text[1:])
 
 
@@ -175,23 +190,23 @@ class HandshakeInfo:
 _MISSING: Any = object()
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, redact: Redact) -> str:
     """A short, redacted rendering of a handshake value for an error message."""
     if value is _MISSING:
         return "nothing"
     if isinstance(value, str):
         # Redacted as sent (escaping could hide a secret from redact()), then quoted as JSON.
-        head, cut = redacted_head(value, _PREVIEW_LENGTH)
+        head, cut = redacted_head(value, _PREVIEW_LENGTH, redact)
         return json.dumps(head) + ("..." if cut else "")
     try:
         rendered = json.dumps(value)  # NaN and Infinity as the server wrote them
     except (ValueError, TypeError, RecursionError):
         rendered = type(value).__name__
-    head, cut = redacted_head(rendered, _PREVIEW_LENGTH)
+    head, cut = redacted_head(rendered, _PREVIEW_LENGTH, redact)
     return head + ("..." if cut else "")
 
 
-def _milliseconds(body: dict[str, Any], key: str) -> float:
+def _milliseconds(body: dict[str, Any], key: str, redact: Redact) -> float:
     value = body.get(key, _MISSING)
     # bool is an int in Python but never a valid interval; float("nan") fails every comparison.
     if (
@@ -201,41 +216,44 @@ def _milliseconds(body: dict[str, Any], key: str) -> float:
         or not MIN_PING_MS <= value <= MAX_PING_MS
     ):
         raise HandshakeError(
-            f"{key} is {_shown(value)}; it must be a number of milliseconds from {MIN_PING_MS} to {MAX_PING_MS}"
+            f"{key} is {_shown(value, redact)}; it must be a number of milliseconds from {MIN_PING_MS} to {MAX_PING_MS}"
         )
     return float(value)
 
 
-def _max_payload(body: dict[str, Any]) -> int:
+def _max_payload(body: dict[str, Any], redact: Redact) -> int:
     value = body.get("maxPayload", _DEFAULT_MAX_PAYLOAD)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAYLOAD_LIMIT:
-        raise HandshakeError(f"maxPayload is {_shown(value)}; it must be an integer from 1 to {MAX_PAYLOAD_LIMIT}")
+        raise HandshakeError(
+            f"maxPayload is {_shown(value, redact)}; it must be an integer from 1 to {MAX_PAYLOAD_LIMIT}"
+        )
     return value
 
 
-def parse_open(data: str) -> HandshakeInfo:
+def parse_open(data: str, *, redact: Redact = no_redaction) -> HandshakeInfo:
     """Parse the JSON body of an Engine.IO OPEN packet (the part after the leading `0`).
 
     Raises ProtocolError for a packet that is not an OPEN body at all, and its subclass
     HandshakeError when pingInterval/pingTimeout are not finite numbers of milliseconds in
     [MIN_PING_MS, MAX_PING_MS] or maxPayload (optional) is not an integer in [1, 2**53 - 1].
+    What the error messages quote of `data` is passed through `redact`.
     """
     # NaN/Infinity are read so that they can be refused by name, as a HandshakeError.
-    body = _load_json(data, "OPEN packet", data, allow_nan=True)
+    body = _load_json(data, "OPEN packet", data, redact, allow_nan=True)
     if not isinstance(body, dict):
-        raise _fail("OPEN packet is not a JSON object", data)
+        raise _fail("OPEN packet is not a JSON object", data, redact)
     sid = body.get("sid")
     if not isinstance(sid, str) or not sid:
-        raise _fail("OPEN packet has no sid", data)
+        raise _fail("OPEN packet has no sid", data, redact)
     # maxPayload and upgrades only matter to the polling transport: tolerate their absence.
     upgrades = body.get("upgrades", [])
     if not isinstance(upgrades, list) or not all(isinstance(u, str) for u in upgrades):
-        raise _fail("OPEN packet has invalid upgrades", data)
+        raise _fail("OPEN packet has invalid upgrades", data, redact)
     return HandshakeInfo(
         sid=sid,
-        ping_interval=_milliseconds(body, "pingInterval") / 1000,
-        ping_timeout=_milliseconds(body, "pingTimeout") / 1000,
-        max_payload=_max_payload(body),
+        ping_interval=_milliseconds(body, "pingInterval", redact) / 1000,
+        ping_timeout=_milliseconds(body, "pingTimeout", redact) / 1000,
+        max_payload=_max_payload(body, redact),
         upgrades=tuple(upgrades),
     )
 
@@ -292,13 +310,15 @@ def _is_event_payload(data: object) -> bool:
     return isinstance(data, list) and len(data) > 0 and isinstance(data[0], str)
 
 
-def decode_socketio(text: str) -> SocketIOPacket:
-    """Decode the payload of an Engine.IO MESSAGE packet (the part after the leading `4`)."""
+def decode_socketio(text: str, *, redact: Redact = no_redaction) -> SocketIOPacket:
+    """Decode the payload of an Engine.IO MESSAGE packet (the part after the leading `4`).
+
+    A ProtocolError shows the head of `text` passed through `redact`."""
     if not text:
         raise ProtocolError("empty Socket.IO packet")
     digit = text[0]
     if not ("0" <= digit <= "6"):
-        raise _fail("unknown Socket.IO packet type", text)
+        raise _fail("unknown Socket.IO packet type", text, redact)
     kind = SocketIOPacketType(int(digit))
     pos = 1
 
@@ -307,7 +327,7 @@ def decode_socketio(text: str) -> SocketIOPacket:
         dash = text.find("-", pos)
         count = _safe_integer(text[pos:dash]) if dash != -1 else None
         if count is None:
-            raise _fail("binary packet without a valid attachment count", text)
+            raise _fail("binary packet without a valid attachment count", text, redact)
         attachments = count
         pos = dash + 1
 
@@ -325,28 +345,28 @@ def decode_socketio(text: str) -> SocketIOPacket:
     if digits_end > pos:
         ack_id = _safe_integer(text[pos:digits_end])
         if ack_id is None:
-            raise _fail(f"ack id is not an integer up to {MAX_SAFE_INTEGER}", text)
+            raise _fail(f"ack id is not an integer up to {MAX_SAFE_INTEGER}", text, redact)
         pos = digits_end
 
     data: Any = None
     if pos < len(text):
-        data = _load_json(text[pos:], "Socket.IO payload", text)
+        data = _load_json(text[pos:], "Socket.IO payload", text, redact)
 
     # Same validity rules as socket.io-parser's isPayloadValid().
     if kind is SocketIOPacketType.CONNECT:
         if data is not None and not isinstance(data, dict):
-            raise _fail("CONNECT payload must be an object", text)
+            raise _fail("CONNECT payload must be an object", text, redact)
     elif kind is SocketIOPacketType.DISCONNECT:
         if data is not None:
-            raise _fail("DISCONNECT must not carry a payload", text)
+            raise _fail("DISCONNECT must not carry a payload", text, redact)
     elif kind is SocketIOPacketType.CONNECT_ERROR:
         if not isinstance(data, dict | str):
-            raise _fail("CONNECT_ERROR payload must be an object or a string", text)
+            raise _fail("CONNECT_ERROR payload must be an object or a string", text, redact)
     elif kind in (SocketIOPacketType.EVENT, SocketIOPacketType.BINARY_EVENT):
         if not _is_event_payload(data):
-            raise _fail("EVENT payload must be a non-empty list starting with a string", text)
+            raise _fail("EVENT payload must be a non-empty list starting with a string", text, redact)
     elif ack_id is None or not isinstance(data, list):  # ACK, BINARY_ACK
-        raise _fail("ACK must have an id and a list payload", text)
+        raise _fail("ACK must have an id and a list payload", text, redact)
     return SocketIOPacket(kind, namespace, data, ack_id, attachments)
 
 
@@ -432,14 +452,14 @@ SessionEvent: TypeAlias = (
 )
 
 
-def _refusal_message(data: object) -> str:
+def _refusal_message(data: object, redact: Redact) -> str:
     # socket.io v5 sends {"message": ..., "data"?: ...}; v4 servers sent a bare string.
     if isinstance(data, dict):
         message = data.get("message")
         text = message if isinstance(message, str) else json.dumps(data)
     else:
         text = str(data)
-    head, _ = redacted_head(text, _MAX_MESSAGE_LENGTH)
+    head, _ = redacted_head(text, _MAX_MESSAGE_LENGTH, redact)
     return head
 
 
@@ -452,9 +472,14 @@ class ClientSession:
     Frames queued by `connect_namespace()` before `Opened` are sent as soon as the caller flushes;
     Engine.IO servers accept them right after their OPEN packet, so callers should flush only
     after `Opened` (the asyncio client does).
+
+    Whatever an event's reason or message quotes of a received frame (`Malformed`,
+    `HandshakeRefused`, `NamespaceRefused`) is passed through `redact` first; by default nothing is
+    masked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, redact: Redact = no_redaction) -> None:
+        self._redact = redact
         self.handshake: HandshakeInfo | None = None
         self.closed = False
         self._outgoing: list[str] = []
@@ -544,7 +569,7 @@ class ClientSession:
         if self.closed:
             return [Ignored("frame received after the session was closed")]
         try:
-            packet = decode_engineio(data)
+            packet = decode_engineio(data, redact=self._redact)
         except ProtocolError as exc:
             return [Malformed(str(exc))]
 
@@ -571,7 +596,7 @@ class ClientSession:
         if self.handshake is not None:
             return [Malformed("second Engine.IO OPEN packet")]
         try:
-            handshake = parse_open(data)
+            handshake = parse_open(data, redact=self._redact)
         except HandshakeError as exc:
             self.closed = True
             self._pending.clear()
@@ -584,7 +609,7 @@ class ClientSession:
 
     def _on_message(self, data: str) -> list[SessionEvent]:
         try:
-            packet = decode_socketio(data)
+            packet = decode_socketio(data, redact=self._redact)
         except ProtocolError as exc:
             return [Malformed(str(exc))]
         namespace, kind = packet.namespace, packet.type
@@ -606,7 +631,7 @@ class ClientSession:
             if namespace not in self._pending:
                 return [Ignored(f"CONNECT_ERROR for {namespace} that was not requested")]
             self._pending.discard(namespace)
-            return [NamespaceRefused(namespace, _refusal_message(packet.data))]
+            return [NamespaceRefused(namespace, _refusal_message(packet.data, self._redact))]
         if kind is SocketIOPacketType.DISCONNECT:
             if namespace not in self._connected and namespace not in self._pending:
                 return [Ignored(f"DISCONNECT for {namespace} that is not joined")]
