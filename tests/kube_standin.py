@@ -989,7 +989,7 @@ class KubeStandin:
         if record is None or record.status is not None:
             return
         marked = dataclasses.replace(record, status=status)
-        if not (index < len(self.requests) and self.requests[index] is record):
+        if not (0 <= index < len(self.requests) and self.requests[index] is record):
             index = next(
                 (i for i in range(len(self.requests) - 1, -1, -1) if self.requests[i] is record),
                 -1,
@@ -1000,23 +1000,23 @@ class KubeStandin:
 
     def _record(self, request: web.Request, target: _Target | None, query: dict[str, str], body: Any) -> None:
         rt = target.rt if target else None
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=query,
-                verb=self._verb(request.method, target, query),
-                api_group=target.group if target else None,
-                version=target.version if target else None,
-                resource=rt.plural if rt else None,
-                subresource=target.subresource if target else None,
-                namespace=target.namespace if target else None,
-                name=target.name if target else None,
-                content_type=_content_type(request),
-                body=body,
-            )
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=query,
+            verb=self._verb(request.method, target, query),
+            api_group=target.group if target else None,
+            version=target.version if target else None,
+            resource=rt.plural if rt else None,
+            subresource=target.subresource if target else None,
+            namespace=target.namespace if target else None,
+            name=target.name if target else None,
+            content_type=_content_type(request),
+            body=body,
         )
-        request[_RECORD_KEY] = (len(self.requests) - 1, self.requests[-1])
+        # The record itself, not self.requests[-1]: a benchmark may swap in a list that keeps nothing.
+        self.requests.append(record)
+        request[_RECORD_KEY] = (len(self.requests) - 1, record)
 
     async def _serve(
         self, request: web.Request, target: _Target, query: dict[str, str], body: Any

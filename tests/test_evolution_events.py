@@ -145,9 +145,11 @@ def test_lone_surrogates_become_replacement_characters():
     assert event == ConnectionUpdated(
         "ac\ufffdme", ConnectionState.OPEN, 200, "55\ufffd@s.whatsapp.net", "AC\ufffdME", "https://pps/\ufffd"
     )
-    # A state with a lone surrogate is no state Evolution has: the event is ignored, not malformed.
+    # A state with a lone surrogate is no state Evolution has: a malformed event, whose message is clean.
     data["state"] = "op\ud800en"
-    assert parse_event("connection.update", envelope("connection.update", data, instance="acme")) is None
+    with pytest.raises(MalformedEvent) as raised:
+        parse_event("connection.update", envelope("connection.update", data, instance="acme"))
+    assert "unknown state 'op\ufffden'" in str(raised.value)
     for value in (event.instance, event.state, event.wuid, event.profile_name, event.profile_picture_url):
         value.encode("utf-8")
 

@@ -110,15 +110,15 @@ def _parse_qr(instance: str, data: Any) -> QRUpdated | QRLimitReached:
     raise MalformedEvent(f"{QRCODE_UPDATED}: data has neither qrcode nor message")
 
 
-def _parse_connection(instance: str, data: Any) -> ConnectionUpdated | None:
+def _parse_connection(instance: str, data: Any) -> ConnectionUpdated:
     if not isinstance(data, dict):
         raise MalformedEvent(f"{CONNECTION_UPDATE}: data is not an object")
     raw = token(data.get("state"))
     if raw is None:
         raise MalformedEvent(f"{CONNECTION_UPDATE}: data has no state")
     state = ConnectionState.parse(raw)
-    if state is None:
-        return None  # a state this operator does not know: the event is ignored, as before it was typed
+    if state is None:  # not one of the states Evolution has (docs/evolution-api.md §4.9)
+        raise MalformedEvent(f"{CONNECTION_UPDATE}: unknown state {raw[:40]!r}")
     return ConnectionUpdated(
         instance=instance,
         state=state,
