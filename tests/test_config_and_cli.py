@@ -96,6 +96,8 @@ def test_max_concurrent_requests_is_a_whole_number_from_1_to_1024(value):
         ("WHATSAPP_OPERATOR_RESYNC_SECONDS", "10", "86400"),
         ("EVOLUTION_REQUEST_TIMEOUT_SECONDS", "1", "600"),
         ("WHATSAPP_OPERATOR_NUDGE_SECONDS", "5", "86400"),
+        ("WHATSAPP_OPERATOR_DRIFT_SECONDS", "60", "86400"),
+        ("WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS", "60", "86400"),
     ],
 )
 @pytest.mark.parametrize(
@@ -129,6 +131,50 @@ def test_nudge_seconds_set_both_how_often_and_how_long_an_object_waited():
     assert (config.nudge_interval, config.stuck_object_after) == (5.0, 5.0)
     config = OperatorConfig.from_env(GOOD)
     assert (config.nudge_interval, config.stuck_object_after) == (60.0, 60.0)
+
+
+def test_drift_and_flapping_settings_have_defaults_and_inclusive_bounds():
+    config = OperatorConfig.from_env(GOOD)
+    assert (config.drift_interval, config.flapping_changes, config.flapping_window) == (600.0, 6, 600.0)
+    low = OperatorConfig.from_env(
+        {
+            **GOOD,
+            "WHATSAPP_OPERATOR_DRIFT_SECONDS": "60",
+            "WHATSAPP_OPERATOR_FLAPPING_CHANGES": "2",
+            "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS": "60",
+        }
+    )
+    assert (low.drift_interval, low.flapping_changes, low.flapping_window) == (60.0, 2, 60.0)
+    high = OperatorConfig.from_env(
+        {
+            **GOOD,
+            "WHATSAPP_OPERATOR_DRIFT_SECONDS": " 86400 ",
+            "WHATSAPP_OPERATOR_FLAPPING_CHANGES": "1000",
+            "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS": "1.44e3",
+        }
+    )
+    assert (high.drift_interval, high.flapping_changes, high.flapping_window) == (86400.0, 1000, 1440.0)
+    assert type(high.flapping_changes) is int
+    empty = OperatorConfig.from_env(
+        {
+            **GOOD,
+            "WHATSAPP_OPERATOR_DRIFT_SECONDS": "",
+            "WHATSAPP_OPERATOR_FLAPPING_CHANGES": " ",
+            "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS": "",
+        }
+    )
+    assert (empty.drift_interval, empty.flapping_changes, empty.flapping_window) == (600.0, 6, 600.0)
+
+
+@pytest.mark.parametrize("value", ["1", "0", "1001", "-6", "+6", "6.0", "6e0", "٦", "６", "six", "nan", "1" * 5000])
+def test_flapping_changes_is_a_whole_number_from_2_to_1000(value):
+    with pytest.raises(ConfigError) as raised:
+        OperatorConfig.from_env({**GOOD, "WHATSAPP_OPERATOR_FLAPPING_CHANGES": value})
+    shown = ascii(value[:40]) + ("..." if len(value) > 40 else "")
+    assert str(raised.value) == (
+        f"WHATSAPP_OPERATOR_FLAPPING_CHANGES: must be a whole number from 2 to 1000, got {shown}"
+    )
+    assert raised.value.setting == "WHATSAPP_OPERATOR_FLAPPING_CHANGES"
 
 
 @pytest.mark.parametrize("value", ["٩٠٩٠", "９０９０", "65536", "-1", "+80", "80.0", "1" * 5000])

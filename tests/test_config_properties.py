@@ -34,12 +34,18 @@ SETTINGS = (
     "WHATSAPP_OPERATOR_METRICS_PORT",
     "EVOLUTION_REQUEST_TIMEOUT_SECONDS",
     "EVOLUTION_MAX_CONCURRENT_REQUESTS",
+    "WHATSAPP_OPERATOR_DRIFT_SECONDS",
+    "WHATSAPP_OPERATOR_FLAPPING_CHANGES",
+    "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS",
 )
 # The documented ranges (README.md, Configuration), written out here rather than imported.
 RESYNC = (10.0, 86_400.0)
 REQUEST_TIMEOUT = (1.0, 600.0)
 CONCURRENCY = (1, 1024)
 PORT = (0, 65535)
+DRIFT = (60.0, 86_400.0)
+FLAPPING_CHANGES = (2, 1000)
+FLAPPING_WINDOW = (60.0, 86_400.0)
 # Every generated key carrying this marker is distinctive: no message may ever contain the marker.
 MARKER = "Zq9SECRETk3y"
 CONFIG_SOURCE = Path(config_module.__file__).read_text(encoding="utf-8")
@@ -124,6 +130,11 @@ SECONDS = near(
     ["10", "300", "86400", "1", "600", "30", "1e3", "5.", ".5e2", ""],
     ["86400.5", "600.0001", "0.5", "1e999", "nan", "inf", "-inf", "-1", "0", "+30", "1_000", "٣٠"],
 )
+LONG_SECONDS = near(
+    ["60", "600", "86400", "60.0", "1e3", "3600.5", ""],
+    ["59.999", "86400.5", "1e999", "nan", "inf", "-600", "0", "+600", "6_00", "٦٠٠", "600s"],
+)
+CHANGES = near(["2", "6", "1000", " 12 ", "0600", ""], ["1", "0", "1001", "6.0", "+6", "-6", "٦", "1" * 20])
 WHOLE = near(
     ["1", "8", "1024", "0", "65535", "9090", "", " 8 "], ["1025", "0.5", "65536", "٩٠٩٠", "-1", "+8", "1" * 20]
 )
@@ -155,6 +166,9 @@ VALUES = {
     "WHATSAPP_OPERATOR_METRICS_PORT": WHOLE,
     "EVOLUTION_REQUEST_TIMEOUT_SECONDS": SECONDS,
     "EVOLUTION_MAX_CONCURRENT_REQUESTS": WHOLE,
+    "WHATSAPP_OPERATOR_DRIFT_SECONDS": LONG_SECONDS,
+    "WHATSAPP_OPERATOR_FLAPPING_CHANGES": CHANGES,
+    "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS": LONG_SECONDS,
 }
 # How often each setting is present: a URL and a key most of the time, so that valid
 # configurations come up too; the key file in a quarter of the cases.
@@ -209,6 +223,10 @@ def check_valid(config: OperatorConfig) -> None:
     assert type(config.max_concurrent_requests) is int
     assert CONCURRENCY[0] <= config.max_concurrent_requests <= CONCURRENCY[1]
     assert type(config.metrics_port) is int and PORT[0] <= config.metrics_port <= PORT[1]
+    assert within(config.drift_interval, DRIFT)
+    assert type(config.flapping_changes) is int
+    assert FLAPPING_CHANGES[0] <= config.flapping_changes <= FLAPPING_CHANGES[1]
+    assert within(config.flapping_window, FLAPPING_WINDOW)
 
 
 def check_error(error: ConfigError, env: dict[str, str], key: str | None) -> None:
@@ -216,6 +234,10 @@ def check_error(error: ConfigError, env: dict[str, str], key: str | None) -> Non
     assert error.setting in SETTINGS and message.startswith(f"{error.setting}: ")
     assert message.isascii() and message.isprintable(), "one printable line"
     assert MARKER not in message
+    if error.setting in ("WHATSAPP_OPERATOR_DRIFT_SECONDS", "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS"):
+        assert message.startswith(f"{error.setting}: must be a number of seconds from 60 to 86400, got ")
+    if error.setting == "WHATSAPP_OPERATOR_FLAPPING_CHANGES":
+        assert message.startswith(f"{error.setting}: must be a whole number from 2 to 1000, got ")
     if key:
         others = [value for name, value in env.items() if name not in ("EVOLUTION_API_KEY",)]
         # A key that is part of the module's own text (hypothesis mines its string constants: it

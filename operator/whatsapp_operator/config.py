@@ -24,6 +24,9 @@ REQUEST_TIMEOUT_SECONDS_RANGE = (1.0, 600.0)  # 1 s .. 10 min
 NUDGE_SECONDS_RANGE = (5.0, 86_400.0)  # 5 s .. 1 day
 MAX_CONCURRENT_REQUESTS_RANGE = (1, 1024)
 METRICS_PORT_RANGE = (0, 65535)  # 0 turns the endpoint off
+DRIFT_SECONDS_RANGE = (60.0, 86_400.0)  # 1 min .. 1 day
+FLAPPING_CHANGES_RANGE = (2, 1000)
+FLAPPING_WINDOW_SECONDS_RANGE = (60.0, 86_400.0)  # 1 min .. 1 day
 MAX_API_KEY_LENGTH = 4096
 _MAX_KEY_FILE_BYTES = 64 * 1024
 
@@ -71,6 +74,11 @@ class OperatorConfig:
     stuck_object_after: float = 60.0
     nudge_interval: float = 60.0  # how often objects kopf left waiting are looked for
     qr_overdue_after: float = 90.0  # Evolution normally shows the first QR within seconds
+    drift_interval: float = 600.0  # how often each instance's settings in Evolution are compared with its spec
+    # More than `flapping_changes` connection changes within `flapping_window` seconds: flapping
+    # (InstanceState.configure_flapping).
+    flapping_changes: int = 6
+    flapping_window: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -101,6 +109,11 @@ class OperatorConfig:
                 METRICS_PORT_RANGE,
                 what="a port number",
                 note=" (0 turns the endpoint off)",
+            ),
+            drift_interval=_seconds(env, "WHATSAPP_OPERATOR_DRIFT_SECONDS", 600.0, DRIFT_SECONDS_RANGE),
+            flapping_changes=_whole_number(env, "WHATSAPP_OPERATOR_FLAPPING_CHANGES", 6, FLAPPING_CHANGES_RANGE),
+            flapping_window=_seconds(
+                env, "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS", 600.0, FLAPPING_WINDOW_SECONDS_RANGE
             ),
         )
         register_secret(api_key)  # only once the whole configuration is valid

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     EVOLUTION_REJECTED_INSTANCE = "EvolutionRejectedInstance"
     FAILED = "Failed"
     DELETING = "Deleting"
+    FLAPPING = "Flapping"  # Ready: the connection changes too often (the phase itself stays accurate)
     # Synced: the last call to Evolution (and Ready=Unknown while it cannot be reached).
     SYNCED = "Synced"
     EVOLUTION_UNREACHABLE = "EvolutionUnreachable"
@@ -43,6 +44,9 @@ class Reason(StrEnum):
     INSTANCE_NAME_BUSY = "InstanceNameBusy"
     KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
     STATUS_REJECTED = "StatusRejected"
+    SERVER_NOT_FOUND = "ServerNotFound"  # the instance's EvolutionServer/ClusterEvolutionServer does not exist
+    SERVER_KEY_MISSING = "ServerKeyMissing"  # the server's API-key Secret (or its key) does not exist
+    PAUSED = "Paused"  # the paused annotation: no calls to Evolution for the instance
 
 
 # Failures worth retrying without any change on our side: outages, 5xx, Evolution still loading,
