@@ -3,7 +3,10 @@
 Every call goes through `_request`, which bounds concurrency toward Evolution, turns transport
 failures, HTTP errors and Evolution's HTTP-200 error bodies into `EvolutionError`, and never lets
 the API key or an instance token reach a message. Instance tokens returned by Evolution
-(`hash` on create, `token` in fetchInstances) are dropped as soon as a response is parsed.
+(`hash` on create, `token` in fetchInstances) are kept only as `InstanceToken`, which is
+registered for redaction and shows as "***"; every other copy is dropped as soon as a response is
+parsed. Webhook header values are secrets too: `WebhookConfig` masks them in its repr, and the
+values the operator sends are registered for redaction.
 
 Whatever Evolution (or a proxy in front of it) answers - any status, headers, encoding, size or
 body - a call returns a parsed result or raises `EvolutionError`; only cancellation escapes. The
@@ -17,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import hmac
 import itertools
 import json as jsonlib
 import logging
+import ssl
 import traceback
 import zlib
 from collections.abc import AsyncIterator, Iterable
@@ -39,7 +44,7 @@ from whatsapp_operator.evolution.errors import (
     reason_for_status,
 )
 from whatsapp_operator.reasons import Reason
-from whatsapp_operator.redaction import redact, register_secret
+from whatsapp_operator.redaction import MASK, redact, register_secret
 
 logger = logging.getLogger("whatsapp_operator.evolution")
 
@@ -52,6 +57,71 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 # Evolution's answers are a few levels deep; Python's json module would recurse ~1,000 levels deep
 # (and raise RecursionError) on a hostile one, and so would anything that walks the parsed value.
 MAX_JSON_DEPTH = 64
+
+# The /webhook/set (and /websocket/set) event enum of each version (docs/evolution-api.md §3.10). An
+# enabled webhook whose `events` list is empty is stored with the whole list of its version, so a
+# stored list equal to one of these means "all events", as an empty list does.
+WEBHOOK_EVENTS_2_2_3 = (
+    "APPLICATION_STARTUP",
+    "QRCODE_UPDATED",
+    "MESSAGES_SET",
+    "MESSAGES_UPSERT",
+    "MESSAGES_EDITED",
+    "MESSAGES_UPDATE",
+    "MESSAGES_DELETE",
+    "SEND_MESSAGE",
+    "CONTACTS_SET",
+    "CONTACTS_UPSERT",
+    "CONTACTS_UPDATE",
+    "PRESENCE_UPDATE",
+    "CHATS_SET",
+    "CHATS_UPSERT",
+    "CHATS_UPDATE",
+    "CHATS_DELETE",
+    "GROUPS_UPSERT",
+    "GROUP_UPDATE",
+    "GROUP_PARTICIPANTS_UPDATE",
+    "CONNECTION_UPDATE",
+    "LABELS_EDIT",
+    "LABELS_ASSOCIATION",
+    "CALL",
+    "TYPEBOT_START",
+    "TYPEBOT_CHANGE_STATUS",
+    "REMOVE_INSTANCE",
+    "LOGOUT_INSTANCE",
+)
+WEBHOOK_EVENTS_2_3_6 = (
+    *WEBHOOK_EVENTS_2_2_3,
+    "SEND_MESSAGE_UPDATE",
+    "INSTANCE_CREATE",
+    "INSTANCE_DELETE",
+    "STATUS_INSTANCE",
+)
+_ALL_EVENTS = (frozenset(WEBHOOK_EVENTS_2_2_3), frozenset(WEBHOOK_EVENTS_2_3_6))
+# A disabled webhook is still stored with a url, and 2.2.3 checks it with isURL even when disabling
+# (docs/evolution-api.md §3.11). A name under the reserved .invalid domain (RFC 2606) passes that
+# check and never resolves, should someone re-enable the row in the manager without changing it.
+DISABLED_WEBHOOK_URL = "http://webhook-disabled.invalid"
+# Bounds on what a webhook or settings answer may hold; far beyond them an answer is not Evolution's.
+MAX_WEBHOOK_EVENTS = 256
+MAX_WEBHOOK_HEADERS = 64
+_EVENT_NAME_LIMIT = 64
+_HEADER_NAME_LIMIT = 256
+_VERSION_LIMIT = 128
+# The stored value of a header that cannot be sent as it is (null, an object...): no header value
+# we send can contain a NUL character, so such a header always shows as a difference.
+UNUSABLE_HEADER_VALUE = "\x00"
+# Instance tokens are a VarChar(255) in Evolution's database.
+_TOKEN_LIMIT = 255
+# The settings the operator manages (docs/evolution-api.md §3.9); wavoipToken is never read.
+MANAGED_BOOLEAN_SETTINGS = (
+    "rejectCall",
+    "groupsIgnore",
+    "alwaysOnline",
+    "readMessages",
+    "readStatus",
+    "syncFullHistory",
+)
 
 
 @dataclass(frozen=True)
@@ -79,16 +149,166 @@ class ConnectResult:
     qr: QRPayload | None
 
 
+class InstanceToken:
+    """An instance's own API key (docs/evolution-api.md §2.1): shown as "***" everywhere, `reveal()`
+    gives the value. It is registered for redaction when built, so no copy reaches a log either."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        if not isinstance(value, str) or not value:
+            raise ValueError("an instance token is a non-empty string")
+        register_secret(value)
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InstanceToken):
+            return NotImplemented
+        return hmac.compare_digest(
+            self._value.encode("utf-8", "surrogatepass"), other._value.encode("utf-8", "surrogatepass")
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    @classmethod
+    def parse(cls, value: Any) -> InstanceToken | None:
+        """The token of a hostile answer: a non-empty string of at most 255 characters, else None."""
+        checked = values.token(value, _TOKEN_LIMIT)
+        return cls(checked) if checked else None
+
+
+@dataclass(frozen=True, repr=False)
+class WebhookConfig:
+    """An instance's webhook as the operator wants it (docs/evolution-api.md §3.11).
+
+    `events` are subscription names (UPPER_SNAKE); empty means every event. `headers` are
+    (name, value) pairs sorted by name; their values are secrets and never shown by repr."""
+
+    url: str
+    events: tuple[str, ...] = ()
+    by_events: bool = False
+    base64: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "events", tuple(self.events))
+        object.__setattr__(self, "headers", tuple(sorted((name, value) for name, value in self.headers)))
+
+    def differences(self, other: WebhookConfig | None) -> list[str]:
+        """Names of the spec fields that differ: "url", "events" (compared as sets), "byEvents", "base64", "headers"."""
+        if other is None:
+            return ["url", "events", "byEvents", "base64", "headers"]
+        found: list[str] = []
+        if self.url != other.url:
+            found.append("url")
+        if _event_set(self.events) != _event_set(other.events):
+            found.append("events")
+        if self.by_events != other.by_events:
+            found.append("byEvents")
+        if self.base64 != other.base64:
+            found.append("base64")
+        if self.headers != other.headers:
+            found.append("headers")
+        return found
+
+    def as_body(self) -> dict[str, Any]:
+        """The `webhook` object of a create or /webhook/set body. Every field is sent: /webhook/set
+        keeps the stored value of a field it is not given (a Prisma update ignores undefined)."""
+        return {
+            "enabled": True,
+            "url": self.url,
+            "events": list(self.events),  # never missing: that is a TypeError (500, or a rolled-back create)
+            "byEvents": self.by_events,
+            "base64": self.base64,
+            "headers": dict(self.headers),
+        }
+
+    def __repr__(self) -> str:
+        headers = tuple((name, MASK) for name, _ in self.headers)
+        return (
+            f"WebhookConfig(url={redact(self.url)!r}, events={self.events!r}, by_events={self.by_events!r}, "
+            f"base64={self.base64!r}, headers={headers!r})"
+        )
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> WebhookConfig | None:
+        """The stored row of /webhook/find: None unless it is enabled. Raises ValueError when the row
+        holds more events or headers than the bounds allow."""
+        if row.get("enabled") is not True:
+            return None
+        return cls(
+            url=values.token(row.get("url")) or "",
+            events=_parse_events(row.get("events")),
+            by_events=row.get("webhookByEvents") is True,
+            base64=row.get("webhookBase64") is True,
+            headers=_parse_headers(row.get("headers")),
+        )
+
+
+def _event_set(events: Iterable[str]) -> frozenset[str]:
+    """Events as a set, with "all events" (empty, or a version's whole list) as the empty set."""
+    found = frozenset(events)
+    return frozenset() if found in _ALL_EVENTS else found
+
+
+def _parse_events(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        return ()
+    if len(raw) > MAX_WEBHOOK_EVENTS:
+        raise ValueError(f"the webhook has {len(raw)} events")
+    return tuple(dict.fromkeys(name for item in raw if (name := values.token(item, _EVENT_NAME_LIMIT))))
+
+
+def _parse_headers(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        return ()
+    if len(raw) > MAX_WEBHOOK_HEADERS:
+        raise ValueError(f"the webhook has {len(raw)} headers")
+    headers: dict[str, str] = {}
+    for key, value in raw.items():
+        name = values.token(key, _HEADER_NAME_LIMIT)
+        if name is None:
+            name = UNUSABLE_HEADER_VALUE  # a name we would never send: still a difference
+        if isinstance(value, str) and len(value) <= values.TOKEN_LIMIT:
+            headers[name] = values.valid_unicode(value)
+        elif isinstance(value, bool):
+            headers[name] = "true" if value else "false"  # what Node's http sends for it
+        elif values.int64(value) is not None:
+            headers[name] = str(value)
+        else:
+            headers[name] = UNUSABLE_HEADER_VALUE
+    return tuple(sorted(headers.items()))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """`GET /` (docs/evolution-api.md §3.1)."""
+
+    version: str | None
+    whatsapp_web_version: str | None  # 2.3.x only
+
+
 @dataclass(frozen=True)
 class CreatedInstance:
     instance_id: str | None
     status: str | None
     qr: QRPayload | None
+    token: InstanceToken | None = None  # the answer's `hash`
 
 
 @dataclass(frozen=True)
 class InstanceRecord:
-    """One row of fetchInstances, without its token."""
+    """One row of fetchInstances; its token only as an InstanceToken."""
 
     instance_id: str | None
     name: str
@@ -97,9 +317,13 @@ class InstanceRecord:
     profile_name: str | None
     profile_picture_url: str | None
     disconnection_reason_code: int | None
+    token: InstanceToken | None = None
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> InstanceRecord:
+        """`row` as Evolution sent it: the token is taken out first, and nothing else of it is kept."""
+        token = InstanceToken.parse(row.get("token"))
+        row = _without_secrets(row)
         return cls(
             instance_id=values.token(row.get("id")),
             name=values.token(row.get("name")) or "",
@@ -108,6 +332,7 @@ class InstanceRecord:
             profile_name=values.text(row.get("profileName")),
             profile_picture_url=values.token(row.get("profilePicUrl")),
             disconnection_reason_code=values.int64(row.get("disconnectionReasonCode")),
+            token=token,
         )
 
 
@@ -175,6 +400,7 @@ class EvolutionClient:
         max_concurrent_requests: int = 8,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ):
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
@@ -188,6 +414,7 @@ class EvolutionClient:
             headers={"apikey": api_key, "accept": "application/json", "accept-encoding": "gzip, deflate"},
             timeout=timeout,
             transport=transport,
+            verify=verify,  # the system CAs, an SSLContext with the server's CA, or (asked for) none
             limits=httpx.Limits(max_connections=max_concurrent_requests * 2),
         )
         self._slots = PrioritySlots(max_concurrent_requests)
@@ -205,6 +432,7 @@ class EvolutionClient:
         *,
         integration: str,
         settings: dict[str, Any],
+        webhook: WebhookConfig | None = None,
     ) -> CreatedInstance:
         body: dict[str, Any] = {
             "instanceName": name,
@@ -215,6 +443,11 @@ class EvolutionClient:
             **settings,
             "websocket": {"enabled": True, "events": list(INSTANCE_EVENTS_AT_CREATE)},
         }
+        if webhook is not None:
+            # The nested object is stored as /webhook/set would (enabled forced true, §3.2); the
+            # flat webhookUrl/webhookEvents fields of v1 are validated but never used.
+            _register_header_values(webhook)
+            body["webhook"] = webhook.as_body()
         try:
             data = await self._request("POST", "/instance/create", "create instance", json=body)
         except EvolutionError as error:
@@ -235,6 +468,7 @@ class EvolutionClient:
             instance_id=values.token(instance.get("instanceId")),
             status=values.token(instance.get("status")),
             qr=QRPayload.from_json(qr) if isinstance(qr, dict) else None,
+            token=InstanceToken.parse(data.get("hash")),  # a plain string in v2 (§3.2)
         )
 
     async def connect(self, name: str, *, number: str | None = None) -> ConnectResult:
@@ -292,7 +526,7 @@ class EvolutionClient:
         rows = data if isinstance(data, list) else [data]
         for row in rows:
             if isinstance(row, dict) and row.get("name") == name:
-                return InstanceRecord.from_json(_without_secrets(row))
+                return InstanceRecord.from_json(row)
         return None
 
     async def delete_instance(self, name: str) -> bool:
@@ -316,6 +550,88 @@ class EvolutionClient:
     async def set_settings(self, name: str, settings: dict[str, Any]) -> None:
         await self._request("POST", f"/settings/set/{_segment(name)}", "apply settings", json=settings, instance=name)
 
+    async def find_settings(self, name: str) -> dict[str, Any] | None:
+        """The stored settings the operator manages (docs/evolution-api.md §3.9): the six booleans
+        and `msgCall`, each only when it has its type; None when Evolution has no settings row
+        (or the instance is not loaded: find answers `null` then too)."""
+        data = await self._request(
+            "GET", f"/settings/find/{_segment(name)}", "read settings", instance=name, allow_null=True
+        )
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE, "read settings: the answer is not an object", endpoint="read settings"
+            )
+        found: dict[str, Any] = {key: data[key] for key in MANAGED_BOOLEAN_SETTINGS if isinstance(data.get(key), bool)}
+        message = data.get("msgCall", _MISSING)
+        if message is None:
+            found["msgCall"] = ""  # a nullable column; create stores '' for "no message"
+        elif isinstance(message, str) and len(message) <= values.TEXT_LIMIT:
+            found["msgCall"] = values.valid_unicode(message)
+        return found
+
+    async def set_webhook(self, name: str, webhook: WebhookConfig | None) -> None:
+        """Store the instance's webhook, or disable it with None (docs/evolution-api.md §3.11).
+
+        A disable sends `enabled: false` with DISABLED_WEBHOOK_URL (2.2.3 validates the url even
+        then), no events, no headers (so none of the old header secrets stays stored) and both flags
+        false."""
+        if webhook is None:
+            wanted: dict[str, Any] = {
+                "enabled": False,
+                "url": DISABLED_WEBHOOK_URL,
+                "events": [],
+                "byEvents": False,
+                "base64": False,
+                "headers": {},
+            }
+        else:
+            _register_header_values(webhook)
+            wanted = webhook.as_body()
+        await self._request(
+            "POST", f"/webhook/set/{_segment(name)}", "set webhook", json={"webhook": wanted}, instance=name
+        )
+
+    async def find_webhook(self, name: str) -> WebhookConfig | None:
+        """The stored webhook, or None when there is none or it is disabled (docs/evolution-api.md §3.11)."""
+        data = await self._request(
+            "GET", f"/webhook/find/{_segment(name)}", "read webhook", instance=name, allow_null=True
+        )
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE, "read webhook: the answer is not an object", endpoint="read webhook"
+            )
+        try:
+            return WebhookConfig.from_row(data)
+        except ValueError as error:
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE, f"read webhook: {error}", endpoint="read webhook"
+            ) from None
+
+    async def server_info(self) -> ServerInfo:
+        """`GET /` (docs/evolution-api.md §3.1). 2.3.x fetches web.whatsapp.com on every call, without
+        a timeout of its own: the client's timeout bounds the call. Not a liveness probe."""
+        data = await self._request("GET", "/", "read server info", priority=ENTRY_PRIORITY)
+        if not isinstance(data, dict):
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE,
+                "read server info: the answer is not an object",
+                endpoint="read server info",
+            )
+        return ServerInfo(
+            version=values.token(data.get("version"), _VERSION_LIMIT),
+            whatsapp_web_version=values.token(data.get("whatsappWebVersion"), _VERSION_LIMIT),
+        )
+
+    def use_api_key(self, api_key: str) -> None:
+        """Send `api_key` on every later request (the global key was rotated; requests already on
+        their way keep the old one)."""
+        register_secret(api_key)
+        self._http.headers["apikey"] = api_key
+
     async def subscribe_events(self, name: str) -> None:
         """Make sure the instance emits our events on its own namespace (needed for adopted instances)."""
         body = {"websocket": {"enabled": True, "events": list(INSTANCE_EVENTS_FOR_SET)}}
@@ -335,13 +651,15 @@ class EvolutionClient:
         params: dict[str, str] | None = None,
         instance: str | None = None,
         allow_empty: bool = False,
+        allow_null: bool = False,
         priority: int = FOLLOW_UP_PRIORITY,
     ) -> Any:
-        """The parsed answer, or EvolutionError; nothing else escapes but cancellation."""
+        """The parsed answer, or EvolutionError; nothing else escapes but cancellation. `allow_null`
+        accepts a literal JSON `null` (find with no row), `allow_empty` also an empty body."""
         try:
             async with self._slots.slot(priority):
                 answer = await self._exchange(method, path, endpoint, json=json, params=params)
-            return self._decode(answer, endpoint, instance=instance, allow_empty=allow_empty)
+            return self._decode(answer, endpoint, instance=instance, allow_empty=allow_empty, allow_null=allow_null)
         except EvolutionError:
             raise
         except Exception as error:  # noqa: BLE001 - last resort: one odd answer must not stop a caller's loop
@@ -402,7 +720,9 @@ class EvolutionClient:
                 Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: {error.problem}", endpoint=endpoint
             ) from None
 
-    def _decode(self, answer: _Answer, endpoint: str, *, instance: str | None, allow_empty: bool) -> Any:
+    def _decode(
+        self, answer: _Answer, endpoint: str, *, instance: str | None, allow_empty: bool, allow_null: bool = False
+    ) -> Any:
         status = answer.status
         try:
             body = _parse_body(answer.body, answer.content_type)
@@ -430,7 +750,7 @@ class EvolutionClient:
             if status == 404 and instance is not None:
                 raise InstanceNotFound(instance, message, endpoint=endpoint)
             raise EvolutionError(reason_for_status(status), message, status=status, endpoint=endpoint)
-        if body is None and not allow_empty:
+        if body is None and not allow_empty and not (allow_null and answer.body):
             self._count(endpoint, "bad_response")
             raise EvolutionError(
                 Reason.EVOLUTION_BAD_RESPONSE,
@@ -492,6 +812,15 @@ def _segment(name: str) -> str:
 
 def _without_secrets(row: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if not (isinstance(key, str) and key.lower() in SECRET_FIELDS)}
+
+
+def _register_header_values(webhook: WebhookConfig) -> None:
+    """The header values we send are secrets (tokens of the receiving service)."""
+    for _, value in webhook.headers:
+        register_secret(value)
+
+
+_MISSING = object()
 
 
 # -- reading an answer ------------------------------------------------------------------------------
