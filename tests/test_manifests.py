@@ -33,6 +33,13 @@ from rbac import (
 )
 
 CRD_FILE = REPO / "crds" / "whatsappinstances.whatsapp-operator.io.yaml"
+CRD_NAMES = [
+    "whatsappinstances.whatsapp-operator.io",
+    "evolutionservers.whatsapp-operator.io",
+    "clusterevolutionservers.whatsapp-operator.io",
+]
+# Objects a user writes: they need not carry the operator's labels.
+USER_KINDS = {"WhatsAppInstance", "EvolutionServer", "ClusterEvolutionServer"}
 EXAMPLES = MANIFESTS / "examples"
 OPTIONAL_RBAC = MANIFESTS / "rbac-install-crds.yaml"
 # manifests/*.yaml that are deliberately NOT part of the default install.
@@ -108,7 +115,7 @@ def test_every_yaml_file_parses_into_kubernetes_objects(path: Path) -> None:
             continue
         assert doc.get("apiVersion") and doc.get("kind"), f"{path}: apiVersion/kind missing"
         assert doc.get("metadata", {}).get("name"), f"{path}: {doc['kind']} without a name"
-        if doc["kind"] == "WhatsAppInstance":
+        if doc["kind"] in USER_KINDS:
             continue  # a user's object: no labels required
         labels = doc["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/part-of") == "whatsapp-operator", (
@@ -141,7 +148,8 @@ def test_crds_kustomization_does_not_break_plain_kubectl_apply_of_crds_dir() -> 
     for path in crds_dir.glob("*.yaml"):
         assert all(d["kind"] == "CustomResourceDefinition" for d in load_yaml_documents(path)), path
     crds = load_kustomization(crds_dir)
-    assert [d["metadata"]["name"] for d in crds] == ["whatsappinstances.whatsapp-operator.io"]
+    assert [d["metadata"]["name"] for d in crds] == CRD_NAMES
+    assert sorted(p.name for p in crds_dir.glob("*.yaml")) == sorted(f"{name}.yaml" for name in CRD_NAMES)
 
 
 def test_installs_exactly_the_expected_objects(docs: list[dict]) -> None:
@@ -149,7 +157,7 @@ def test_installs_exactly_the_expected_objects(docs: list[dict]) -> None:
     assert kinds == sorted(
         [
             ("Namespace", "whatsapp-operator"),
-            ("CustomResourceDefinition", "whatsappinstances.whatsapp-operator.io"),
+            *(("CustomResourceDefinition", name) for name in CRD_NAMES),
             ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
             ("CustomResourceDefinition", "kopfpeerings.kopf.dev"),
             ("ClusterKopfPeering", "whatsapp-operator"),
@@ -454,6 +462,24 @@ OPERATOR_REQUESTS = [
     ("watch", "whatsapp-operator.io", "whatsappinstances", None, None),
     ("patch", "whatsapp-operator.io", "whatsappinstances", None, "shop-123"),
     ("patch", "whatsapp-operator.io", "whatsappinstances", "status", "shop-123"),
+    *(
+        request
+        for plural in ("evolutionservers", "clusterevolutionservers")
+        for request in (
+            ("get", "whatsapp-operator.io", plural, None, "main"),
+            ("list", "whatsapp-operator.io", plural, None, None),
+            ("watch", "whatsapp-operator.io", plural, None, None),
+            ("patch", "whatsapp-operator.io", plural, None, "main"),
+            ("patch", "whatsapp-operator.io", plural, "status", "main"),
+        )
+    ),
+    # The Secrets objects point at (any name, any namespace), and the connection Secrets.
+    ("get", "", "secrets", None, "evolution-api-key"),
+    ("get", "", "secrets", None, "shop-webhook"),
+    ("create", "", "secrets", None, None),
+    ("update", "", "secrets", None, "shop-123-evolution"),
+    ("patch", "", "secrets", None, "shop-123-evolution"),
+    ("delete", "", "secrets", None, "shop-123-evolution"),
     ("create", "", "events", None, None),
     ("list", "", "namespaces", None, None),
     ("watch", "", "namespaces", None, None),
@@ -468,8 +494,14 @@ OPERATOR_REQUESTS = [
     ("patch", "kopf.dev", "kopfpeerings", None, "whatsapp-operator"),
 ]
 NOT_GRANTED = [
-    ("get", "", "secrets", None, "evolution-api-key"),
+    # Secrets are read one by one, by the name an object gives: never listed or watched.
     ("list", "", "secrets", None, None),
+    ("watch", "", "secrets", None, None),
+    ("deletecollection", "", "secrets", None, None),
+    ("get", "", "configmaps", None, "whatsapp-operator-config"),
+    ("create", "whatsapp-operator.io", "evolutionservers", None, None),
+    ("delete", "whatsapp-operator.io", "clusterevolutionservers", None, "main"),
+    ("update", "whatsapp-operator.io", "evolutionservers", "status", "main"),
     ("delete", "whatsapp-operator.io", "whatsappinstances", None, "shop-123"),
     ("update", "whatsapp-operator.io", "whatsappinstances", None, "shop-123"),
     ("create", "whatsapp-operator.io", "whatsappinstances", None, None),
@@ -540,8 +572,8 @@ def test_optional_install_crds_role_is_separate_and_sufficient(docs: list[dict])
     (binding,) = bindings_for(optional, namespace, account)
     (role,) = [d for d in optional if d["kind"] == "ClusterRole"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    crd = "whatsappinstances.whatsapp-operator.io"
-    assert granted([role], "get", "apiextensions.k8s.io", "customresourcedefinitions", None, name=crd)
+    for crd in CRD_NAMES:  # every CRD of crds/, which --install-crds reads
+        assert granted([role], "get", "apiextensions.k8s.io", "customresourcedefinitions", None, name=crd)
     assert granted([role], "create", "apiextensions.k8s.io", "customresourcedefinitions", None)
     assert not granted([role], "get", "apiextensions.k8s.io", "customresourcedefinitions", None, name="other.x")
     assert not granted([role], "delete", "apiextensions.k8s.io", "customresourcedefinitions", None, name=crd)
@@ -647,6 +679,7 @@ TYPE_CHECKS = {
     "boolean": lambda v: isinstance(v, bool),
 }
 UNDERSTOOD = {
+    "maxItems",
     "type",
     "properties",
     "required",
@@ -695,6 +728,8 @@ def schema_errors(value: Any, schema: dict, path: str = "") -> list[str]:
                 errors.extend(schema_errors(item, properties[name], f"{path}/{name}"))
             elif properties is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
                 errors.append(f"{path}/{name}: unknown field (would be pruned)")
+    if isinstance(value, list) and len(value) > schema.get("maxItems", len(value)):
+        errors.append(f"{where}: more than {schema['maxItems']} items")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             errors.extend(schema_errors(item, schema["items"], f"{path}/{i}"))
@@ -709,7 +744,7 @@ def example_instances() -> list[Path]:
 
 def test_examples_cover_the_qr_and_the_pairing_flow() -> None:
     names = [p.name for p in example_instances()]
-    assert names == ["whatsappinstance-pairing.yaml", "whatsappinstance.yaml"]
+    assert names == ["whatsappinstance-full.yaml", "whatsappinstance-pairing.yaml", "whatsappinstance.yaml"]
     (qr,) = load_yaml_documents(EXAMPLES / "whatsappinstance.yaml")
     (pairing,) = load_yaml_documents(EXAMPLES / "whatsappinstance-pairing.yaml")
     assert "number" not in qr["spec"]
@@ -722,6 +757,8 @@ def test_example_instances_validate_against_the_crd(path: Path) -> None:
 
     (crd,) = load_yaml_documents(CRD_FILE)
     for doc in load_yaml_documents(path):
+        if doc["kind"] == "Secret":
+            continue  # what the instance refers to; test_example_references_resolve checks them
         assert doc["apiVersion"] == f"{crd['spec']['group']}/v1alpha1"
         assert doc["kind"] == crd["spec"]["names"]["kind"]
         assert schema_errors(doc, crd_schema()) == []
@@ -751,6 +788,80 @@ def test_the_schema_check_rejects_bad_specs(change, expected: str) -> None:
     assert any(e.startswith(expected) for e in errors), errors
     del doc["spec"]
     assert "/: spec is required" in schema_errors(doc, crd_schema())
+
+
+def example_objects() -> list[tuple[str, dict]]:
+    return [(p.name, d) for p in sorted(EXAMPLES.glob("*.yaml")) for d in load_yaml_documents(p)]
+
+
+def cel_violations(value: Any, schema: dict, path: str = "") -> list[str]:
+    """The messages of the CRD's CEL rules that ``value`` breaks at creation (rules that compare
+    with ``oldSelf`` only apply to updates)."""
+    import celpy
+
+    found: list[str] = []
+    for rule in schema.get("x-kubernetes-validations") or []:
+        if "oldSelf" in rule["rule"]:
+            continue
+        environment = celpy.Environment()
+        program = environment.program(environment.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            found.append(f"{path or '/'}: {rule.get('message', rule['rule'])}")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name in (schema.get("properties") or {}):
+                found += cel_violations(item, schema["properties"][name], f"{path}/{name}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            found += cel_violations(item, schema["items"], f"{path}/{i}")
+    return found
+
+
+def test_example_custom_resources_are_admitted_unchanged_by_their_crd() -> None:
+    from schema_check import admit, load_crd_schema, prune
+
+    kinds = set()
+    for file, doc in example_objects():
+        if doc["kind"] not in USER_KINDS:
+            continue
+        kinds.add(doc["kind"])
+        schema = load_crd_schema(doc["kind"])
+        assert doc["apiVersion"] == "whatsapp-operator.io/v1alpha1", file
+        admitted, causes = admit(schema, doc)
+        assert causes == [], (file, [str(c) for c in causes])
+        assert prune(schema, doc) == doc, f"{file}: {doc['kind']} has fields the apiserver would drop"
+        assert cel_violations(admitted["spec"], schema["properties"]["spec"]) == [], file
+        cluster_scoped = doc["kind"].startswith("Cluster")
+        assert ("namespace" in doc["metadata"]) is not cluster_scoped, file
+    assert kinds == USER_KINDS
+
+
+def test_the_full_example_uses_every_new_field_and_its_references_resolve(deployment: dict) -> None:
+    objects = [doc for _, doc in example_objects()]
+    secrets = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in objects if d["kind"] == "Secret"}
+    servers = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in objects}
+    operator_namespace = deployment["metadata"]["namespace"]
+
+    def secret_has(namespace: str, ref: dict) -> bool:
+        secret = secrets.get((namespace, ref["name"]))
+        return secret is not None and ref.get("key", "ca.crt") in {**secret.get("data", {}), **secret["stringData"]}
+
+    (full,) = [
+        d for d in load_yaml_documents(EXAMPLES / "whatsappinstance-full.yaml") if d["kind"] == "WhatsAppInstance"
+    ]
+    spec, namespace = full["spec"], full["metadata"]["namespace"]
+    assert {"serverRef", "webhook", "writeConnectionSecretToRef", "deletionPolicy"} <= spec.keys()
+    ref = spec["serverRef"]
+    assert (ref["kind"], None, ref["name"]) in servers or (ref["kind"], namespace, ref["name"]) in servers
+    (header,) = spec["webhook"]["headers"]
+    assert "value" not in header and secret_has(namespace, header["valueFrom"]["secretKeyRef"])
+    assert spec["writeConnectionSecretToRef"]["name"] not in {name for _, name in secrets}  # the operator writes it
+    # Each server's API key is in the Secret its example ships: beside a namespaced server, in the
+    # operator's namespace for the cluster kind.
+    for (kind, server_namespace, _), server in servers.items():
+        if kind in ("EvolutionServer", "ClusterEvolutionServer"):
+            home = server_namespace if kind == "EvolutionServer" else operator_namespace
+            assert secret_has(home, server["spec"]["apiKeySecretRef"]), server["metadata"]["name"]
 
 
 def test_example_secret_is_the_one_the_deployment_mounts(deployment: dict) -> None:

@@ -267,7 +267,8 @@ def test_prune_honours_preserve_unknown_fields_and_additional_properties() -> No
 
 def test_defaults_apply_to_absent_fields_inside_present_objects() -> None:
     spec = SCHEMA["properties"]["spec"]
-    assert apply_defaults(spec, {}) == {"integration": "WHATSAPP-BAILEYS"}  # no settings: none of theirs
+    # No settings: none of theirs.
+    assert apply_defaults(spec, {}) == {"integration": "WHATSAPP-BAILEYS", "deletionPolicy": "Delete"}
     defaulted = apply_defaults(spec, {"settings": {"rejectCall": True}})
     assert defaulted["settings"] == {
         "rejectCall": True,
@@ -278,10 +279,35 @@ def test_defaults_apply_to_absent_fields_inside_present_objects() -> None:
         "syncFullHistory": False,
     }
     # A null in a non-nullable field: defaulted if it has a default, dropped otherwise.
-    assert apply_defaults(spec, {"integration": None, "number": None}) == {"integration": "WHATSAPP-BAILEYS"}
+    assert apply_defaults(spec, {"integration": None, "number": None}) == {
+        "integration": "WHATSAPP-BAILEYS",
+        "deletionPolicy": "Delete",
+    }
     assert apply_defaults(
         {"type": "object", "properties": {"a": {"type": "string", "nullable": True}}}, {"a": None}
     ) == {"a": None}
+
+
+def test_a_defaulted_object_gets_the_defaults_of_its_own_fields() -> None:
+    # As the apiserver does: `default: {}` on an object, then its fields' defaults inside it.
+    for plural in ("evolutionservers", "clusterevolutionservers"):
+        spec = load_crd_schema(plural)["properties"]["spec"]
+        assert apply_defaults(spec, {"url": "http://e"}) == {"url": "http://e", "websocket": {"mode": "auto"}}
+        assert apply_defaults(spec, {"websocket": {"mode": "global"}, "tls": {}}) == {
+            "websocket": {"mode": "global"},
+            "tls": {"insecureSkipVerify": False},
+        }
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 1}}}},
+    }
+    assert apply_defaults(schema, {}) == {"a": {"b": 1}}
+    assert apply_defaults(schema, {"a": None}) == {"a": {"b": 1}}
+
+
+def test_every_crd_of_the_repository_is_within_what_it_implements() -> None:
+    for plural in ("whatsappinstances", "evolutionservers", "clusterevolutionservers"):
+        check_supported(load_crd_schema(plural))
 
 
 def test_admit_prunes_defaults_then_validates() -> None:
