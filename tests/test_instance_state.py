@@ -330,3 +330,205 @@ def test_a_persisted_reason_outside_the_vocabulary_is_not_carried_on():
     status = InstanceState.from_status("shop-123", persisted).render_status(1, T2)
     assert condition(status, "Ready")["reason"] == "Connected"
     assert status["message"] == "Connected to WhatsApp as +5511987654321."
+
+
+# -- Evolution servers that do not exist -----------------------------------------------------------
+
+
+def test_missing_server_or_key_secret_is_synced_false_and_announced_once():
+    for reason, text in (
+        ("ServerNotFound", "EvolutionServer evo-a does not exist in namespace shop."),
+        ("ServerKeyMissing", "Secret evo-a-key (key apikey) of EvolutionServer evo-a does not exist."),
+    ):
+        state = connected()
+        notices = state.sync_failed(reason, text)
+        assert [(n.type, n.reason, n.message) for n in notices] == [("Warning", reason, text)]
+        assert state.sync_failed(reason, text) == []  # the same problem again: no second Event
+        status = state.render_status(1, T2)
+        assert condition(status, "Synced") | {"lastTransitionTime": None} == {
+            "type": "Synced",
+            "status": "False",
+            "reason": reason,
+            "message": text,
+            "observedGeneration": 1,
+            "lastTransitionTime": None,
+        }
+        assert condition(status, "Ready")["status"] == "True"  # the phase as last known, not Unknown
+        assert status["message"] == f"{text} (last known phase: Connected)"
+        restored = InstanceState.from_status("shop-123", status)
+        assert restored.render_status(1, T2)["message"] == "Connected to WhatsApp as +5511987654321."
+        assert [n.reason for n in state.sync_succeeded()] == ["Synced"]
+        assert condition(state.render_status(1, T2), "Synced")["reason"] == "Synced"
+
+
+# -- pause -----------------------------------------------------------------------------------------
+
+
+def test_pause_reports_synced_false_paused_and_keeps_the_phase():
+    state = connected()
+    before = state.render_status(1, T1)
+    assert "paused" not in before or before["paused"] is None
+    notices = state.pause(T2)
+    assert [(n.type, n.reason) for n in notices] == [("Normal", "Paused")]
+    assert "whatsapp-operator.io/paused" in notices[0].message
+    assert state.pause(T2) == []  # pausing twice: no second Event
+    status = state.render_status(1, T2)
+    assert status["paused"] is True and status["phase"] == "Connected"
+    synced = condition(status, "Synced")
+    assert (synced["status"], synced["reason"], synced["message"]) == (
+        "False",
+        "Paused",
+        "Paused by the annotation whatsapp-operator.io/paused; no calls to Evolution API until it is removed.",
+    )
+    assert synced["lastTransitionTime"] == T2
+    assert condition(status, "Ready")["status"] == "True"
+    assert status["message"].startswith("Paused by the annotation whatsapp-operator.io/paused")
+    resumed = state.resume(T2)
+    assert [(n.type, n.reason) for n in resumed] == [("Normal", "Resumed")]
+    assert state.resume(T2) == []
+    status = state.render_status(1, T2)
+    assert status["paused"] is None  # a merge patch removes it
+    assert condition(status, "Synced")["reason"] == "Synced"
+    assert status["message"] == "Connected to WhatsApp as +5511987654321."
+
+
+def test_sync_results_while_paused_do_not_replace_the_paused_reason():
+    state = connected()
+    state.pause(T1)
+    state.sync_failed("EvolutionServerError", "Evolution API answered 500.")
+    assert condition(state.render_status(1, T1), "Synced")["reason"] == "Paused"
+    state.sync_succeeded()
+    assert condition(state.render_status(1, T1), "Synced")["reason"] == "Paused"
+    state.sync_failed("ServerNotFound", "EvolutionServer evo-a does not exist.")
+    state.resume(T2)
+    assert condition(state.render_status(1, T2), "Synced")["reason"] == "ServerNotFound"  # still true after
+
+
+def test_events_still_move_the_phase_while_paused():
+    state = connected()
+    state.pause(T1)
+    notices = state.closed(428, T2)
+    assert [n.reason for n in notices] == ["Disconnected"]
+    status = state.render_status(1, T2)
+    assert status["phase"] == "Disconnected" and status["paused"] is True
+    assert condition(status, "Ready")["reason"] == "ConnectionClosed"
+    assert condition(status, "Synced")["reason"] == "Paused"
+
+
+def test_a_restart_stays_paused_and_the_outage_still_makes_ready_unknown():
+    state = connected()
+    state.pause(T1)
+    state.stream_lost("The Evolution API event stream is down.")
+    status = state.render_status(1, T2)
+    assert condition(status, "Ready")["status"] == "Unknown"  # events may not be arriving
+    assert condition(status, "Synced")["reason"] == "Paused"
+    state.stream_restored()
+    persisted = {key: value for key, value in state.render_status(1, T2).items() if value is not None}
+    restored = InstanceState.from_status("shop-123", persisted)
+    assert restored.paused and restored.pause(T2) == []  # no second Paused Event after a restart
+    assert restored.render_status(1, T2) == state.render_status(1, T2)
+    assert InstanceState.from_status("shop-123", {"phase": "Connected", "paused": "true"}).paused is False
+
+
+# -- flapping --------------------------------------------------------------------------------------
+
+
+def at(seconds: float) -> str:
+    return f"2026-01-01T{int(seconds) // 3600:02d}:{int(seconds) % 3600 // 60:02d}:{int(seconds) % 60:02d}Z"
+
+
+def flap(state: InstanceState, times: list[float]) -> list:
+    """Alternate connected and closed (a connection change each) at the given seconds."""
+    notices = []
+    for second in times:
+        if state.phase is Phase.CONNECTED:
+            notices += state.connection_updated(ConnectionUpdated("shop-123", "connecting", 408), at(second))
+        else:
+            notices += state.connected("5511987654321@s.whatsapp.net", None, None, at(second))
+    return notices
+
+
+def test_more_than_six_changes_in_ten_minutes_is_flapping_reported_once():
+    state = awaiting_scan()  # not yet Connected: the first connect is the first change
+    notices = flap(state, [10 * i for i in range(6)])
+    assert [n.reason for n in notices] == ["Connected", "Disconnected"] * 3  # 6 changes: not yet
+    notices = flap(state, [60])
+    assert [(n.type, n.reason, n.message) for n in notices] == [
+        ("Warning", "Flapping", "Instance shop-123 changed connection 7 times in the last 10 minutes.")
+    ]
+    status = state.render_status(1, at(60))
+    assert status["phase"] == "Connected"  # the phase stays accurate
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Flapping")
+    assert ready["message"] == "Instance shop-123 changed connection 7 times in the last 10 minutes."
+    assert flap(state, [70, 80, 90]) == []  # per-change Events are held back
+    assert condition(state.render_status(1, at(90)), "Ready")["message"].endswith("10 times in the last 10 minutes.")
+    assert state.render_status(1, at(90))["phase"] == "Connecting"
+    # Changes at 0, 10, ..., 90 s. Quiet until only 6 are less than 10 minutes old: one Stable, then Events again.
+    assert state.tick(at(600 + 20)) == []  # 7 changes in (20 s, 620 s]: still flapping
+    stable = state.tick(at(600 + 30))
+    assert [(n.type, n.reason) for n in stable] == [("Normal", "Stable")]
+    assert "at most 6 times in the last 10 minutes" in stable[0].message
+    assert state.tick(at(600 + 31)) == []
+    ready = condition(state.render_status(1, at(631)), "Ready")
+    assert ready["reason"] == "Reconnecting"
+    assert [n.reason for n in flap(state, [700])] == ["Connected"]
+
+
+def test_a_change_after_a_quiet_window_ends_the_episode_and_is_announced():
+    state = awaiting_scan()
+    assert [n.reason for n in flap(state, range(7))][-1] == "Flapping"
+    notices = flap(state, [3600])
+    assert [n.reason for n in notices] == ["Stable", "Disconnected"]
+
+
+def test_flapping_limits_are_configurable_for_all_states_or_one():
+    original = (InstanceState.default_flapping_changes, InstanceState.default_flapping_window)
+    try:
+        InstanceState.configure_flapping(2, 60)
+        state = awaiting_scan()
+        assert [n.reason for n in flap(state, [0, 1, 2])] == ["Connected", "Disconnected", "Flapping"]
+        assert "3 times in the last 1 minute." in state.flapping
+        assert [n.reason for n in flap(state, [70])] == ["Stable", "Disconnected"]
+        own = InstanceState("shop-123", flapping_changes=3, flapping_window=90)
+        own.created("id-1")
+        assert [n.reason for n in flap(own, [0, 1, 2, 3])][-1] == "Flapping"
+        assert "4 times in the last 90 seconds." in own.flapping
+        for bad in ((0, 60), (True, 60), (2.5, 60), (2, 0), (2, float("nan")), (2, float("inf"))):
+            try:
+                InstanceState.configure_flapping(*bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"{bad} accepted")
+    finally:
+        InstanceState.configure_flapping(*original)
+    assert (InstanceState.default_flapping_changes, InstanceState.default_flapping_window) == (6, 600.0)
+
+
+def test_logged_out_keeps_its_reason_on_ready_while_flapping():
+    state = awaiting_scan()
+    flap(state, range(7))
+    notices = state.closed(401, at(8))
+    assert [n.reason for n in notices] == ["LoggedOut"]  # a person must act: not held back
+    status = state.render_status(1, at(8))
+    assert condition(status, "Ready")["reason"] == "LoggedOut"
+    assert status["message"].startswith("The WhatsApp session was logged out")
+
+
+def test_flapping_is_not_restored_from_a_persisted_ready_reason():
+    state = awaiting_scan()
+    flap(state, range(7))
+    persisted = state.render_status(1, at(7))
+    assert condition(persisted, "Ready")["reason"] == "Flapping"
+    restored = InstanceState.from_status("shop-123", persisted)
+    status = restored.render_status(1, at(8))
+    assert condition(status, "Ready")["reason"] == "Connected"
+    assert status["message"] == "Connected to WhatsApp as +5511987654321."
+
+
+def test_an_unreadable_time_counts_no_change():
+    state = awaiting_scan()
+    for _ in range(10):
+        state.connected(None, None, None, "not a time")
+        state.closed(408, "")
+    assert state.flapping is None and state.connection_changes == []

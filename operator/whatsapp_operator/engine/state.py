@@ -9,9 +9,11 @@ unchanged state, so a status writer can skip no-op patches.
 from __future__ import annotations
 
 import datetime
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.events import (
@@ -49,6 +51,13 @@ WAITING_FOR_PERSON = frozenset({Phase.DISCONNECTED, Phase.LOGGED_OUT, Phase.FAIL
 _RECONCILING = frozenset({Phase.PENDING, Phase.CREATING, Phase.CONNECTING})
 # Ready's reason while Evolution cannot be reached: it describes the outage, not the phase.
 _OUTAGE_REASON = Reason.EVOLUTION_UNREACHABLE
+# names.PAUSED_ANNOTATION; the engine reads the annotation and calls pause()/resume().
+_PAUSED_ANNOTATION = "whatsapp-operator.io/paused"
+PAUSED_MESSAGE = f"Paused by the annotation {_PAUSED_ANNOTATION}; no calls to Evolution API until it is removed."
+# The notices of one change into or out of Connected: held back while the instance flaps.
+_CHANGE_NOTICES = frozenset({"Connected", "Disconnected"})
+# Phases whose own reason tells a person what to do: Ready keeps it even while flapping.
+_NEEDS_PERSON = frozenset({Phase.LOGGED_OUT, Phase.FAILED})
 
 
 class NoticeType(StrEnum):
@@ -111,6 +120,27 @@ class InstanceState:
     stream_error: str | None = None  # the Socket.IO event stream is down (server-wide)
     deleting: bool = False
     condition_times: dict[str, tuple[str, str]] = field(default_factory=dict)
+    paused: bool = False  # the paused annotation: no calls to Evolution (the engine decides, pause()/resume())
+    # Flapping: more than `flapping_changes` changes into or out of Connected within `flapping_window`
+    # seconds. None takes the operator-wide value (configure_flapping).
+    flapping_changes: int | None = None
+    flapping_window: float | None = None
+    flapping: str | None = None  # the flapping message while an episode lasts
+    connection_changes: list[float] = field(default_factory=list, repr=False)  # POSIX times, oldest first
+
+    # Operator-wide flapping limits (WHATSAPP_OPERATOR_FLAPPING_CHANGES, ..._WINDOW_SECONDS).
+    default_flapping_changes: ClassVar[int] = 6
+    default_flapping_window: ClassVar[float] = 600.0
+
+    @classmethod
+    def configure_flapping(cls, changes: int, window: float) -> None:
+        """Set the operator-wide flapping limits, once at start; every state without its own uses them."""
+        if isinstance(changes, bool) or not isinstance(changes, int) or changes < 1:
+            raise ValueError(f"flapping changes must be a whole number of at least 1, got {changes!r}")
+        if not (isinstance(window, int | float) and math.isfinite(window) and window > 0):
+            raise ValueError(f"the flapping window must be a positive number of seconds, got {window!r}")
+        InstanceState.default_flapping_changes = changes
+        InstanceState.default_flapping_window = float(window)
 
     # -- restoring -------------------------------------------------------------------------------
 
@@ -125,6 +155,7 @@ class InstanceState:
         except ValueError:
             pass
         state.instance_id = _str(status.get("instanceId"))
+        state.paused = status.get("paused") is True  # a restart stays paused until the engine says otherwise
         qr = status.get("qr")
         if isinstance(qr, dict) and (_str(qr.get("code")) or _str(qr.get("pairingCode"))):
             state.qr = QRCode(
@@ -167,7 +198,10 @@ class InstanceState:
             source = stalled
         elif self.phase in _RECONCILING and _str(reconciling.get("reason")) != "Deleting":
             source = reconciling
-        elif ready.get("status") in ("True", "False") and _str(ready.get("reason")) != _OUTAGE_REASON:
+        elif ready.get("status") in ("True", "False") and _str(ready.get("reason")) not in (
+            _OUTAGE_REASON,
+            Reason.FLAPPING,  # describes the changes of an episode a restart does not carry on
+        ):
             source = ready
         else:
             source = {}
@@ -248,21 +282,65 @@ class InstanceState:
 
     # -- Socket.IO events and REST observations --------------------------------------------------
 
+    # Each public method below is one observation: it may change the phase into or out of
+    # Connected, which counts toward flapping (_observe). They call each other's private versions.
+
     def apply_event(self, event: EvolutionEvent, now: str) -> list[Notice]:
         """One event from Evolution's stream. A removal only resets the state: the caller recreates."""
+        return self._observe(now, lambda: self._apply_event(event, now))
+
+    def qr_received(
+        self, code: str | None, base64: str | None, pairing_code: str | None, now: str, *, count: int | None = None
+    ) -> list[Notice]:
+        return self._observe(now, lambda: self._qr_received(code, base64, pairing_code, now, count=count))
+
+    def qr_limit_reached(self, message: str, now: str) -> list[Notice]:
+        return self._observe(now, lambda: self._qr_limit_reached(message, now))
+
+    def connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
+        return self._observe(now, lambda: self._connection_updated(event, now))
+
+    def connected(
+        self,
+        wuid: str | None,
+        profile_name: str | None,
+        picture: str | None,
+        now: str,
+        *,
+        status_reason: int | None = 200,
+    ) -> list[Notice]:
+        return self._observe(
+            now, lambda: self._connected(wuid, profile_name, picture, now, status_reason=status_reason)
+        )
+
+    def connecting(self, now: str) -> list[Notice]:
+        """Evolution reports `connecting` and has no QR to show (yet)."""
+        return self._observe(now, lambda: self._connecting_observed(now))
+
+    def closed(self, status_reason: int | None, now: str) -> list[Notice]:
+        return self._observe(now, lambda: self._closed(status_reason, now))
+
+    def logged_out(self, now: str, *, reason: str = "LoggedOut", status_reason: int | None = 401) -> list[Notice]:
+        return self._observe(now, lambda: self._logged_out(now, reason=reason, status_reason=status_reason))
+
+    def tick(self, now: str) -> list[Notice]:
+        """Time passed without an observation: ends a flapping episode whose window has calmed down."""
+        return self._observe(now, list)
+
+    def _apply_event(self, event: EvolutionEvent, now: str) -> list[Notice]:
         if isinstance(event, QRUpdated):
-            return self.qr_received(event.code, event.base64, event.pairing_code, now)
+            return self._qr_received(event.code, event.base64, event.pairing_code, now)
         if isinstance(event, QRLimitReached):
-            return self.qr_limit_reached(event.message, now)
+            return self._qr_limit_reached(event.message, now)
         if isinstance(event, ConnectionUpdated):
-            return self.connection_updated(event, now)
+            return self._connection_updated(event, now)
         if isinstance(event, InstanceLoggedOut):
-            return self.logged_out(now)
+            return self._logged_out(now)
         if isinstance(event, InstanceRemoved):
             self.removed()
         return []
 
-    def qr_received(
+    def _qr_received(
         self, code: str | None, base64: str | None, pairing_code: str | None, now: str, *, count: int | None = None
     ) -> list[Notice]:
         if code is not None and code == self.last_qr_code and self.qr is not None:
@@ -286,7 +364,7 @@ class InstanceState:
             ]
         return []
 
-    def qr_limit_reached(self, message: str, now: str) -> list[Notice]:
+    def _qr_limit_reached(self, message: str, now: str) -> list[Notice]:
         entering = not (self.phase is Phase.DISCONNECTED and self.reason == "QRCodeLimitReached")
         self.qr = None
         self._set_state(ConnectionState.REFUSED, 428, now)
@@ -306,21 +384,21 @@ class InstanceState:
             ]
         return []
 
-    def connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
+    def _connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
         if event.state == ConnectionState.OPEN:
-            return self.connected(
+            return self._connected(
                 event.wuid, event.profile_name, event.profile_picture_url, now, status_reason=event.status_reason
             )
         if event.state == ConnectionState.CONNECTING:
             self._set_state(ConnectionState.CONNECTING, event.status_reason, now)
             return self._connecting()
         if event.state == ConnectionState.CLOSE:
-            return self.closed(event.status_reason, now)
+            return self._closed(event.status_reason, now)
         if event.state == ConnectionState.REFUSED:
-            return self.qr_limit_reached("QR code limit reached", now)
+            return self._qr_limit_reached("QR code limit reached", now)
         return []
 
-    def connected(
+    def _connected(
         self,
         wuid: str | None,
         profile_name: str | None,
@@ -345,8 +423,7 @@ class InstanceState:
             ]
         return []
 
-    def connecting(self, now: str) -> list[Notice]:
-        """Evolution reports `connecting` and has no QR to show (yet)."""
+    def _connecting_observed(self, now: str) -> list[Notice]:
         self._set_state(ConnectionState.CONNECTING, self.status_reason, now)
         return self._connecting()
 
@@ -384,10 +461,10 @@ class InstanceState:
         self._move(Phase.CONNECTING, "QRCodeOverdue", f"{text}.")
         return [Notice(NoticeType.WARNING, "QRCodeOverdue", f"Instance {self.instance_name}: {text}.")]
 
-    def closed(self, status_reason: int | None, now: str) -> list[Notice]:
+    def _closed(self, status_reason: int | None, now: str) -> list[Notice]:
         self._set_state(ConnectionState.CLOSE, status_reason, now)
         if status_reason in _SESSION_ENDING_CLOSES:
-            return self.logged_out(now, reason=_SESSION_ENDING_CLOSES[status_reason], status_reason=status_reason)
+            return self._logged_out(now, reason=_SESSION_ENDING_CLOSES[status_reason], status_reason=status_reason)
         entering = self.phase is not Phase.DISCONNECTED
         self.qr = None
         self._move(Phase.DISCONNECTED, "ConnectionClosed", _closed_message())
@@ -399,7 +476,7 @@ class InstanceState:
             ]
         return []
 
-    def logged_out(self, now: str, *, reason: str = "LoggedOut", status_reason: int | None = 401) -> list[Notice]:
+    def _logged_out(self, now: str, *, reason: str = "LoggedOut", status_reason: int | None = 401) -> list[Notice]:
         entering = self.phase is not Phase.LOGGED_OUT
         self._set_state(ConnectionState.CLOSE, status_reason if status_reason is not None else self.status_reason, now)
         self.qr = None
@@ -407,6 +484,90 @@ class InstanceState:
         if entering:
             return [Notice(NoticeType.WARNING, reason, f"Instance {self.instance_name}: {_logged_out_text(reason)}.")]
         return []
+
+    # -- flapping --------------------------------------------------------------------------------
+
+    def _observe(self, now: str, observation: Callable[[], list[Notice]]) -> list[Notice]:
+        """Run one observation; count it when it moves the phase into or out of Connected.
+
+        More than the limit of such changes within the window starts a flapping episode: one Warning
+        `Flapping`, Ready's reason `Flapping`, and the per-change notices held back until the window
+        holds no more than the limit again (one Normal `Stable`). Times come from `now` alone; an
+        unreadable `now` counts nothing and ends nothing.
+        """
+        was_connected = self.phase is Phase.CONNECTED
+        notices = observation()
+        changed = was_connected != (self.phase is Phase.CONNECTED)
+        moment = _posix_time(now)
+        if moment is None:
+            return self._rate_limited(notices)
+        limit, window = self._flapping_limits()
+        self.connection_changes = [time for time in self.connection_changes if time > moment - window]
+        if changed:
+            self.connection_changes.append(moment)
+            del self.connection_changes[: -4 * limit]  # a bound; the count only has to exceed the limit
+        count = len(self.connection_changes)
+        if self.flapping is None and count > limit:
+            self.flapping = self._flapping_message(count, window)
+            flapping = Notice(NoticeType.WARNING, Reason.FLAPPING, self.flapping)
+            return [flapping, *self._rate_limited(notices)]
+        if self.flapping is not None and count <= limit:
+            self.flapping = None
+            stable = Notice(
+                NoticeType.NORMAL,
+                "Stable",
+                f"Instance {self.instance_name} changed connection at most {limit} times in the last "
+                f"{_duration(window)}; its connection Events resume.",
+            )
+            return [stable, *notices]
+        if self.flapping is not None and changed:
+            self.flapping = self._flapping_message(count, window)
+        return self._rate_limited(notices)
+
+    def _rate_limited(self, notices: list[Notice]) -> list[Notice]:
+        if self.flapping is None:
+            return notices
+        return [notice for notice in notices if notice.reason not in _CHANGE_NOTICES]
+
+    def _flapping_limits(self) -> tuple[int, float]:
+        changes = self.flapping_changes if self.flapping_changes is not None else self.default_flapping_changes
+        window = self.flapping_window if self.flapping_window is not None else self.default_flapping_window
+        return max(1, changes), window
+
+    def _flapping_message(self, count: int, window: float) -> str:
+        return f"Instance {self.instance_name} changed connection {count} times in the last {_duration(window)}."
+
+    def _shows_flapping(self) -> bool:
+        return self.flapping is not None and self.phase not in _NEEDS_PERSON
+
+    # -- pausing ---------------------------------------------------------------------------------
+
+    def pause(self, now: str) -> list[Notice]:
+        """The paused annotation is set: no calls to Evolution. Events still update the phase."""
+        if self.paused:
+            return []
+        self.paused = True
+        return [
+            Notice(
+                NoticeType.NORMAL,
+                Reason.PAUSED,
+                f"Instance {self.instance_name} is paused by the annotation {_PAUSED_ANNOTATION}; "
+                "no calls to Evolution API until it is removed.",
+            )
+        ]
+
+    def resume(self, now: str) -> list[Notice]:
+        """The paused annotation is gone: calls to Evolution resume."""
+        if not self.paused:
+            return []
+        self.paused = False
+        return [
+            Notice(
+                NoticeType.NORMAL,
+                "Resumed",
+                f"Instance {self.instance_name} is no longer paused; calls to Evolution API resume.",
+            )
+        ]
 
     # -- calls to Evolution ----------------------------------------------------------------------
 
@@ -433,6 +594,12 @@ class InstanceState:
         return [Notice(NoticeType.NORMAL, "EventStreamRestored", "Following Evolution API events again.")]
 
     def _sync_problem(self) -> SyncError | None:
+        """What Synced reports when not True: paused first (no calls are made), then the last failure."""
+        if self.paused:
+            return SyncError(Reason.PAUSED, PAUSED_MESSAGE)
+        return self._call_problem()
+
+    def _call_problem(self) -> SyncError | None:
         if self.sync_error is not None:
             return self.sync_error
         if self.stream_error is not None:
@@ -446,9 +613,11 @@ class InstanceState:
     # -- status ----------------------------------------------------------------------------------
 
     def render_status(self, generation: int | None, now: str) -> dict[str, Any]:
-        message = self.message
+        message = self.flapping if self.flapping is not None and self._shows_flapping() else self.message
         problem = self._sync_problem()
-        if problem is not None:
+        if self.paused:
+            message = f"{PAUSED_MESSAGE} (phase: {self.phase.value})"
+        elif problem is not None:
             message = f"{problem.message} (last known phase: {self.phase.value})"
         connection = {
             "state": self.state,
@@ -461,6 +630,7 @@ class InstanceState:
         rendered: dict[str, Any] = _within_schema(
             {
                 "phase": self.phase.value,
+                "paused": None,  # set below: the guard takes no booleans
                 "message": message,
                 "observedGeneration": generation,
                 "instanceName": self.instance_name,
@@ -470,16 +640,21 @@ class InstanceState:
                 "conditions": self._conditions(generation, now),
             }
         )
+        # Removed (a merge patch's null) when not paused, so a resumed instance has no `paused` left.
+        rendered["paused"] = True if self.paused else None
         return rendered
 
     def _conditions(self, generation: int | None, now: str) -> list[dict[str, Any]]:
+        outage = self._call_problem()  # paused or not: events may not be arriving
         problem = self._sync_problem()
-        if problem is not None and problem.reason == _OUTAGE_REASON:
+        if outage is not None and outage.reason == _OUTAGE_REASON:
             ready: tuple[str, str, str] = (
                 "Unknown",
                 Reason.EVOLUTION_UNREACHABLE,
                 "Evolution API is unreachable; the connection state is unknown.",
             )
+        elif self.flapping is not None and self._shows_flapping():
+            ready = ("True" if self.phase is Phase.CONNECTED else "False", Reason.FLAPPING, self.flapping)
         elif self.phase is Phase.CONNECTED:
             ready = ("True", "Connected", self.message)
         else:
@@ -529,6 +704,29 @@ class InstanceState:
             self.since = now
         self.state = state
         self.status_reason = int64(status_reason)
+
+
+def _posix_time(now: str) -> float | None:
+    """An ISO 8601 time as seconds since the epoch (UTC when it names no zone), else None."""
+    try:
+        moment = datetime.datetime.fromisoformat(now)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):
+        return None
+
+
+def _duration(seconds: float) -> str:
+    """600 -> "10 minutes", 3600 -> "1 hour", 90 -> "90 seconds"."""
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+    return f"{seconds:g} seconds"
 
 
 def _awaiting_scan_message(pairing_code: str | None) -> str:
