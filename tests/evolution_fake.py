@@ -14,6 +14,17 @@ Layout of the model
   per-instance namespace on its first emit (the namespace trap).
 * Scenario controls (``issue_qr``, ``scan``, ``phone_logout`` ...) emit exactly the event sequences of
   §4.6/§4.7/§4.7.
+* Out-of-band controls model what a person does in the manager UI or to the server itself:
+  ``tamper_webhook`` / ``tamper_settings`` (drift), ``rotate_api_key`` (a new AUTHENTICATION_API_KEY).
+  Read-back helpers ``webhook_of`` / ``settings_of`` / ``token_of`` show what Evolution stored.
+
+Webhook (§3.11) and settings find (§3.9) follow the source of both tags: ``/webhook/set`` has a schema
+that *requires* the ``webhook`` wrapper (400, unlike ``/websocket/set``); 2.2.3 checks ``url`` with
+class-validator's ``isURL`` before anything else, also when disabling and also for the nested webhook at
+create; ``enabled: true`` without ``events`` is a 500 TypeError; an empty list stores every event name of
+the version; the Prisma upsert keeps the stored ``headers`` / ``webhookByEvents`` / ``webhookBase64`` when
+a set does not send them.  ``/settings/find`` answers ``null`` for a missing row and for an instance that
+is not in memory (SettingsService.find catches every error).
 
 The HTTP side is a single aiohttp catch-all route with our own Express-like dispatcher (so unknown routes
 get the Express 404 body) plus a middleware that puts Engine.IO's handshake checks (transport, apikey,
@@ -27,6 +38,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime as _dt
+import ipaddress
 import json
 import re
 import secrets
@@ -116,7 +128,6 @@ NO_RECONNECT_CODES = frozenset({401, 402, 403, 406})
 
 OBJECT_OBJECT_ERROR = {"error": True, "message": "[object Object]"}  # §1 "200 with an error inside"
 
-_WA_WEB_VERSION = "2.3000.1028459513"
 _PAIRING_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"  # Baileys' pairing-code alphabet
 _EMPTY = object()  # marker: answer with an empty body (Express `res.json(undefined)`)
 _REASONS = {
@@ -180,6 +191,64 @@ def _png_data_url(text: str) -> str:
 
 def _pairing_code() -> str:
     return "".join(secrets.choice(_PAIRING_ALPHABET) for _ in range(8))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_fqdn_no_tld(host: str) -> bool:
+    """validator.js isFQDN with require_tld:false (no underscores, no trailing dot, no numeric TLD)."""
+    parts = host.split(".")
+    if re.fullmatch(r"\d+", parts[-1]):
+        return False
+    for part in parts:
+        if len(part) > 63 or not re.fullmatch(r"[a-z_\u00a1-\uffff0-9-]+", part, re.IGNORECASE):
+            return False
+        if re.search(r"[\uff01-\uff5e]", part) or part.startswith("-") or part.endswith("-") or "_" in part:
+            return False
+    return True
+
+
+def _is_url(url: Any) -> bool:
+    """class-validator ``isURL(url, {require_tld: false})`` = validator.js isURL with its defaults
+    (protocol optional but http/https/ftp when given, host required).  2.2.3 checks webhook urls with it."""
+    if not isinstance(url, str) or not url or re.search(r"[\s<>]", url) or url.startswith("mailto:"):
+        return False
+    if len(url) >= 2083:
+        return False
+    url = url.split("#", 1)[0].split("?", 1)[0]
+    split = url.split("://")
+    if len(split) > 1:
+        if split.pop(0).lower() not in ("http", "https", "ftp"):
+            return False
+    elif url.startswith("//"):
+        return False  # protocol-relative urls are not allowed
+    url = "://".join(split)
+    if not url:
+        return False
+    hostname = url.split("/")[0]
+    at = hostname.split("@")
+    if len(at) > 1:
+        auth = at.pop(0)
+        if auth == "" or len(auth.split(":")) > 2 or auth == ":":
+            return False
+    hostname = "@".join(at)
+    ipv6: str | None = None
+    wrapped = re.fullmatch(r"\[([^\]]+)\](?::([0-9]+))?", hostname)
+    if wrapped:
+        host, ipv6, port = "", wrapped.group(1), wrapped.group(2)
+    else:
+        host, _, port = hostname.partition(":")
+    if port and (not re.fullmatch(r"[0-9]+", port) or not 0 < int(port) <= 65535):
+        return False
+    if _is_ip(host) or (host and _is_fqdn_no_tld(host)):
+        return True
+    return ipv6 is not None and _is_ip(ipv6) and ":" in ipv6
 
 
 class _HttpError(Exception):
@@ -322,7 +391,7 @@ class FakeInstance:
     profile_pic_url: str | None = None
     settings: dict | None = None  # the 8 setting values, or None (no row)
     websocket: dict | None = None  # {"enabled": bool, "events": [...]} or None (no row)
-    webhook: dict | None = None
+    webhook: dict | None = None  # the stored Webhook row's fields (url, headers, enabled, events, webhookBy...)
     disconnection_reason_code: int | None = None
     disconnection_at: str | None = None
     disconnection_object: str | None = None
@@ -340,6 +409,7 @@ class FakeInstance:
     # --- row metadata ---
     setting_meta: dict = dataclasses.field(default_factory=dict)
     websocket_meta: dict = dataclasses.field(default_factory=dict)
+    webhook_meta: dict = dataclasses.field(default_factory=dict)
 
     @property
     def in_memory(self) -> bool:
@@ -422,6 +492,8 @@ class FakeEvolution:
         server_url: str | None = None,
         expose_in_fetch_instances: bool = False,
         client_name: str = "evolution",
+        wa_web_delay: float = 0.0,
+        wa_web_version: str = "2.3000.1028459513",
     ) -> None:
         if version not in ("2.2.3", "2.3.6"):
             raise ValueError("version must be '2.2.3' or '2.3.6'")
@@ -439,6 +511,10 @@ class FakeEvolution:
         self.server_url = server_url
         self.expose_in_fetch_instances = expose_in_fetch_instances
         self.client_name = client_name
+        # §3.1 [2.3.6]: every GET / fetches web.whatsapp.com/sw.js with no timeout of its own; this is how
+        # long that takes here (an egress-restricted cluster: as long as the TCP connect hangs).
+        self.wa_web_delay = wa_web_delay
+        self.wa_web_version = wa_web_version
 
         self.url: str = ""
         self.instances: dict[str, FakeInstance] = {}
@@ -704,6 +780,83 @@ class FakeEvolution:
         self._ensure_sync_primitives()
         assert self._cleanup_gate is not None
         self._cleanup_gate.set()
+
+    # ------------------------------------------------------------------ out-of-band changes and read-back
+
+    def webhook_of(self, name: str) -> dict | None:
+        """The stored Webhook row (what /webhook/find answers once the instance is loaded), or None."""
+        return self._webhook_row(self._stored(name))
+
+    def settings_of(self, name: str) -> dict:
+        """The stored settings (all eight values, wavoipToken included); {} without a row."""
+        settings = self._stored(name).settings
+        return dict(settings) if settings is not None else {}
+
+    def token_of(self, name: str) -> str:
+        """The instance's token (its own apikey; `hash` at create, `token` in fetchInstances)."""
+        return self._stored(name).token
+
+    async def tamper_webhook(self, name: str, **fields: Any) -> None:
+        """Change the stored webhook out of band, as a person in the manager UI would (it calls
+        /webhook/set with the global key, so the stored result follows the same rules: disabling
+        clears `events`, an empty list with enabled means every event).  ``fields`` use the row's names
+        (``url``, ``headers``, ``enabled``, ``events``, ``webhookByEvents``, ``webhookBase64``; also
+        ``byEvents`` / ``base64``).  Without a stored row one is created (enabled, all events)."""
+        inst = self._stored(name)
+        aliases = {"byEvents": "webhookByEvents", "base64": "webhookBase64"}
+        allowed = {"url", "headers", "enabled", "events", "webhookByEvents", "webhookBase64"}
+        changes = {aliases.get(key, key): value for key, value in fields.items()}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise TypeError(f"tamper_webhook: unknown fields {sorted(unknown)}")
+        now = _utc_iso()
+        if inst.webhook is None:
+            inst.webhook = {
+                "url": "https://manager.example/hook",
+                "headers": None,
+                "enabled": True,
+                "events": [],
+                "webhookByEvents": False,
+                "webhookBase64": False,
+            }
+            inst.webhook_meta = {"id": _cuid(), "createdAt": now, "updatedAt": now}
+        inst.webhook.update(changes)
+        if not inst.webhook["enabled"]:
+            inst.webhook["events"] = []
+        elif not inst.webhook["events"]:
+            inst.webhook["events"] = list(self.events)
+        inst.webhook_meta["updatedAt"] = now
+        await self._notify()
+
+    async def tamper_settings(self, name: str, **fields: Any) -> None:
+        """Change stored settings out of band (the manager UI's settings form; /settings/set)."""
+        inst = self._stored(name)
+        unknown = set(fields) - set(self._SETTINGS_KEYS)
+        if unknown:
+            raise TypeError(f"tamper_settings: unknown fields {sorted(unknown)}")
+        defaults = {key: False for key in self._SETTINGS_KEYS} | {"msgCall": "", "wavoipToken": ""}
+        inst.settings = {**defaults, **(inst.settings or {}), **fields}
+        now = _utc_iso()
+        inst.setting_meta = {
+            "id": inst.setting_meta.get("id") or _cuid(),
+            "createdAt": inst.setting_meta.get("createdAt") or now,
+            "updatedAt": now,
+        }
+        await self._notify()
+
+    def rotate_api_key(self, new: str) -> None:
+        """Evolution now runs with AUTHENTICATION_API_KEY=``new``: the old key gets 401 on REST and is
+        refused at the [2.3.6] Socket.IO handshake from now on.  Connections already open stay open; a
+        real change needs a restart, so call ``restart()`` as well to model that part."""
+        if not new:
+            raise ValueError("an empty AUTHENTICATION_API_KEY means the public default; pass a key")
+        self.api_key = new
+
+    def _stored(self, name: str) -> FakeInstance:
+        inst = self.instances.get(name)
+        if inst is None:
+            raise KeyError(f"no instance {name!r}")
+        return inst
 
     # ------------------------------------------------------------------ waiting helpers
 
@@ -1219,6 +1372,8 @@ class FakeEvolution:
         ("GET", "settings", "find"): "_h_settings_find",
         ("POST", "websocket", "set"): "_h_websocket_set",
         ("GET", "websocket", "find"): "_h_websocket_find",
+        ("POST", "webhook", "set"): "_h_webhook_set",
+        ("GET", "webhook", "find"): "_h_webhook_find",
     }
 
     async def _dispatch(self, request: web.Request, body: Any) -> tuple[int, Any]:
@@ -1234,7 +1389,7 @@ class FakeEvolution:
             body = {}
 
         if method == "GET" and raw_path == "/":
-            return self._h_root(request)
+            return await self._h_root(request)
         if method == "POST" and lower == ["verify-creds"]:
             self._auth(request, None)
             return 200, {
@@ -1281,7 +1436,7 @@ class FakeEvolution:
 
     # ---- handlers
 
-    def _h_root(self, request: web.Request) -> tuple[int, Any]:
+    async def _h_root(self, request: web.Request) -> tuple[int, Any]:
         info: dict[str, Any] = {
             "status": 200,
             "message": "Welcome to the Evolution API, it is working!",
@@ -1291,7 +1446,10 @@ class FakeEvolution:
             "documentation": "https://doc.evolution-api.com",
         }
         if self.version == "2.3.6":
-            info["whatsappWebVersion"] = _WA_WEB_VERSION
+            # fetchLatestWaWebVersion() on every call, no timeout (§3.1)
+            if self.wa_web_delay > 0:
+                await asyncio.sleep(self.wa_web_delay)
+            info["whatsappWebVersion"] = self.wa_web_version
         return 200, info
 
     def _create_schema(self) -> list[tuple]:
@@ -1395,17 +1553,20 @@ class FakeEvolution:
                 inst.websocket_meta = {"id": _cuid(), "createdAt": now, "updatedAt": now}
             wh_req = body.get("webhook")
             if wh_req:
-                events = wh_req.get("events") if isinstance(wh_req, dict) else None
-                if events is None:
-                    raise _type_error("Cannot read properties of undefined (reading 'length')")
-                inst.webhook = {
-                    "enabled": True,
-                    "url": wh_req.get("url"),
-                    "events": list(events),
-                    "headers": wh_req.get("headers"),
-                    "byEvents": wh_req.get("byEvents"),
-                    "base64": wh_req.get("base64"),
-                }
+                # eventManager.setInstance -> webhook.set({enabled: true, ...}): the /webhook/set logic
+                # without its schema (names unvalidated), so 2.2.3's isURL check applies here too.
+                wh = wh_req if isinstance(wh_req, dict) else {}
+                self._store_webhook(
+                    inst,
+                    {
+                        "enabled": True,
+                        "events": wh.get("events"),
+                        "url": wh.get("url"),
+                        "headers": wh.get("headers"),
+                        "base64": wh.get("base64"),
+                        "byEvents": wh.get("byEvents"),
+                    },
+                )
 
             await self._emit(inst, "instance.create", {"instanceName": name, "instanceId": inst.id})
 
@@ -1628,10 +1789,9 @@ class FakeEvolution:
         return 201, {"settings": {"instanceName": name, "settings": body}}
 
     async def _h_settings_find(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
+        # SettingsService.find catches everything (no memory entry, no row) and answers null (§3.9)
         inst = self.instances.get(name)
-        if inst is None or not inst.in_memory:
-            raise _type_error("Cannot read properties of undefined (reading 'findSettings')")  # (fake) wording
-        if inst.settings is None:
+        if inst is None or not inst.in_memory or inst.settings is None:
             return 200, None
         return 200, {k: inst.settings.get(k) for k in self._SETTINGS_KEYS}
 
@@ -1698,6 +1858,106 @@ class FakeEvolution:
         if inst is None or not inst.in_memory:
             return 200, None
         return 200, self._websocket_row(inst)
+
+    def _webhook_row(self, inst: FakeInstance) -> dict | None:
+        """The Prisma Webhook row (§3.11), in the model's column order."""
+        if inst.webhook is None:
+            return None
+        meta = inst.webhook_meta
+        return {
+            "id": meta.get("id"),
+            "url": inst.webhook["url"],
+            "headers": json.loads(json.dumps(inst.webhook["headers"])),
+            "enabled": inst.webhook["enabled"],
+            "events": list(inst.webhook["events"]),
+            "webhookByEvents": inst.webhook["webhookByEvents"],
+            "webhookBase64": inst.webhook["webhookBase64"],
+            "createdAt": meta.get("createdAt"),
+            "updatedAt": meta.get("updatedAt"),
+            "instanceId": inst.id,
+        }
+
+    def _store_webhook(self, inst: FakeInstance | None, wh: dict) -> dict | None:
+        """WebhookController.set after the schema (§3.11): 2.2.3 isURL first (even when disabling), then
+        the events rule, then the upsert keyed by the in-memory instance's id."""
+        if self.version == "2.2.3" and not _is_url(wh.get("url")):
+            raise _bad_request('Invalid "url" property')
+        if not wh.get("enabled"):
+            events: list[str] = []
+        else:
+            if wh.get("events") is None:
+                raise _type_error("Cannot read properties of undefined (reading 'length')")
+            if not isinstance(wh["events"], list):
+                raise _type_error("(fake) events is not an array: not specified by the contract")
+            events = list(wh["events"]) or list(self.events)
+        if inst is None or not inst.in_memory:
+            raise _type_error("Cannot read properties of undefined (reading 'instanceId')")
+        if not isinstance(wh.get("url"), str):
+            # the column is a required String: Prisma refuses the upsert (only reachable on 2.3.6)
+            raise _type_error("(fake) Prisma: Argument `url` is missing or not a string")
+        if len(wh["url"]) > 500:
+            raise _type_error("(fake) Prisma: The provided value for the column is too long (url VarChar(500))")
+        now = _utc_iso()
+        previous = inst.webhook
+        if previous is None:  # create: defaults for what was not given
+            inst.webhook = {
+                "url": wh["url"],
+                "headers": wh.get("headers"),
+                "enabled": wh.get("enabled"),
+                "events": events,
+                "webhookByEvents": bool(wh.get("byEvents", False)),
+                "webhookBase64": bool(wh.get("base64", False)),
+            }
+            inst.webhook_meta = {"id": _cuid(), "createdAt": now, "updatedAt": now}
+        else:  # update: undefined fields keep their stored value
+            previous.update(url=wh["url"], enabled=wh.get("enabled"), events=events)
+            if wh.get("headers") is not None:
+                previous["headers"] = wh["headers"]
+            if wh.get("byEvents") is not None:
+                previous["webhookByEvents"] = wh["byEvents"]
+            if wh.get("base64") is not None:
+                previous["webhookBase64"] = wh["base64"]
+            inst.webhook_meta["updatedAt"] = now
+        return self._webhook_row(inst)
+
+    async def _h_webhook_set(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
+        # webhookSchema: unlike the websocket one, the `webhook` wrapper IS required (§3.11)
+        errors: list[str] = []
+        wh = body.get("webhook")
+        if "webhook" in body:
+            if not isinstance(wh, dict):
+                errors.append("webhook is not of a type(s) object")
+            else:
+                b = "boolean"
+                errors += _schema_errors(
+                    wh,
+                    [
+                        ("enabled", b, {}),
+                        ("url", "string", {}),
+                        ("headers", "object", {}),
+                        ("byEvents", b, {}),
+                        ("base64", b, {}),
+                        ("events", "array", {"items_enum": list(self.events)}),
+                    ],
+                    ("enabled", "url"),
+                    path="instance.webhook",
+                )
+                # isNotEmpty('enabled', 'url'): only when every key of the object is one of these two
+                if set(wh) <= {"enabled", "url"} and wh.get("url") == "":
+                    errors.append('The "url" cannot be empty')
+        if wh is None:
+            errors.append('instance requires property "webhook"')
+        if errors:
+            raise _bad_request(errors)  # nested array (§1)
+        assert isinstance(wh, dict)
+        return 201, self._store_webhook(self.instances.get(name), wh)
+
+    async def _h_webhook_find(self, request: web.Request, name: str, body: dict) -> tuple[int, Any]:
+        # EventController.get: null when not in memory or without a row
+        inst = self.instances.get(name)
+        if inst is None or not inst.in_memory:
+            return 200, None
+        return 200, self._webhook_row(inst)
 
     def _fetch_row(self, inst: FakeInstance) -> dict:
         row: dict[str, Any] = {

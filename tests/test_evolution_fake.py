@@ -514,6 +514,263 @@ async def test_fail_next_and_wait_for_request(fake: FakeEvolution, http: httpx.A
         await fake.wait_for_request("POST", "/settings/set/", count=2, timeout=0.05)
 
 
+# ------------------------------------------------------------------ webhook, settings find, tokens, key
+
+
+WEBHOOK_ROW_KEYS = [
+    "id",
+    "url",
+    "headers",
+    "enabled",
+    "events",
+    "webhookByEvents",
+    "webhookBase64",
+    "createdAt",
+    "updatedAt",
+    "instanceId",
+]
+
+
+@pytest.mark.parametrize("version", ["2.2.3", "2.3.6"])
+async def test_webhook_set_and_find(version: str) -> None:
+    server = FakeEvolution(version=version)
+    all_events = list(EVENTS_2_3_6 if version == "2.3.6" else EVENTS_2_2_3)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/webhook/set/ghost", json={}, headers=AUTH)
+            assert r.status_code == 404  # guard before the schema
+            await create(http, "acme")
+            r = await http.get("/webhook/find/acme", headers=AUTH)
+            assert (r.status_code, r.text) == (200, "null")
+            # the wrapper is required by the schema (400), unlike /websocket/set (500)
+            flat = {"enabled": True, "url": "https://hooks.example/evo", "events": []}
+            r = await http.post("/webhook/set/acme", json=flat, headers=AUTH)
+            assert (r.status_code, r.json()["response"]["message"]) == (400, [['instance requires property "webhook"']])
+            r = await http.post("/webhook/set/acme", json={"webhook": {"enabled": True}}, headers=AUTH)
+            assert r.json()["response"]["message"] == [['webhook requires property "url"']]
+            r = await http.post("/webhook/set/acme", json={"webhook": {"enabled": True, "url": ""}}, headers=AUTH)
+            assert r.json()["response"]["message"] == [['The "url" cannot be empty']]
+            r = await http.post(
+                "/webhook/set/acme",
+                json={"webhook": {"enabled": "yes", "url": "https://h.example", "events": ["NOPE"], "headers": []}},
+                headers=AUTH,
+            )
+            assert r.status_code == 400
+            assert r.json()["response"]["message"][0][:3] == [
+                "webhook.enabled is not of a type(s) boolean",
+                "webhook.headers is not of a type(s) object",
+                f"webhook.events[0] is not one of enum values: {','.join(all_events)}",
+            ]
+            # enabled without events: a TypeError (500); on 2.2.3 after the url check
+            r = await http.post(
+                "/webhook/set/acme", json={"webhook": {"enabled": True, "url": "https://h.example"}}, headers=AUTH
+            )
+            assert (r.status_code, r.json()["response"]["message"]) == (
+                500,
+                "Cannot read properties of undefined (reading 'length')",
+            )
+            # 2.2.3 checks the url with isURL, also when disabling; 2.3.6 stores anything
+            bad = {"webhook": {"enabled": False, "url": "not a url", "events": []}}
+            r = await http.post("/webhook/set/acme", json=bad, headers=AUTH)
+            if version == "2.2.3":
+                assert (r.status_code, r.json()["response"]["message"]) == (400, ['Invalid "url" property'])
+                assert server.webhook_of("acme") is None
+            else:
+                assert r.status_code == 201 and r.json()["url"] == "not a url"
+            full = {
+                "enabled": True,
+                "url": "https://hooks.example/evo",
+                "events": [],
+                "headers": {"x-token": "s3cret"},
+                "byEvents": True,
+                "base64": True,
+            }
+            r = await http.post("/webhook/set/acme", json={"webhook": full}, headers=AUTH)
+            assert r.status_code == 201
+            row = r.json()
+            assert list(row) == WEBHOOK_ROW_KEYS
+            assert row["events"] == all_events  # empty list = every name of the version
+            assert (row["url"], row["headers"], row["webhookByEvents"], row["webhookBase64"]) == (
+                "https://hooks.example/evo",
+                {"x-token": "s3cret"},
+                True,
+                True,
+            )
+            assert row["instanceId"] == server.instances["acme"].id
+            r = await http.get("/webhook/find/acme", headers=AUTH)
+            assert r.json() == row == server.webhook_of("acme")
+            # an update keeps what it does not send (Prisma ignores undefined)
+            r = await http.post(
+                "/webhook/set/acme",
+                json={"webhook": {"enabled": True, "url": "https://other.example", "events": ["CALL"]}},
+                headers=AUTH,
+            )
+            row = r.json()
+            assert (row["url"], row["events"], row["headers"], row["webhookByEvents"], row["webhookBase64"]) == (
+                "https://other.example",
+                ["CALL"],
+                {"x-token": "s3cret"},
+                True,
+                True,
+            )
+            # disabling stores events [] (and whatever url was sent)
+            off = {"enabled": False, "url": "http://webhook-disabled.invalid", "events": [], "headers": {}}
+            r = await http.post("/webhook/set/acme", json={"webhook": off}, headers=AUTH)
+            assert (r.status_code, r.json()["enabled"], r.json()["events"], r.json()["headers"]) == (201, False, [], {})
+            # not loaded in memory: find answers null, set is a TypeError
+            await server.restart(load=False)
+            r = await http.get("/webhook/find/acme", headers=AUTH)
+            assert (r.status_code, r.text) == (200, "null")
+            r = await http.post("/webhook/set/acme", json={"webhook": full}, headers=AUTH)
+            assert (r.status_code, r.json()["response"]["message"]) == (
+                500,
+                "Cannot read properties of undefined (reading 'instanceId')",
+            )
+            assert server.webhook_of("acme") is not None  # the row is still stored
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("version", ["2.2.3", "2.3.6"])
+async def test_webhook_nested_at_create(version: str) -> None:
+    server = FakeEvolution(version=version)
+    all_events = list(EVENTS_2_3_6 if version == "2.3.6" else EVENTS_2_2_3)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            hook = {"enabled": False, "url": "https://hooks.example/evo", "events": [], "headers": {"x-k": "v"}}
+            r = await create(http, "acme", webhook=hook)
+            assert r.status_code == 201
+            # the echo; the stored row is enabled (forced) with every event
+            assert r.json()["webhook"] == {"webhookUrl": "https://hooks.example/evo", "webhookHeaders": {"x-k": "v"}}
+            row = server.webhook_of("acme")
+            assert row is not None
+            assert (row["enabled"], row["events"], row["headers"]) == (True, all_events, {"x-k": "v"})
+            assert (row["webhookByEvents"], row["webhookBase64"]) == (False, False)  # column defaults
+            # names are not validated at create
+            r = await create(http, "named", webhook={"url": "https://h.example", "events": ["NOPE", "CALL"]})
+            assert r.status_code == 201 and server.webhook_of("named")["events"] == ["NOPE", "CALL"]
+            # no events: TypeError, create rolled back (400)
+            r = await create(http, "broken", webhook={"url": "https://h.example"})
+            assert (r.status_code, r.json()["response"]["message"]) == (
+                400,
+                ["Cannot read properties of undefined (reading 'length')"],
+            )
+            await server.wait_until_gone("broken")
+            # 2.2.3's isURL applies at create too
+            r = await create(http, "badurl", webhook={"url": "no url here", "events": []})
+            if version == "2.2.3":
+                assert (r.status_code, r.json()["response"]["message"]) == (400, ['Invalid "url" property'])
+                await server.wait_until_gone("badurl")
+            else:
+                assert r.status_code == 201
+    finally:
+        await server.stop()
+
+
+async def test_settings_find_answers_null_without_row_or_memory(fake: FakeEvolution, http: httpx.AsyncClient) -> None:
+    await create(http, "acme", rejectCall=True, msgCall="busy")
+    r = await http.get("/settings/find/acme", headers=AUTH)
+    assert r.json() == fake.settings_of("acme")
+    assert fake.settings_of("acme")["rejectCall"] is True and fake.settings_of("acme")["msgCall"] == "busy"
+    fake.instances["acme"].settings = None
+    r = await http.get("/settings/find/acme", headers=AUTH)
+    assert (r.status_code, r.text) == (200, "null")
+    assert fake.settings_of("acme") == {}
+    await fake.tamper_settings("acme", alwaysOnline=True)
+    await fake.restart(load=False)
+    r = await http.get("/settings/find/acme", headers=AUTH)
+    assert (r.status_code, r.text) == (200, "null")  # SettingsService.find catches everything
+    await fake.load_instances()
+    r = await http.get("/settings/find/acme", headers=AUTH)
+    assert r.json()["alwaysOnline"] is True and r.json()["rejectCall"] is False
+
+
+async def test_instance_token_is_hash_and_row_token_and_opens_only_its_routes(
+    fake: FakeEvolution, http: httpx.AsyncClient
+) -> None:
+    r = await create(http, "acme", token="ACME-TOKEN-1234")
+    assert r.json()["hash"] == "ACME-TOKEN-1234" == fake.token_of("acme")
+    generated = (await create(http, "other")).json()["hash"]
+    assert UUID_UPPER.match(generated) and fake.token_of("other") == generated
+    rows = (await http.get("/instance/fetchInstances", headers=AUTH)).json()
+    assert {row["name"]: row["token"] for row in rows} == {"acme": "ACME-TOKEN-1234", "other": generated}
+    own = {"apikey": "ACME-TOKEN-1234"}
+    assert (await http.get("/webhook/find/acme", headers=own)).status_code == 200
+    assert (await http.get("/settings/find/acme", headers=own)).status_code == 200
+    assert (await http.get("/instance/connectionState/acme", headers=own)).status_code == 200
+    assert (await http.get("/webhook/find/other", headers=own)).status_code == 401
+    assert [row["name"] for row in (await http.get("/instance/fetchInstances", headers=own)).json()] == ["acme"]
+    r = await http.post(
+        "/instance/create", json={"instanceName": "third", "integration": "WHATSAPP-BAILEYS"}, headers=own
+    )
+    assert r.status_code == 401  # create takes the global key only
+    with pytest.raises(KeyError):
+        fake.token_of("ghost")
+
+
+async def test_tamper_webhook_and_settings(fake: FakeEvolution, http: httpx.AsyncClient) -> None:
+    await create(http, "acme", webhook={"url": "https://hooks.example/evo", "events": ["CALL"]})
+    await fake.tamper_webhook("acme", url="https://evil.example", byEvents=True, headers={"x": "y"})
+    row = (await http.get("/webhook/find/acme", headers=AUTH)).json()
+    assert (row["url"], row["webhookByEvents"], row["headers"], row["events"]) == (
+        "https://evil.example",
+        True,
+        {"x": "y"},
+        ["CALL"],
+    )
+    await fake.tamper_webhook("acme", events=[])
+    assert fake.webhook_of("acme")["events"] == list(EVENTS_2_3_6)  # the manager's set rules
+    await fake.tamper_webhook("acme", enabled=False)
+    assert (fake.webhook_of("acme")["enabled"], fake.webhook_of("acme")["events"]) == (False, [])
+    with pytest.raises(TypeError):
+        await fake.tamper_webhook("acme", colour="red")
+    await create(http, "bare")
+    await fake.tamper_webhook("bare")  # someone adds a webhook where there was none
+    assert fake.webhook_of("bare")["enabled"] is True
+    await fake.tamper_settings("acme", rejectCall=True, msgCall="go away")
+    r = await http.get("/settings/find/acme", headers=AUTH)
+    assert (r.json()["rejectCall"], r.json()["msgCall"], r.json()["groupsIgnore"]) == (True, "go away", False)
+    with pytest.raises(TypeError):
+        await fake.tamper_settings("acme", rejectcall=True)
+
+
+async def test_rotate_api_key(fake: FakeEvolution, http: httpx.AsyncClient) -> None:
+    await create(http, "acme")
+    fake.rotate_api_key("a-brand-new-key")
+    for request in (
+        http.get("/instance/connectionState/acme", headers=AUTH),
+        http.get("/instance/fetchInstances", headers=AUTH),
+        http.post("/verify-creds", headers=AUTH),
+        http.post("/instance/create", json={"instanceName": "b", "integration": "WHATSAPP-BAILEYS"}, headers=AUTH),
+    ):
+        r = await request
+        assert (r.status_code, r.json()["response"]["message"]) == (401, "Unauthorized")
+    r = await http.get("/socket.io/?EIO=4&transport=polling", headers=AUTH)
+    assert (r.status_code, r.json()) == (403, {"code": 4, "message": "Invalid global token"})
+    new = {"apikey": "a-brand-new-key"}
+    assert (await http.get("/instance/connectionState/acme", headers=new)).status_code == 200
+    assert (await http.get("/socket.io/?EIO=4&transport=polling", headers=new)).status_code == 200
+    with pytest.raises(ValueError):
+        fake.rotate_api_key("")
+
+
+async def test_root_is_slow_on_2_3_6_only() -> None:
+    for version, slow in (("2.2.3", False), ("2.3.6", True)):
+        server = FakeEvolution(version=version, wa_web_delay=0.3, wa_web_version="2.3000.1")
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                started = asyncio.get_running_loop().time()
+                info = (await http.get("/")).json()
+                took = asyncio.get_running_loop().time() - started
+            assert (took >= 0.3) is slow
+            assert info.get("whatsappWebVersion") == ("2.3000.1" if slow else None)
+        finally:
+            await server.stop()
+
+
 # --------------------------------------------------------------------------------------------- Socket.IO
 
 
