@@ -2,7 +2,8 @@
 
 It serves discovery, CRUD, patches, the ``status`` subresource and watch-streams on
 127.0.0.1 with the apiserver semantics listed in shared/kubernetes/TEST-STANDIN.md, so that
-real kopf (and the official client) can run against it. Where the stand-in is stricter or
+real kopf (and the official client) can run against it, and plays the garbage collector for
+``ownerReferences`` (background propagation: see ``_collect_garbage``). Where the stand-in is stricter or
 looser than a real apiserver, the comment at that spot says so.
 
 All state changes go through a few synchronous methods (``_create``, ``_update``, ``_delete``);
@@ -74,6 +75,12 @@ RESOURCES: tuple[ResourceType, ...] = (
                  status_subresource=True),
     ResourceType("whatsapp-operator.io", "v1alpha1", "whatsappinstances", "WhatsAppInstance",
                  namespaced=True, short_names=("wai",), categories=("whatsapp",),
+                 status_subresource=True, custom=True),
+    ResourceType("whatsapp-operator.io", "v1alpha1", "evolutionservers", "EvolutionServer",
+                 namespaced=True, short_names=("evs",), categories=("whatsapp",),
+                 status_subresource=True, custom=True),
+    ResourceType("whatsapp-operator.io", "v1alpha1", "clusterevolutionservers", "ClusterEvolutionServer",
+                 namespaced=False, short_names=("cevs",), categories=("whatsapp",),
                  status_subresource=True, custom=True),
     ResourceType("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering",
                  namespaced=False, custom=True, peering=True),
@@ -357,6 +364,11 @@ def _fold_string_data(obj: Obj) -> None:
             data[key] = base64.b64encode(value.encode()).decode()
 
 
+def _owner_uids(obj: Obj) -> set[str]:
+    references = obj["metadata"].get("ownerReferences") or []
+    return {ref["uid"] for ref in references if isinstance(ref, dict) and isinstance(ref.get("uid"), str)}
+
+
 def _content_type(request: web.Request) -> str | None:
     return request.headers.get("Content-Type", "").split(";")[0].strip() or None  # no charset
 
@@ -408,6 +420,10 @@ class KubeStandin:
         self._history: collections.deque[_Change] = collections.deque(maxlen=history_size)
         self._compacted_rv = 0  # watches from before this resourceVersion get 410 Gone
         self._watchers: set[_Watcher] = set()
+        # The garbage collector's view: where each stored object is, by uid, and which stored
+        # objects name a uid in their ownerReferences (see _collect_garbage).
+        self._by_uid: dict[str, tuple[ResourceType, tuple[str, str]]] = {}
+        self._dependents: dict[str, set[tuple[ResourceType, tuple[str, str]]]] = {}
         self._changed = asyncio.Event()  # replaced on every write; see wait_for()
         self._runner: web.AppRunner | None = None
         self._create(_NAMESPACES, None, {"metadata": {"name": "default"}})
@@ -682,6 +698,7 @@ class KubeStandin:
             del self._store[rt][key]
         else:
             self._store[rt][key] = obj
+        self._index(rt, key, old, None if type_ == "DELETED" else obj)
         change = _Change(self._rv, rt, type_, obj, old)
         if len(self._history) == self._history.maxlen:
             self._compacted_rv = self._history[0].rv
@@ -691,7 +708,58 @@ class KubeStandin:
                 watcher.queue.put_nowait(event)
         self._changed.set()
         self._changed = asyncio.Event()
+        if type_ == "DELETED":
+            self._collect_garbage(rt, obj)
         return copy.deepcopy(obj)
+
+    def _index(self, rt: ResourceType, key: tuple[str, str], old: Obj | None, new: Obj | None) -> None:
+        """Keep the uid and owner indexes in step with one write (``new`` None: removed)."""
+        where = (rt, key)
+        if old is not None:
+            self._by_uid.pop(old["metadata"].get("uid", ""), None)
+            for uid in _owner_uids(old):
+                dependents = self._dependents.get(uid)
+                if dependents is not None:
+                    dependents.discard(where)
+                    if not dependents:
+                        del self._dependents[uid]
+        if new is not None:
+            if new["metadata"].get("uid"):
+                self._by_uid[new["metadata"]["uid"]] = where
+            for uid in _owner_uids(new):
+                self._dependents.setdefault(uid, set()).add(where)
+
+    def _collect_garbage(self, owner_rt: ResourceType, owner: Obj) -> None:
+        """The garbage collector, with background propagation, for an owner just removed for good.
+
+        Each dependent (an object whose ``metadata.ownerReferences`` names the owner's uid; in the
+        owner's namespace when the owner is namespaced, anywhere when it is cluster-scoped, and
+        never a cluster-scoped object owned by a namespaced one, which the real collector refuses)
+        is deleted as by a DELETE: one with finalizers is only marked, and goes when they are
+        removed, its own dependents after it. A dependent that another existing owner still holds
+        is not deleted: the reference to the gone owner is removed from it, as the collector does.
+
+        Where this differs from the apiserver: the collector runs at once, in the same step as the
+        owner's removal, not a moment later; only background propagation exists (DeleteOptions'
+        ``propagationPolicy`` Foreground and Orphan are not honoured, nor ``blockOwnerDeletion``);
+        and an object created with references to owners that never existed is kept.
+        """
+        uid = owner["metadata"].get("uid")
+        owner_namespace = owner["metadata"].get("namespace") if owner_rt.namespaced else None
+        for rt, key in sorted(self._dependents.get(uid or "", ()), key=lambda where: (where[0].plural, where[1])):
+            dependent = self._store[rt].get(key)
+            if dependent is None:  # removed meanwhile, by an earlier dependent's own collection
+                continue
+            if owner_rt.namespaced and (not rt.namespaced or key[0] != owner_namespace):
+                continue
+            references = dependent["metadata"].get("ownerReferences") or []
+            remaining = [ref for ref in references if ref.get("uid") != uid]
+            if any(ref.get("uid") in self._by_uid for ref in remaining):
+                new = copy.deepcopy(dependent)
+                new["metadata"]["ownerReferences"] = remaining
+                self._commit(rt, key, new, dependent, "MODIFIED")
+            else:
+                self._delete(rt, key[0] or None, key[1])
 
     def _create(self, rt: ResourceType, namespace: str | None, body: Any) -> Obj:
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):

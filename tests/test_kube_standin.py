@@ -26,7 +26,7 @@ JSONPATCH = {"Content-Type": "application/json-patch+json"}
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 # Valid for the CRD schema (the stand-in validates custom resources against it, as the apiserver).
 NUMBER, OTHER_NUMBER = "5511987654321", "5511900000001"
-BAILEYS = {"integration": "WHATSAPP-BAILEYS"}  # the schema's default for spec.integration
+BAILEYS = {"integration": "WHATSAPP-BAILEYS", "deletionPolicy": "Delete"}  # the schema's defaults for spec
 
 
 def wai(name: str, **spec: Any) -> dict[str, Any]:
@@ -270,6 +270,90 @@ async def test_delete_without_finalizers_is_immediate_and_404_after(
     assert (await call(api, "DELETE", f"{WAIS}/one"))[0] == 200
     assert (await call(api, "GET", f"{WAIS}/one"))[0] == 404
     assert (await call(api, "DELETE", f"{WAIS}/one"))[0] == 404
+
+
+# ---- garbage collection (ownerReferences) ------------------------------------------------------
+
+
+def owned_by(owner: dict[str, Any], name: str, **metadata: Any) -> dict[str, Any]:
+    """A Secret whose ownerReferences name ``owner``, as the operator writes a connection Secret."""
+    reference = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return {"metadata": {"name": name, "ownerReferences": [reference], **metadata}, "stringData": {"token": "t"}}
+
+
+async def test_removing_an_owner_deletes_its_dependents_in_the_background(
+    api: aiohttp.ClientSession, kube: KubeStandin
+) -> None:
+    kube.create("", "v1", "namespaces", {"metadata": {"name": "other"}})
+    owner = kube.create(G, V, P, {**wai("shop"), "metadata": {"name": "shop", "finalizers": ["f"]}}, "default")
+    kube.create("", "v1", "secrets", owned_by(owner, "shop-evolution"), namespace="default")
+    kube.create("", "v1", "secrets", {"metadata": {"name": "unrelated"}}, namespace="default")
+    # The same uid named from another namespace: a namespaced owner owns only in its namespace.
+    kube.create("", "v1", "secrets", owned_by(owner, "elsewhere"), namespace="other")
+    async with api.get("/api/v1/namespaces/default/secrets?watch=true&resourceVersion=0") as watch:
+        assert [(await next_event(watch))["object"]["metadata"]["name"] for _ in range(2)] == [
+            "shop-evolution",
+            "unrelated",
+        ]
+        # Marked for deletion, the owner is still there (its finalizer holds it): so are its dependents.
+        await call(api, "DELETE", f"{WAIS}/shop")
+        assert kube.get("", "v1", "secrets", "shop-evolution", "default") is not None
+        kube.patch(G, V, P, "shop", {"metadata": {"finalizers": None}}, namespace="default")
+        assert kube.get(G, V, P, "shop", "default") is None
+        event = await next_event(watch)
+        assert (event["type"], event["object"]["metadata"]["name"]) == ("DELETED", "shop-evolution")
+    assert (await call(api, "GET", "/api/v1/namespaces/default/secrets/shop-evolution"))[0] == 404
+    assert kube.get("", "v1", "secrets", "unrelated", "default") is not None
+    assert kube.get("", "v1", "secrets", "elsewhere", "other") is not None
+
+
+async def test_garbage_collection_respects_the_dependents_finalizers_and_cascades(kube: KubeStandin) -> None:
+    owner = kube.create(G, V, P, wai("shop"), namespace="default")
+    held = kube.create("", "v1", "secrets", owned_by(owner, "held", finalizers=["keep"]), namespace="default")
+    grandchild = kube.create("", "v1", "secrets", owned_by(held, "grandchild"), namespace="default")
+    kube.delete(G, V, P, "shop", namespace="default")  # no finalizers: removed at once
+    marked = kube.get("", "v1", "secrets", "held", "default")
+    assert marked is not None and marked["metadata"]["deletionTimestamp"]
+    assert kube.get("", "v1", "secrets", "grandchild", "default") == grandchild  # its owner is still there
+    kube.patch("", "v1", "secrets", "held", {"metadata": {"finalizers": None}}, namespace="default")
+    assert kube.get("", "v1", "secrets", "held", "default") is None
+    assert kube.get("", "v1", "secrets", "grandchild", "default") is None
+
+
+async def test_a_dependent_with_another_owner_only_loses_the_reference(kube: KubeStandin) -> None:
+    first = kube.create(G, V, P, wai("first"), namespace="default")
+    second = kube.create(G, V, P, wai("second"), namespace="default")
+    shared = owned_by(first, "shared")
+    shared["metadata"]["ownerReferences"] += owned_by(second, "x")["metadata"]["ownerReferences"]
+    kube.create("", "v1", "secrets", shared, namespace="default")
+    kube.delete(G, V, P, "first", namespace="default")
+    kept = kube.get("", "v1", "secrets", "shared", "default")
+    assert kept is not None
+    assert [ref["name"] for ref in kept["metadata"]["ownerReferences"]] == ["second"]
+    kube.delete(G, V, P, "second", namespace="default")
+    assert kube.get("", "v1", "secrets", "shared", "default") is None
+
+
+async def test_a_cluster_scoped_owner_owns_across_namespaces(kube: KubeStandin) -> None:
+    kube.create("", "v1", "namespaces", {"metadata": {"name": "other"}})
+    owner = kube.create(
+        G,
+        V,
+        "clusterevolutionservers",
+        {"metadata": {"name": "main"}, "spec": {"url": "http://e:8080", "apiKeySecretRef": {"name": "k", "key": "k"}}},
+    )
+    assert owner["spec"]["websocket"] == {"mode": "auto"}  # served, with its CRD's schema and defaults
+    kube.create("", "v1", "secrets", owned_by(owner, "a"), namespace="default")
+    kube.create("", "v1", "secrets", owned_by(owner, "b"), namespace="other")
+    kube.delete(G, V, "clusterevolutionservers", "main")
+    assert kube.list("", "v1", "secrets") == []
 
 
 # ---- lists and watches -------------------------------------------------------------------------
