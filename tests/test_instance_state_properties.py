@@ -5,17 +5,22 @@ Events are drawn as raw envelopes (any JSON-like value where a field is expected
 values. After every step: the phase is one of the declared ones, the rendered status is within the
 CRD's schema (nothing the apiserver would refuse or prune), Ready=True only while Connected, and the
 status survives a round trip through `from_status` (an operator restart).
+
+With a clock that moves between steps, pause/resume and bursts of connection changes are mixed in:
+paused shows as `status.paused` and Synced=Paused, and notices stay bounded (one Flapping per
+episode, no per-change notice while flapping, Stable only to end an episode).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from whatsapp_operator.engine.state import InstanceState, Phase
+from whatsapp_operator.engine.state import InstanceState, Notice, Phase
 from whatsapp_operator.evolution.events import MalformedEvent, parse_event
 from whatsapp_operator.reasons import Reason
 
@@ -80,49 +85,80 @@ observations = st.one_of(
     st.tuples(
         st.just("sync_failed"),
         st.tuples(
-            st.sampled_from(["EvolutionUnreachable", "EvolutionServerError", "EvolutionNotReady"]), st.text(max_size=30)
+            st.sampled_from(
+                [
+                    "EvolutionUnreachable",
+                    "EvolutionServerError",
+                    "EvolutionNotReady",
+                    "ServerNotFound",
+                    "ServerKeyMissing",
+                ]
+            ),
+            st.text(max_size=30),
         ),
     ),
     st.tuples(st.sampled_from(["sync_succeeded", "stream_restored", "removed", "logged_out", "overdue"]), st.none()),
     st.tuples(st.just("stream_lost"), st.text(max_size=30)),
     st.tuples(st.just("failed"), st.text(min_size=1, max_size=30)),
 )
+# Connection changes in a burst: alternately `open` and a drop (connecting or a plain close).
+bursts = st.lists(st.sampled_from(["open", "connecting", "close"]), min_size=1, max_size=12)
+timed_observations = st.one_of(
+    observations,
+    st.tuples(st.sampled_from(["pause", "resume", "tick"]), st.none()),
+    st.tuples(st.just("burst"), bursts),
+)
+# Seconds between two steps: mostly within a flapping window, sometimes beyond it.
+gaps = st.sampled_from([0, 0, 1, 5, 20, 59, 61, 300, 3600])
+START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def apply(state: InstanceState, kind: str, value) -> None:
+def apply(state: InstanceState, kind: str, value, now: str = NOW) -> list[Notice]:
     if kind == "event":
         name, args = value
         try:
             event = parse_event(name, args)
         except MalformedEvent:
-            return
+            return []
         if event is not None:
-            state.apply_event(event, NOW)
-    elif kind == "created":
+            return state.apply_event(event, now)
+        return []
+    if kind == "created":
         instance_id, adopted, recreated = value
-        state.created(instance_id, adopted=adopted, recreated=recreated)
-    elif kind == "connected":
-        state.connected(*value, NOW)
-    elif kind == "qr":
+        return state.created(instance_id, adopted=adopted, recreated=recreated)
+    if kind == "connected":
+        return state.connected(*value, now)
+    if kind == "qr":
         code, base64, pairing, count = value
-        if code or pairing:
-            state.qr_received(code, base64, pairing, NOW, count=count)
-    elif kind == "closed":
-        state.closed(value, NOW)
-    elif kind == "connecting":
-        state.connecting(NOW)
-    elif kind == "sync_failed":
-        state.sync_failed(*value)
-    elif kind == "stream_lost":
-        state.stream_lost(value)
-    elif kind == "failed":
-        state.failed("InvalidSpec", value)
-    elif kind == "overdue":
-        state.qr_overdue(90)
-    elif kind == "logged_out":
-        state.logged_out(NOW)
-    else:
-        getattr(state, kind)()
+        return state.qr_received(code, base64, pairing, now, count=count) if code or pairing else []
+    if kind == "closed":
+        return state.closed(value, now)
+    if kind == "connecting":
+        return state.connecting(now)
+    if kind == "sync_failed":
+        return state.sync_failed(*value)
+    if kind == "stream_lost":
+        return state.stream_lost(value)
+    if kind == "failed":
+        return state.failed("InvalidSpec", value)
+    if kind == "overdue":
+        return state.qr_overdue(90)
+    if kind == "logged_out":
+        return state.logged_out(now)
+    if kind in ("pause", "resume", "tick"):
+        return list(getattr(state, kind)(now))
+    if kind == "burst":
+        notices = []
+        for change in value:
+            if change == "open":
+                notices += state.connected("5511987654321@s.whatsapp.net", None, None, now)
+            elif change == "connecting":
+                notices += state.connecting(now)
+            else:
+                notices += state.closed(408, now)
+        return notices
+    result = getattr(state, kind)()
+    return result if isinstance(result, list) else []
 
 
 def check(status: dict) -> None:
@@ -167,3 +203,56 @@ def test_any_sequence_renders_a_valid_status(steps, generation):
 def test_any_persisted_status_restores_to_a_valid_state(status):
     state = InstanceState.from_status("shop", status if isinstance(status, dict) else None)
     check(without_none(state.render_status(1, NOW)))
+
+
+def condition_of(status: dict, kind: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+@pytest.mark.properties
+@given(
+    steps=st.lists(st.tuples(gaps, timed_observations), max_size=20),
+    limits=st.sampled_from([(None, None), (2, 60.0), (3, 600.0), (6, 600.0)]),
+)
+def test_pause_and_rapid_changes_keep_the_promises(steps, limits):
+    changes, window = limits
+    state = InstanceState("shop", flapping_changes=changes, flapping_window=window)
+    elapsed = 0
+    flapping = False  # an episode announced and not yet ended
+    for gap, (kind, value) in steps:
+        elapsed += gap
+        now = (START + datetime.timedelta(seconds=elapsed)).isoformat().replace("+00:00", "Z")
+        was_paused = state.paused
+        notices = apply(state, kind, value, now)
+        reasons = [notice.reason for notice in notices]
+        # Flapping opens an episode once, Stable closes it; neither twice in a row.
+        assert reasons.count("Flapping") <= 1 and reasons.count("Stable") <= 1
+        for reason in reasons:  # in order: a burst's changes before its Flapping are announced
+            if reason == "Flapping":
+                assert not flapping, "a second Flapping notice in one episode"
+                flapping = True
+                event("flapping")
+            elif reason == "Stable":
+                assert flapping, "Stable without an episode"
+                event("stable")
+                flapping = False
+            else:
+                assert not (flapping and reason in ("Connected", "Disconnected")), reasons  # held back
+        assert flapping == (state.flapping is not None)
+        # Pause and resume: one notice on each change, none when repeated.
+        assert reasons.count("Paused") == (kind == "pause" and not was_paused)
+        assert reasons.count("Resumed") == (kind == "resume" and was_paused)
+        assert all(notice.type in ("Normal", "Warning") for notice in notices)
+        status = without_none(state.render_status(1, now))
+        check(status)
+        assert status.get("paused", False) is state.paused
+        synced = condition_of(status, "Synced")
+        assert (synced["reason"] == "Paused") == state.paused
+        assert synced["status"] == "False" or not state.paused
+        ready = condition_of(status, "Ready")
+        if ready["reason"] == "Flapping":
+            assert flapping and ready["status"] == ("True" if state.phase is Phase.CONNECTED else "False")
+    persisted = without_none(state.render_status(1, NOW))
+    restored = InstanceState.from_status("shop", persisted)
+    assert restored.paused is state.paused and restored.phase is state.phase
+    check(without_none(restored.render_status(1, NOW)))
