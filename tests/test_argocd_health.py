@@ -1,8 +1,9 @@
-"""The Argo CD health check (manifests/argocd/health.lua), run in Lua 5.1 and 5.4 through lupa.
+"""The Argo CD health checks (manifests/argocd/health.lua for WhatsAppInstance, server-health.lua
+for EvolutionServer and ClusterEvolutionServer), run in Lua 5.1 and 5.4 through lupa.
 
-Argo CD runs the script with gopher-lua (Lua 5.1) and the live object as the global `obj`;
-the script returns {status, message}. The ConfigMap patch must carry the same script: regenerate it
-with `python tests/test_argocd_health.py` after editing health.lua.
+Argo CD runs a script with gopher-lua (Lua 5.1) and the live object as the global `obj`;
+the script returns {status, message}. The ConfigMap patch must carry the same scripts: regenerate
+it with `python tests/test_argocd_health.py` after editing a .lua file.
 """
 
 from __future__ import annotations
@@ -21,25 +22,39 @@ from whatsapp_operator.evolution.events import ConnectionUpdated
 
 ARGOCD_DIR = Path(__file__).resolve().parent.parent / "manifests" / "argocd"
 HEALTH_LUA = ARGOCD_DIR / "health.lua"
+SERVER_HEALTH_LUA = ARGOCD_DIR / "server-health.lua"
 PATCH_YAML = ARGOCD_DIR / "argocd-cm-patch.yaml"
 HEALTH_KEY = "resource.customizations.health.whatsapp-operator.io_WhatsAppInstance"
+# argocd-cm key -> the script it carries, in the order of the patch.
+SCRIPTS = {
+    HEALTH_KEY: HEALTH_LUA,
+    "resource.customizations.health.whatsapp-operator.io_EvolutionServer": SERVER_HEALTH_LUA,
+    "resource.customizations.health.whatsapp-operator.io_ClusterEvolutionServer": SERVER_HEALTH_LUA,
+}
 NOW = "2025-03-01T12:00:00Z"
 
 
-def render_patch(lua: str) -> str:
-    """The argocd-cm patch: the script as a literal block, byte for byte."""
-    body = "".join(f"    {line}" if line.strip() else "\n" for line in lua.splitlines(keepends=True))
+def render_patch(scripts: dict[str, str]) -> str:
+    """The argocd-cm patch: each script (by key) as a literal block, byte for byte."""
+    data = ""
+    for key, lua in scripts.items():
+        body = "".join(f"    {line}" if line.strip() else "\n" for line in lua.splitlines(keepends=True))
+        data += f"  {key}: |\n{body}"
     return (
-        "# Generated from health.lua by `python tests/test_argocd_health.py`; do not edit by hand.\n"
-        "# Adds the WhatsAppInstance health check to Argo CD (see README.md beside this file).\n"
+        "# Generated from health.lua and server-health.lua by `python tests/test_argocd_health.py`;\n"
+        "# do not edit by hand. Adds the health checks of WhatsAppInstance, EvolutionServer and\n"
+        "# ClusterEvolutionServer to Argo CD (see README.md beside this file).\n"
         "apiVersion: v1\n"
         "kind: ConfigMap\n"
         "metadata:\n"
         "  name: argocd-cm  # no namespace: apply it with -n to wherever Argo CD runs\n"
         "data:\n"
-        f"  {HEALTH_KEY}: |\n"
-        f"{body}"
+        f"{data}"
     )
+
+
+def repository_scripts() -> dict[str, str]:
+    return {key: path.read_text(encoding="utf-8") for key, path in SCRIPTS.items()}
 
 
 # -- running the script ----------------------------------------------------------------------------
@@ -65,11 +80,11 @@ def to_lua(lua: Any, value: Any) -> Any:
     return value
 
 
-def health(obj: dict[str, Any], runtime: str = "lua51") -> dict[str, Any]:
+def health(obj: dict[str, Any], runtime: str = "lua51", script: Path = HEALTH_LUA) -> dict[str, Any]:
     lua = RUNTIMES[runtime].LuaRuntime(unpack_returned_tuples=True)
     assert lua.lua_version[0] == 5 and lua.lua_version[1] == int(runtime[-1])
     lua.globals().obj = to_lua(lua, obj)
-    result = lua.execute(HEALTH_LUA.read_text(encoding="utf-8"))
+    result = lua.execute(script.read_text(encoding="utf-8"))
     assert set(result.keys()) == {"status", "message"}
     return {"status": result["status"], "message": result["message"]}
 
@@ -335,23 +350,164 @@ def test_phase_without_message_uses_the_phase() -> None:
     assert health(wai({"phase": "Connected"})) == {"status": "Healthy", "message": "Connected"}
 
 
+# -- EvolutionServer and ClusterEvolutionServer ---------------------------------------------------
+
+
+SERVER_KINDS = ["EvolutionServer", "ClusterEvolutionServer"]
+
+
+def evolution_server(
+    kind: str, status: dict[str, Any] | None = None, generation: int = 1, **metadata: Any
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "whatsapp-operator.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": "main", "generation": generation, **metadata},
+        "spec": {"url": "http://evolution:8080", "apiKeySecretRef": {"name": "evo", "key": "apikey"}},
+    }
+    if kind == "EvolutionServer":
+        obj["metadata"]["namespace"] = "default"
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def server_status(ready: str, reason: str, message: str = "", generation: int = 1) -> dict[str, Any]:
+    condition = {"type": "Ready", "status": ready, "reason": reason, "observedGeneration": generation}
+    if message:
+        condition["message"] = message
+    return {
+        "observedGeneration": generation,
+        "version": "2.3.6",
+        "socketConnected": ready == "True",
+        "instances": 3,
+        "message": message or reason,
+        "conditions": [condition],
+    }
+
+
+def server_health(obj: dict[str, Any], runtime: str = "lua51") -> dict[str, Any]:
+    return health(obj, runtime, SERVER_HEALTH_LUA)
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_a_ready_server_is_healthy(kind: str, runtime: str) -> None:
+    status = server_status("True", "Connected", "Connected to Evolution API 2.3.6; 3 instances.")
+    assert server_health(evolution_server(kind, status), runtime) == {
+        "status": "Healthy",
+        "message": "Connected to Evolution API 2.3.6; 3 instances.",
+    }
+    # Without a message, the reason says it.
+    assert server_health(evolution_server(kind, server_status("True", "Connected")), runtime) == {
+        "status": "Healthy",
+        "message": "Connected",
+    }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize(
+    "reason,message",
+    [
+        ("EvolutionUnreachable", "Evolution API is unreachable: connection refused"),
+        ("EvolutionUnauthorized", "Evolution API refused the API key"),
+        ("ServerKeyMissing", 'Secret "evo" has no key "apikey"'),
+        ("TLSError", "certificate verify failed"),
+        ("", "no reason given"),
+    ],
+)
+def test_a_server_not_ready_for_a_lasting_reason_is_degraded(
+    kind: str, reason: str, message: str, runtime: str
+) -> None:
+    assert server_health(evolution_server(kind, server_status("False", reason, message)), runtime) == {
+        "status": "Degraded",
+        "message": message,
+    }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("reason", ["Pending", "Connecting", "Reconnecting"])
+def test_a_server_on_its_way_to_ready_is_progressing(kind: str, reason: str, runtime: str) -> None:
+    message = "Connecting to Evolution API"
+    assert server_health(evolution_server(kind, server_status("False", reason, message)), runtime) == {
+        "status": "Progressing",
+        "message": message,
+    }
+    unknown = server_status("Unknown", "Pending", "Waiting for Evolution API's answer")
+    assert server_health(evolution_server(kind, unknown), runtime) == {
+        "status": "Progressing",
+        "message": "Waiting for Evolution API's answer",
+    }
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_a_server_without_status_or_ready_condition_waits_for_the_operator(kind: str, runtime: str) -> None:
+    expected = {"status": "Progressing", "message": "Waiting for the operator"}
+    assert server_health(evolution_server(kind), runtime) == expected
+    assert server_health(evolution_server(kind, {}), runtime) == expected
+    assert server_health(evolution_server(kind, {"observedGeneration": 1, "conditions": []}), runtime) == expected
+    other = {"conditions": [{"type": "Warning", "status": "True", "reason": "InsecureSkipVerify"}]}
+    assert server_health(evolution_server(kind, other), runtime) == expected
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_a_server_status_older_than_its_spec_is_progressing(kind: str, runtime: str) -> None:
+    status = server_status("True", "Connected", "Connected.", generation=2)
+    assert server_health(evolution_server(kind, status, generation=2), runtime)["status"] == "Healthy"
+    assert server_health(evolution_server(kind, status, generation=3), runtime) == {
+        "status": "Progressing",
+        "message": "Waiting for the operator to observe generation 3 (status is for generation 2)",
+    }
+    # A failing server whose spec was just fixed is Progressing, not Degraded, until observed.
+    failing = server_status("False", "EvolutionUnauthorized", "Evolution API refused the API key", generation=2)
+    assert server_health(evolution_server(kind, failing, generation=3), runtime)["status"] == "Progressing"
+    # Without a top-level observedGeneration, the Ready condition's is used.
+    del status["observedGeneration"]
+    assert server_health(evolution_server(kind, status, generation=3), runtime)["status"] == "Progressing"
+    del status["conditions"][0]["observedGeneration"]
+    assert server_health(evolution_server(kind, status, generation=3), runtime)["status"] == "Healthy"
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_a_server_being_deleted_is_progressing(kind: str) -> None:
+    obj = evolution_server(kind, server_status("True", "Connected"), deletionTimestamp=NOW, finalizers=["x"])
+    assert server_health(obj) == {
+        "status": "Progressing",
+        "message": "Being deleted; kept while WhatsAppInstances use it",
+    }
+
+
 # -- the ConfigMap patch ---------------------------------------------------------------------------
 
 
-def test_configmap_patch_carries_health_lua_unchanged() -> None:
-    lua = HEALTH_LUA.read_text(encoding="utf-8")
+def test_configmap_patch_carries_the_scripts_unchanged() -> None:
+    scripts = repository_scripts()
     patch = yaml.safe_load(PATCH_YAML.read_text(encoding="utf-8"))
     assert patch["kind"] == "ConfigMap" and patch["metadata"]["name"] == "argocd-cm"
-    assert list(patch["data"]) == [HEALTH_KEY]
-    assert patch["data"][HEALTH_KEY] == lua, "regenerate with: python tests/test_argocd_health.py"
-    assert PATCH_YAML.read_text(encoding="utf-8") == render_patch(lua)
+    assert list(patch["data"]) == list(SCRIPTS)
+    for key, lua in scripts.items():
+        assert patch["data"][key] == lua, "regenerate with: python tests/test_argocd_health.py"
+    assert PATCH_YAML.read_text(encoding="utf-8") == render_patch(scripts)
+
+
+def test_every_kind_of_the_group_has_a_health_check() -> None:
+    crds = Path(__file__).resolve().parent.parent / "crds"
+    kinds = {yaml.safe_load(path.read_text())["spec"]["names"]["kind"] for path in crds.glob("*.yaml")}
+    assert {key.rsplit("_", 1)[1] for key in SCRIPTS} == kinds
+    assert all(key.startswith("resource.customizations.health.whatsapp-operator.io_") for key in SCRIPTS)
 
 
 def test_render_patch_round_trips_blank_lines_and_indentation() -> None:
     lua = 'local a = 1\n\nif a then\n  return {status = "Healthy"}\nend\n'
-    assert yaml.safe_load(render_patch(lua))["data"][HEALTH_KEY] == lua
+    other = "return {}\n"
+    data = yaml.safe_load(render_patch({HEALTH_KEY: lua, "x": other}))["data"]
+    assert data == {HEALTH_KEY: lua, "x": other}
 
 
 if __name__ == "__main__":
-    PATCH_YAML.write_text(render_patch(HEALTH_LUA.read_text(encoding="utf-8")), encoding="utf-8")
+    PATCH_YAML.write_text(render_patch(repository_scripts()), encoding="utf-8")
     print(f"wrote {PATCH_YAML}", file=sys.stderr)
