@@ -201,9 +201,11 @@ def test_qr_view_reads_the_status_the_operator_renders() -> None:
 
 
 def test_status_table() -> None:
+    on_main = connected("b-shop", "team-b")
+    on_main["status"]["server"] = "ClusterEvolutionServer/main"
     items = [
-        connected("b-shop", "team-b"),
-        awaiting(name="a-shop", namespace="team-a"),
+        on_main,
+        awaiting(name="a-shop", namespace="team-a", server="environment"),
         wai(
             "c-shop",
             "team-a",
@@ -216,6 +218,7 @@ def test_status_table() -> None:
     assert lines[0].split() == [
         "NAMESPACE",
         "NAME",
+        "SERVER",
         "PHASE",
         "NUMBER",
         "PROFILE",
@@ -223,10 +226,20 @@ def test_status_table() -> None:
         "AGE",
         "MESSAGE",
     ]
-    assert lines[1].split()[:6] == ["team-a", "a-shop", "AwaitingScan", "-", "-", "12s"]
-    assert lines[2].split()[:6] == ["team-a", "c-shop", "Disconnected", "-", "-", "-"]
+    assert lines[1].split()[:7] == ["team-a", "a-shop", "environment", "AwaitingScan", "-", "-", "12s"]
+    assert lines[2].split()[:7] == ["team-a", "c-shop", "-", "Disconnected", "-", "-", "-"]  # no status.server yet
     assert lines[2].endswith("The WhatsApp session is closed; set the annotation.")
-    assert lines[3].split()[:6] == ["team-b", "b-shop", "Connected", "+5511987654321", "ACME", "-"]
+    assert lines[3].split()[:7] == [
+        "team-b",
+        "b-shop",
+        "ClusterEvolutionServer/main",
+        "Connected",
+        "+5511987654321",
+        "ACME",
+        "-",
+    ]
+    # Every column lines up: PHASE starts at the same offset on each line.
+    assert len({line.index(word) for line, word in zip(lines, ["PHASE", "Awaiting", "Disc", "Conn"], strict=True)}) == 1
     # Columns line up: every MESSAGE starts at the same offset.
     starts = {line.index(word) for line, word in zip(lines, ["MESSAGE", "Waiting", "The", "Connected to"], strict=True)}
     assert len(starts) == 1
@@ -665,6 +678,7 @@ def test_status_table_prints_clean_cells() -> None:
         phase=spiked("Disconnected"),
         message=spiked("closed"),
         connection={"number": spiked("5511"), "profileName": spiked("Shop")},
+        server=spiked("EvolutionServer/evo"),
     )
     table = rendering.format_status_table([hostile, hostile_connected()], NOW, all_namespaces=True)
     assert_clean(table)
@@ -672,6 +686,7 @@ def test_status_table_prints_clean_cells() -> None:
     assert lines[1].split() == [
         "default",
         "shop-123",
+        "-",
         "Connected",
         "+5511987654321",
         "ACME",
@@ -680,7 +695,16 @@ def test_status_table_prints_clean_cells() -> None:
         "to",
         "WhatsApp.",
     ]
-    assert lines[2].split() == ["team-a", "c-shop", "Disconnected", "+5511", "Shop", "-", "closed"]
+    assert lines[2].split() == [
+        "team-a",
+        "c-shop",
+        "EvolutionServer/evo",
+        "Disconnected",
+        "+5511",
+        "Shop",
+        "-",
+        "closed",
+    ]
 
 
 def test_every_command_prints_clean_text() -> None:

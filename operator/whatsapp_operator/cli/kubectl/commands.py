@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         parents=[common],
         help="list instances and their state",
-        description="A table of WhatsAppInstances: phase, number, profile, age of the current QR code, message.",
+        description="A table of WhatsAppInstances: Evolution server, phase, number, profile, age of the current "
+        "QR code, message.",
     )
     status.add_argument("-A", "--all-namespaces", action="store_true", help="list instances in all namespaces")
     status.set_defaults(handler=_cmd_status)

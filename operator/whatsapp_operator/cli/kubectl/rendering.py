@@ -258,7 +258,7 @@ def format_status_table(items: list[dict[str, Any]], now: datetime.datetime, all
     """kubectl-style columns; an empty string for no items (the caller says so on stderr)."""
     if not items:
         return ""
-    header = ["NAME", "PHASE", "NUMBER", "PROFILE", "QR AGE", "MESSAGE"]
+    header = ["NAME", "SERVER", "PHASE", "NUMBER", "PROFILE", "QR AGE", "MESSAGE"]
     if all_namespaces:
         header.insert(0, "NAMESPACE")
     rows = [header]
@@ -271,6 +271,7 @@ def format_status_table(items: list[dict[str, Any]], now: datetime.datetime, all
         number = printable(connection.get("number"))
         row = [
             name_of(obj),
+            printable(status.get("server")) or "-",  # Kind/name, or "environment"
             phase,
             f"+{number}" if number else "-",
             printable(connection.get("profileName")) or "-",
