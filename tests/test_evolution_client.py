@@ -12,13 +12,23 @@ import pytest
 
 from whatsapp_operator.evolution.client import (
     DEFAULT_MAX_BODY_BYTES,
+    DISABLED_WEBHOOK_URL,
+    UNUSABLE_HEADER_VALUE,
     EvolutionClient,
     InstanceAlreadyExists,
+    InstanceToken,
     QRPayload,
+    ServerInfo,
+    WebhookConfig,
 )
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound, error_message_from_body
 from whatsapp_operator.redaction import redact
 from whatsapp_operator.values import IMAGE_LIMIT
+
+try:
+    from evolution_fake import EVENTS_2_2_3, EVENTS_2_3_6, FakeEvolution
+except ImportError:  # pragma: no cover - when tests/ becomes a package
+    from tests.evolution_fake import EVENTS_2_2_3, EVENTS_2_3_6, FakeEvolution
 
 API_KEY = "super-secret-global-key"
 
@@ -479,3 +489,245 @@ async def test_a_call_is_bounded_as_a_whole_not_only_per_read():
         await client.connection_state("shop")
     assert raised.value.reason == "EvolutionUnreachable" and "in time" in str(raised.value)
     await client.aclose()
+
+
+# -- webhook, settings, tokens, server info, key rotation ------------------------------------------
+
+
+FAKE_KEY = "evo-global-key-for-tests"
+HOOK = WebhookConfig(
+    url="https://hooks.example/evo",
+    events=("MESSAGES_UPSERT", "CONNECTION_UPDATE"),
+    by_events=True,
+    base64=False,
+    headers=(("x-token", "hook-secret-value-1"), ("authorization", "Bearer hook-secret-value-2")),
+)
+
+
+@pytest.fixture(params=["2.2.3", "2.3.6"])
+async def evolution(request):
+    server = FakeEvolution(version=request.param)
+    await server.start()
+    client = EvolutionClient(server.url, FAKE_KEY, timeout=5)
+    yield server, client
+    await client.aclose()
+    await server.stop()
+
+
+def test_webhook_config_masks_header_values_and_sorts_them():
+    assert HOOK.headers == (("authorization", "Bearer hook-secret-value-2"), ("x-token", "hook-secret-value-1"))
+    for text in (repr(HOOK), str(HOOK), f"{HOOK}", repr([HOOK])):
+        assert "hook-secret-value" not in text and "***" in text and "x-token" in text
+    assert HOOK.as_body() == {
+        "enabled": True,
+        "url": "https://hooks.example/evo",
+        "events": ["MESSAGES_UPSERT", "CONNECTION_UPDATE"],
+        "byEvents": True,
+        "base64": False,
+        "headers": {"authorization": "Bearer hook-secret-value-2", "x-token": "hook-secret-value-1"},
+    }
+    assert WebhookConfig(url="u").as_body()["events"] == []  # never missing
+
+
+def test_webhook_differences():
+    assert HOOK.differences(HOOK) == []
+    assert HOOK.differences(None) == ["url", "events", "byEvents", "base64", "headers"]
+    reordered = WebhookConfig(
+        url=HOOK.url, events=tuple(reversed(HOOK.events)), by_events=True, headers=tuple(reversed(HOOK.headers))
+    )
+    assert HOOK.differences(reordered) == []  # events as sets, headers sorted
+    other = WebhookConfig(url="https://x.example", events=("CALL",), by_events=False, base64=True)
+    assert HOOK.differences(other) == ["url", "events", "byEvents", "base64", "headers"]
+    # "all events": an empty list, or a version's whole list (what Evolution stores for an empty one)
+    every = WebhookConfig(url="u")
+    for version_list in (EVENTS_2_2_3, EVENTS_2_3_6):
+        assert every.differences(WebhookConfig(url="u", events=version_list)) == []
+    assert every.differences(WebhookConfig(url="u", events=EVENTS_2_3_6[:-1])) == ["events"]
+
+
+def test_instance_token_is_masked_and_registered():
+    token = InstanceToken("INSTANCE-TOKEN-ONLY-HERE-42")
+    assert str(token) == repr(token) == f"{token}" == "***"
+    assert token.reveal() == "INSTANCE-TOKEN-ONLY-HERE-42"
+    assert "INSTANCE-TOKEN-ONLY-HERE-42" not in redact("leaked INSTANCE-TOKEN-ONLY-HERE-42")
+    assert token == InstanceToken("INSTANCE-TOKEN-ONLY-HERE-42") and token != InstanceToken("OTHER-TOKEN")
+    assert (
+        InstanceToken.parse("") is None and InstanceToken.parse(42) is None and InstanceToken.parse("x" * 256) is None
+    )
+    with pytest.raises(ValueError):
+        InstanceToken("")
+
+
+async def test_create_with_a_webhook_and_the_token(evolution):
+    server, client = evolution
+    created = await client.create_instance(
+        "acme", integration="WHATSAPP-BAILEYS", settings={"groupsIgnore": True}, webhook=HOOK
+    )
+    sent = server.requests[-1].json
+    assert sent["webhook"] == HOOK.as_body()
+    assert created.token is not None and created.token.reveal() == server.token_of("acme")
+    assert server.token_of("acme") not in repr(created)
+    stored = server.webhook_of("acme")
+    assert stored is not None and (stored["url"], stored["webhookByEvents"]) == (HOOK.url, True)
+    assert sorted(stored["events"]) == sorted(HOOK.events) and stored["headers"] == dict(HOOK.headers)
+    assert await client.find_webhook("acme") == HOOK
+    record = await client.fetch_instance("acme")
+    assert record is not None and record.token == created.token
+    assert server.token_of("acme") not in repr(record)
+    # the header values we sent are redacted from then on
+    assert "hook-secret-value-1" not in redact("header hook-secret-value-1")
+
+
+async def test_set_find_and_disable_a_webhook(evolution):
+    server, client = evolution
+    await client.create_instance("acme", integration="WHATSAPP-BAILEYS", settings={})
+    assert await client.find_webhook("acme") is None
+    everything = WebhookConfig(url="https://hooks.example/all")
+    await client.set_webhook("acme", everything)
+    assert server.webhook_of("acme")["events"] == list(server.events)  # stored as the whole list
+    found = await client.find_webhook("acme")
+    assert found is not None and everything.differences(found) == []
+    await client.set_webhook("acme", HOOK)
+    assert HOOK.differences(await client.find_webhook("acme")) == []
+    # drift made in the manager UI shows as differences
+    await server.tamper_webhook("acme", url="https://evil.example", headers={"x-token": "changed"}, base64=True)
+    assert HOOK.differences(await client.find_webhook("acme")) == ["url", "base64", "headers"]
+    # removal: disabled, with a url 2.2.3 accepts, no events, no headers left behind
+    await client.set_webhook("acme", None)
+    assert server.requests[-1].json == {
+        "webhook": {
+            "enabled": False,
+            "url": DISABLED_WEBHOOK_URL,
+            "events": [],
+            "byEvents": False,
+            "base64": False,
+            "headers": {},
+        }
+    }
+    assert server.requests[-1].status == 201
+    stored = server.webhook_of("acme")
+    assert (stored["enabled"], stored["events"], stored["headers"], stored["webhookBase64"]) == (False, [], {}, False)
+    assert await client.find_webhook("acme") is None
+    with pytest.raises(InstanceNotFound):
+        await client.find_webhook("ghost")
+
+
+async def test_an_invalid_webhook_url_is_rejected_on_2_2_3_only(evolution):
+    server, client = evolution
+    await client.create_instance("acme", integration="WHATSAPP-BAILEYS", settings={})
+    bad = WebhookConfig(url="not a url")
+    if server.version == "2.2.3":
+        with pytest.raises(EvolutionError) as raised:
+            await client.set_webhook("acme", bad)
+        assert raised.value.reason == "EvolutionRejectedRequest" and 'Invalid "url" property' in raised.value.message
+    else:
+        await client.set_webhook("acme", bad)
+        assert bad.differences(await client.find_webhook("acme")) == []
+
+
+async def test_find_settings(evolution):
+    server, client = evolution
+    await client.create_instance(
+        "acme", integration="WHATSAPP-BAILEYS", settings={"rejectCall": True, "msgCall": "busy", "groupsIgnore": True}
+    )
+    assert await client.find_settings("acme") == {
+        "rejectCall": True,
+        "msgCall": "busy",
+        "groupsIgnore": True,
+        "alwaysOnline": False,
+        "readMessages": False,
+        "readStatus": False,
+        "syncFullHistory": False,
+    }
+    await server.tamper_settings("acme", alwaysOnline=True, wavoipToken="never-read")
+    found = await client.find_settings("acme")
+    assert found is not None and found["alwaysOnline"] is True and "wavoipToken" not in found
+    server.instances["acme"].settings = None
+    assert await client.find_settings("acme") is None
+
+
+async def test_settings_answers_are_typed():
+    client = scripted_client(
+        json_answer({"rejectCall": "yes", "groupsIgnore": True, "msgCall": None, "readStatus": 1, "extra": True}),
+        json_answer({"msgCall": 5}),
+        json_answer([]),
+    )
+    assert await client.find_settings("acme") == {"groupsIgnore": True, "msgCall": ""}
+    assert await client.find_settings("acme") == {}
+    with pytest.raises(EvolutionError) as raised:
+        await client.find_settings("acme")
+    assert raised.value.reason == "EvolutionBadResponse"
+    await client.aclose()
+
+
+async def test_webhook_answers_are_bounded_and_typed():
+    row = {"enabled": True, "url": "https://h.example", "events": ["CALL", "CALL", 7, None, "X" * 100]}
+    client = scripted_client(
+        json_answer({**row, "headers": {"a": 1, "b": True, "c": None, "d": {"x": "y"}, "e": "ok"}}),
+        json_answer({**row, "enabled": None}),
+        json_answer({**row, "url": None, "headers": "nope", "webhookByEvents": "true"}),
+        json_answer({**row, "events": ["CALL"] * 257}),
+        json_answer({**row, "headers": {f"h{i}": "v" for i in range(65)}}),
+        json_answer("a string"),
+        (200, b"", {"content-type": "application/json"}),
+    )
+    found = await client.find_webhook("acme")
+    assert found is not None and found.events == ("CALL",)
+    assert found.headers == (
+        ("a", "1"),
+        ("b", "true"),
+        ("c", UNUSABLE_HEADER_VALUE),
+        ("d", UNUSABLE_HEADER_VALUE),
+        ("e", "ok"),
+    )
+    assert await client.find_webhook("acme") is None  # not enabled
+    found = await client.find_webhook("acme")
+    assert found is not None and (found.url, found.headers, found.by_events) == ("", (), False)
+    for _ in range(4):  # too many events, too many headers, not an object, empty body
+        with pytest.raises(EvolutionError) as raised:
+            await client.find_webhook("acme")
+        assert raised.value.reason == "EvolutionBadResponse"
+    await client.aclose()
+
+
+async def test_server_info(evolution):
+    server, client = evolution
+    info = await client.server_info()
+    expected_web = server.wa_web_version if server.version == "2.3.6" else None
+    assert info == ServerInfo(version=server.version, whatsapp_web_version=expected_web)
+
+
+async def test_server_info_is_bounded_by_the_timeout_and_parsed_with_care():
+    server = FakeEvolution(version="2.3.6", wa_web_delay=5)
+    await server.start()
+    client = EvolutionClient(server.url, FAKE_KEY, timeout=0.2)
+    try:
+        with pytest.raises(EvolutionError) as raised:
+            await client.server_info()
+        assert raised.value.reason == "EvolutionUnreachable"
+    finally:
+        await client.aclose()
+        await server.stop()
+    client = scripted_client(
+        json_answer({"version": ["2.3.6"], "whatsappWebVersion": "9" * 200}),
+        json_answer({"version": "2.3.6\ud800"}),
+        json_answer([1]),
+    )
+    assert await client.server_info() == ServerInfo(None, None)
+    assert await client.server_info() == ServerInfo("2.3.6\ufffd", None)
+    with pytest.raises(EvolutionError):
+        await client.server_info()
+    await client.aclose()
+
+
+async def test_use_api_key_after_a_rotation(evolution):
+    server, client = evolution
+    await client.create_instance("acme", integration="WHATSAPP-BAILEYS", settings={})
+    server.rotate_api_key("rotated-global-key-5c1d")
+    with pytest.raises(EvolutionError) as raised:
+        await client.find_settings("acme")
+    assert raised.value.reason == "EvolutionUnauthorized"
+    client.use_api_key("rotated-global-key-5c1d")
+    assert await client.find_settings("acme") is not None
+    assert server.requests[-1].headers["apikey"] == "rotated-global-key-5c1d"
+    assert "rotated-global-key-5c1d" not in redact("key rotated-global-key-5c1d")

@@ -21,7 +21,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from whatsapp_operator.evolution.client import DEFAULT_MAX_BODY_BYTES, EvolutionClient
+from whatsapp_operator.evolution.client import (
+    DEFAULT_MAX_BODY_BYTES,
+    MANAGED_BOOLEAN_SETTINGS,
+    EvolutionClient,
+    InstanceToken,
+    WebhookConfig,
+)
 from whatsapp_operator.evolution.errors import MAX_MESSAGE_LENGTH, EvolutionError, error_message_from_body
 from whatsapp_operator.values import INT64_MAX, INT64_MIN
 
@@ -36,6 +42,8 @@ PROPERTY_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, Health
 # Instance tokens live only under these keys; their values are never generated anywhere else.
 SECRET_KEYS = st.sampled_from(["token", "hash", "apikey", "Token", "apiKey", "HASH"])
 TOKEN_VALUES = st.text("0123456789ABCDEF", min_size=16, max_size=32).map(lambda tail: f"TKN{tail}")
+# Webhook header values are secrets too; they live only in the `headers` of webhook rows.
+HEADER_VALUES = st.text("0123456789abcdef", min_size=16, max_size=24).map(lambda tail: f"HDR{tail}")
 
 lone_surrogates = st.integers(0xD800, 0xDFFF).map(chr)
 texts = st.text(st.one_of(st.characters(), lone_surrogates), max_size=12)
@@ -126,7 +134,49 @@ envelopes = st.one_of(
         TOKEN_VALUES,
     ),
 )
-bodies = st.one_of(json_values, deep_values, envelopes)
+webhook_rows = st.fixed_dictionaries(
+    {"enabled": st.one_of(st.just(True), st.just(True), scalars)},
+    optional={
+        "id": scalars,
+        "url": st.one_of(texts, scalars, st.just("https://" + "u" * 5000)),
+        "events": st.one_of(
+            st.lists(st.one_of(st.sampled_from(["CALL", "QRCODE_UPDATED"]), texts, numbers), max_size=6),
+            scalars,
+            st.just(["CALL"] * 300),
+        ),
+        "headers": st.one_of(
+            st.dictionaries(
+                st.one_of(texts, st.just("x-token"), st.just("k" * 300)),
+                st.one_of(HEADER_VALUES, HEADER_VALUES, scalars, st.lists(HEADER_VALUES, max_size=2)),
+                max_size=4,
+            ),
+            scalars,
+            st.just({f"h{index}": "v" for index in range(70)}),
+        ),
+        "webhookByEvents": scalars,
+        "webhookBase64": scalars,
+        "instanceId": scalars,
+    },
+)
+settings_answers = st.fixed_dictionaries(
+    {},
+    optional={
+        **{key: st.one_of(st.booleans(), scalars) for key in MANAGED_BOOLEAN_SETTINGS},
+        "msgCall": st.one_of(texts, scalars, st.just("M" * 3000)),
+        "wavoipToken": TOKEN_VALUES,
+    },
+)
+server_infos = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": numbers,
+        "message": texts,
+        "version": st.one_of(texts, scalars, st.just("2.3.6"), st.just("9" * 500)),
+        "whatsappWebVersion": st.one_of(texts, scalars, st.just("2.3000.1028459513")),
+        "clientName": scalars,
+    },
+)
+bodies = st.one_of(json_values, deep_values, envelopes, webhook_rows, settings_answers, server_infos)
 
 ENCODINGS = [
     "",
@@ -282,6 +332,11 @@ class ChunkedStream(httpx.AsyncByteStream):
             sent += size
 
 
+# The header value the operator sends: a server that echoes it back (in an error, in an answer) must not
+# get it into a message or a repr.
+OUR_HEADER_VALUE = "HDR-our-own-outbound-header-value-91"
+OUR_WEBHOOK = WebhookConfig(url="https://hooks.example/evo", events=("CALL",), headers=(("x-token", OUR_HEADER_VALUE),))
+
 CALLS: dict[str, Callable[[EvolutionClient], Any]] = {
     "create_instance": lambda client: client.create_instance(
         "acme", integration="WHATSAPP-BAILEYS", settings={"rejectCall": True}
@@ -293,6 +348,14 @@ CALLS: dict[str, Callable[[EvolutionClient], Any]] = {
     "logout": lambda client: client.logout("acme"),
     "set_settings": lambda client: client.set_settings("acme", {"rejectCall": False}),
     "subscribe_events": lambda client: client.subscribe_events("acme"),
+    "create_instance_with_webhook": lambda client: client.create_instance(
+        "acme", integration="WHATSAPP-BAILEYS", settings={}, webhook=OUR_WEBHOOK
+    ),
+    "set_webhook": lambda client: client.set_webhook("acme", OUR_WEBHOOK),
+    "disable_webhook": lambda client: client.set_webhook("acme", None),
+    "find_webhook": lambda client: client.find_webhook("acme"),
+    "find_settings": lambda client: client.find_settings("acme"),
+    "server_info": lambda client: client.server_info(),
 }
 
 
@@ -314,18 +377,41 @@ def secrets_in(answer: Answer) -> list[str]:
     if b"\x00" in raw:  # maybe UTF-16 or UTF-32
         text += raw.decode("utf-16", "replace") + raw.decode("utf-32", "replace")
     found: list[str] = []
-    start = text.find("TKN")
-    while start != -1:
-        found.append(text[start : start + 35].split('"')[0])
-        start = text.find("TKN", start + 3)
+    for marker in ("TKN", "HDR"):
+        start = text.find(marker)
+        while start != -1:
+            found.append(text[start : start + 35].split('"')[0])
+            start = text.find(marker, start + 3)
     return [value for value in found if len(value) >= 19]
 
 
 def check_value(value: Any, secrets: list[str], path: str = "result") -> None:
-    """Parsed values fit a status patch: int64 integers (never bool for counts), UTF-8 encodable text."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    """Parsed values fit a status patch: int64 integers (never bool for counts), UTF-8 encodable text.
+    Secrets are kept only where they are meant to be: an InstanceToken, a webhook's header values."""
+    if isinstance(value, InstanceToken):
+        assert str(value) == repr(value) == "***", path
+        assert 0 < len(value.reveal()) <= 255, path
+        value.reveal().encode("utf-8")
+    elif isinstance(value, WebhookConfig):
+        check_value(value.url, secrets, f"{path}.url")
+        check_value(value.events, secrets, f"{path}.events")
+        assert isinstance(value.by_events, bool) and isinstance(value.base64, bool), path
+        assert len(value.events) <= 256 and len(value.headers) <= 64, path
+        for name, header in value.headers:
+            check_value(name, secrets, f"{path}.headers")
+            header.encode("utf-8")
+            assert len(header) <= 4096, path
+        assert not any(header in repr(value) for _, header in value.headers if header.startswith("HDR")), path
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
             check_value(getattr(value, field.name), secrets, f"{path}.{field.name}")
+    elif isinstance(value, (tuple, list)):
+        for index, item in enumerate(value):
+            check_value(item, secrets, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_value(key, secrets, f"{path} key")
+            check_value(item, secrets, f"{path}[{key!r}]")
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
@@ -343,6 +429,7 @@ def check_error(error: EvolutionError, secrets: list[str]) -> None:
     assert isinstance(error.reason, str) and error.reason
     assert API_KEY not in error.message and API_KEY not in str(error)
     assert not any(secret in error.message for secret in secrets), error.message
+    assert OUR_HEADER_VALUE not in error.message and OUR_HEADER_VALUE not in str(error)
     error.message.encode("utf-8")
     assert len(error.message) <= MAX_MESSAGE_LENGTH
 
@@ -367,6 +454,7 @@ async def exercise(answer: Answer, call: str, max_body_bytes: int) -> None:
     else:
         check_value(result, secrets)
         assert not any(secret in repr(result) for secret in secrets)
+        assert OUR_HEADER_VALUE not in repr(result)
     finally:
         await client.aclose()
     assert served == 1
@@ -466,3 +554,37 @@ def test_error_messages_are_bounded_and_never_show_a_token(body: Any) -> None:
     assert len(message) <= 2000
     secrets = secrets_in(Answer(200, [], to_json(body).encode("utf-8", "surrogatepass"), [], None))
     assert not any(secret in message for secret in secrets)
+
+
+@PROPERTY_SETTINGS
+@given(
+    status=st.sampled_from([200, 201, 400, 401, 403, 404, 500]),
+    where=st.sampled_from(["message", "nested", "response", "error"]),
+    call=st.sampled_from(["create_instance_with_webhook", "set_webhook"]),
+)
+def test_an_answer_that_echoes_our_webhook_never_shows_its_header_values(status: int, where: str, call: str) -> None:
+    """Whatever part of the request a server echoes back (the create answer echoes `webhookHeaders`), the
+    header values we sent reach no message and no repr: they are registered for redaction when sent."""
+
+    async def scenario() -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            sent = request.content.decode()
+            echoed: Any = {
+                "message": {"status": status, "error": "Bad Request", "response": {"message": [sent]}},
+                "nested": {"status": status, "response": {"message": [[json.loads(sent)]]}},
+                "response": {"instance": {"instanceId": "i"}, "webhook": json.loads(sent).get("webhook")},
+                "error": {"error": True, "message": sent},
+            }[where]
+            return httpx.Response(status, json=echoed)
+
+        client = EvolutionClient("http://evolution.test", API_KEY, transport=httpx.MockTransport(handler))
+        try:
+            result = await CALLS[call](client)
+        except EvolutionError as error:
+            check_error(error, [OUR_HEADER_VALUE])
+        else:
+            assert OUR_HEADER_VALUE not in repr(result)
+        finally:
+            await client.aclose()
+
+    run(scenario())
