@@ -47,7 +47,9 @@ class ScriptedRest:
     async def connection_state(self, name: str) -> Any:
         return self._answer("connection_state", name)
 
-    async def create_instance(self, name: str, *, integration: str, settings: dict[str, Any]) -> Any:
+    async def create_instance(
+        self, name: str, *, integration: str, settings: dict[str, Any], webhook: Any = None
+    ) -> Any:
         return self._answer("create_instance", name)
 
     async def connect(self, name: str, *, number: str | None = None) -> Any:
@@ -61,6 +63,15 @@ class ScriptedRest:
 
     async def set_settings(self, name: str, settings: dict[str, Any]) -> Any:
         return self._answer("set_settings", name, settings)
+
+    async def find_settings(self, name: str) -> Any:
+        return self._answer("find_settings", name)
+
+    async def find_webhook(self, name: str) -> Any:
+        return self._answer("find_webhook", name)
+
+    async def set_webhook(self, name: str, webhook: Any) -> Any:
+        return self._answer("set_webhook", name, webhook)
 
     async def logout(self, name: str) -> Any:
         return self._answer("logout", name)
@@ -76,6 +87,7 @@ class ScriptedRest:
 class StubServer:
     rest: ScriptedRest
     broadcasts_globally: bool = False
+    problem: EvolutionError | None = None
 
 
 @dataclass
@@ -142,21 +154,65 @@ async def test_an_existing_instance_is_adopted_with_our_subscription_and_setting
             InstanceRecord("id-7", "shop", "open", "5511@s.whatsapp.net", "ACME", None, None),
         ],
         subscribe_events=[None],
+        find_settings=[{"rejectCall": False}],  # rejectCall differs from the spec's
         set_settings=[None],
+        find_webhook=[None],
     )
     sink = RecordingSink()
     tracker = tracker_on(rest)
     await reconciler(sink).reconcile(tracker)
-    assert rest.called() == ["connection_state", "fetch_instance", "subscribe_events", "set_settings", "fetch_instance"]
+    assert rest.called() == [
+        "connection_state",
+        "fetch_instance",
+        "subscribe_events",
+        "find_settings",
+        "set_settings",
+        "find_webhook",
+        "fetch_instance",
+    ]
     assert tracker.state.phase is Phase.CONNECTED and tracker.state.number == "5511"
-    assert Reason.ADOPTED in sink.reasons()
+    assert Reason.ADOPTED in sink.reasons() and "DriftCorrected" in sink.reasons()
+
+
+async def test_drift_repair_reads_twice_and_writes_nothing_when_nothing_drifted():
+    settings = {"rejectCall": True, "groupsIgnore": False, "alwaysOnline": False, "readMessages": False}
+    settings |= {"readStatus": False, "syncFullHistory": False, "msgCall": ""}
+    rest = ScriptedRest(find_settings=[dict(settings)], find_webhook=[None])
+    tracker = tracker_on(rest)
+    tracker.exists = True
+    tracker.spec = InstanceSpec("shop", "WHATSAPP-BAILEYS", None, settings)
+    assert await reconciler(RecordingSink()).repair_drift(tracker) == []
+    assert rest.called() == ["find_settings", "find_webhook"]
+
+
+async def test_a_paused_instance_gets_no_call():
+    rest = ScriptedRest()  # any call would fail the test with a KeyError
+    tracker = tracker_on(rest)
+    tracker.paused = True
+    recon = reconciler(RecordingSink())
+    await recon.reconcile(tracker)
+    await recon.request_reconnect(tracker)
+    await recon.apply_settings(tracker)
+    assert rest.calls == []
+
+
+async def test_an_instance_on_a_server_that_does_not_exist_says_so():
+    rest = ScriptedRest()
+    tracker = tracker_on(rest)
+    tracker.server.problem = EvolutionError(Reason.SERVER_NOT_FOUND, "EvolutionServer team does not exist")  # type: ignore[misc]
+    with pytest.raises(EvolutionError):
+        await reconciler(RecordingSink()).reconcile(tracker)
+    assert tracker.state.sync_error is not None and tracker.state.sync_error.reason == Reason.SERVER_NOT_FOUND
+    assert rest.calls == []
 
 
 async def test_adoption_skips_the_subscription_when_the_server_broadcasts_globally():
     rest = ScriptedRest(
         connection_state=[ConnectionState.CLOSE],
         fetch_instance=[InstanceRecord("id-7", "shop", "close", None, None, None, None)],
+        find_settings=[None],
         set_settings=[None],
+        find_webhook=[None],
         connect=[qr("2@abc")],
     )
     tracker = tracker_on(rest, globally=True)

@@ -12,11 +12,20 @@ KIND = "WhatsAppInstance"
 API_VERSION = f"{GROUP}/{VERSION}"
 # The CRD's object name and the `kubectl get` resource name.
 RESOURCE = f"{PLURAL}.{GROUP}"
+# The Evolution servers instances live on, as cert-manager has Issuers and ClusterIssuers.
+SERVER_KIND = "EvolutionServer"
+SERVER_PLURAL = "evolutionservers"
+CLUSTER_SERVER_KIND = "ClusterEvolutionServer"
+CLUSTER_SERVER_PLURAL = "clusterevolutionservers"
+# status.server of an instance on the server configured by the operator's environment.
+ENVIRONMENT_SERVER = "environment"
 
 FINALIZER = "whatsapp-operator.io/finalizer"
 # Actions a person asks for; any new value triggers them once.
 RECONNECT_ANNOTATION = "whatsapp-operator.io/reconnect"
 LOGOUT_ANNOTATION = "whatsapp-operator.io/logout"
+# "true" stops every call to Evolution for the instance; removing it resumes.
+PAUSED_ANNOTATION = "whatsapp-operator.io/paused"
 # kopf keeps its progress under this prefix and leaves it out of the objects' essence, so the
 # user-facing annotations above must not share it.
 ANNOTATION_PREFIX = "kopf.whatsapp-operator.io"

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     SERVER_NOT_FOUND = "ServerNotFound"  # the instance's EvolutionServer/ClusterEvolutionServer does not exist
     SERVER_KEY_MISSING = "ServerKeyMissing"  # the server's API-key Secret (or its key) does not exist
     PAUSED = "Paused"  # the paused annotation: no calls to Evolution for the instance
+    WEBHOOK_SECRET_MISSING = "WebhookSecretMissing"  # a Secret a webhook header's value comes from
 
 
 # Failures worth retrying without any change on our side: outages, 5xx, Evolution still loading,

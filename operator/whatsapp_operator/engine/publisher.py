@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from whatsapp_operator.engine.supervisor import Supervisor
 from whatsapp_operator.engine.tracker import InstanceTracker, Key
 from whatsapp_operator.kube.client import KubeClient, KubeError
 from whatsapp_operator.kube.status_writer import StatusWriter
+from whatsapp_operator.names import API_VERSION, KIND
 from whatsapp_operator.reasons import Reason
 
 logger = logging.getLogger("whatsapp_operator.engine.publisher")
@@ -25,6 +27,12 @@ _EVENT_POSTERS = 4
 # An Event refused for a passing reason (429, 5xx, the API unreachable) is tried again, as
 # client-go's recorder does (12 attempts, about 10 s apart at most).
 _EVENT_ATTEMPTS = 12
+# Marks the connection Secrets the operator writes (value: the WhatsAppInstance's name).
+CONNECTION_SECRET_LABEL = "whatsapp-operator.io/instance"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 @dataclass
@@ -120,6 +128,69 @@ class Publisher:
                 self._events.put_nowait((involved, notice))
             except asyncio.QueueFull:
                 self.stats.events_dropped += 1
+
+    # -- the connection Secret -------------------------------------------------------------------------
+
+    async def write_connection_secret(self, tracker: InstanceTracker, name: str, *, url: str, token: str) -> None:
+        """The Secret applications use (url, instance, token), owned by the WhatsAppInstance so it
+        goes with it; written again when it is missing or its data differs."""
+        if not self.active:
+            return
+        data = {
+            "url": _b64(url),
+            "instance": _b64(tracker.instance_name),
+            "token": _b64(token),
+        }
+        try:
+            current = await self.kube.get_secret(tracker.namespace, name)
+            if current is not None and current.get("data") == data:
+                return
+            body: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": name,
+                    "namespace": tracker.namespace,
+                    "labels": {CONNECTION_SECRET_LABEL: tracker.name},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": API_VERSION,
+                            "kind": KIND,
+                            "name": tracker.name,
+                            "uid": tracker.uid,
+                            "controller": True,
+                        }
+                    ],
+                },
+                "data": data,
+            }
+            if current is None:
+                await self.kube.create_secret(tracker.namespace, body)
+                what = "written"
+            else:
+                owners = (current.get("metadata") or {}).get("ownerReferences") or []
+                if not any(isinstance(o, dict) and o.get("uid") == tracker.uid for o in owners):
+                    # Someone else's Secret under that name: never take it over.
+                    raise KubeError(409, f"Secret {name} exists and does not belong to this WhatsAppInstance")
+                body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+                await self.kube.replace_secret(tracker.namespace, name, body)
+                what = "written again"
+        except KubeError as error:
+            logger.warning("Connection Secret %s/%s not written: %s", tracker.namespace, name, error)
+            self.notify(
+                tracker.involved,
+                [Notice(NoticeType.WARNING, "ConnectionSecretFailed", f"Secret {name} could not be written: {error}.")],
+            )
+            return
+        self.notify(
+            tracker.involved,
+            [
+                Notice(
+                    NoticeType.NORMAL, "ConnectionSecretWritten", f"Secret {name} {what} with url, instance and token."
+                )
+            ],
+        )
 
     # -- the overdue-QR timer --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from whatsapp_operator.backoff import Backoff
-from whatsapp_operator.engine.state import WAITING_FOR_PERSON, Notice, Phase
+from whatsapp_operator.engine.state import WAITING_FOR_PERSON, Notice, NoticeType, Phase
 from whatsapp_operator.engine.tracker import InstanceTracker, Key
 from whatsapp_operator.evolution.client import ConnectResult, CreatedInstance, InstanceAlreadyExists, InstanceRejected
 from whatsapp_operator.evolution.connection import ConnectionState
@@ -20,6 +20,7 @@ from whatsapp_operator.reasons import Reason
 logger = logging.getLogger("whatsapp_operator.engine.reconciliation")
 T = TypeVar("T")
 _REMOVAL_WAIT_SECONDS = 30.0
+DRIFT_CORRECTED = "DriftCorrected"
 
 
 class StatusSink(Protocol):
@@ -67,11 +68,23 @@ class Reconciler:
 
         Raises EvolutionError when Evolution could not be reached or refused; the status then says so.
         """
+        if self._skipped(tracker):
+            return
         async with tracker.lock:
             await self._reconcile_locked(tracker)
 
+    def _skipped(self, tracker: InstanceTracker) -> bool:
+        """Paused: no call at all. A server that cannot be used: say why, as a failed call would."""
+        if tracker.paused:
+            return True
+        if tracker.server.problem is not None:
+            raise self._fail_sync(tracker, tracker.server.problem)
+        return False
+
     async def request_reconnect(self, tracker: InstanceTracker) -> None:
         """A person asks for a new QR cycle (the reconnect annotation)."""
+        if self._skipped(tracker):
+            return
         async with tracker.lock:
             if tracker.state.phase is Phase.LOGGED_OUT:
                 await self._renew_locked(tracker)
@@ -83,6 +96,8 @@ class Reconciler:
 
         Evolution refusing because the instance is not connected is the wanted outcome already.
         """
+        if self._skipped(tracker):
+            return
         async with tracker.lock:
             try:
                 await tracker.server.rest.logout(tracker.instance_name)
@@ -92,6 +107,8 @@ class Reconciler:
             self.sink.publish(tracker, notices)
 
     async def apply_settings(self, tracker: InstanceTracker) -> None:
+        if self._skipped(tracker):
+            return
         async with tracker.lock:
             await self._call(tracker, tracker.server.rest.set_settings(tracker.instance_name, tracker.spec.settings))
             self.sink.render_status_again(tracker)
@@ -103,6 +120,8 @@ class Reconciler:
         """
         tracker.deleting = True
         tracker.state.deleting = True
+        if tracker.server.problem is not None:
+            raise self._fail_sync(tracker, tracker.server.problem)
         async with tracker.lock:
             try:
                 return await tracker.server.rest.delete_instance(tracker.instance_name)
@@ -122,7 +141,7 @@ class Reconciler:
         # create it (or find it already back), and no resync may wait behind this for 30 s.
         await self._wait_until_released(tracker, until_repaired=True)
         async with tracker.lock:
-            if tracker.deleting or tracker.removed or not allowed():
+            if tracker.deleting or tracker.removed or tracker.paused or not allowed():
                 return
             try:
                 await self._reconcile_locked(tracker)
@@ -130,6 +149,70 @@ class Reconciler:
                 logger.warning(
                     "Recreating %s/%s failed (the next resync retries): %s", tracker.namespace, tracker.name, error
                 )
+
+    async def apply_webhook(self, tracker: InstanceTracker) -> None:
+        """The spec's webhook changed (or went): tell Evolution (None disables it)."""
+        if self._skipped(tracker):
+            return
+        async with tracker.lock:
+            self._check_webhook(tracker)
+            await self._call(tracker, tracker.server.rest.set_webhook(tracker.instance_name, tracker.webhook))
+            self.sink.render_status_again(tracker)
+
+    async def repair_drift(self, tracker: InstanceTracker) -> list[str]:
+        """Read settings and webhook back (two reads) and put back what differs from the spec.
+
+        Returns the names of the fields corrected; an Event `DriftCorrected` names them too.
+        """
+        if self._skipped(tracker) or not tracker.exists or tracker.deleting:
+            return []
+        async with tracker.lock:
+            return await self._repair_drift_locked(tracker)
+
+    async def _repair_drift_locked(self, tracker: InstanceTracker) -> list[str]:
+        rest = tracker.server.rest
+        name = tracker.instance_name
+        corrected: list[str] = []
+        found = await self._call(tracker, rest.find_settings(name))
+        wanted = tracker.spec.settings
+        differing = sorted(key for key, value in wanted.items() if found is None or found.get(key) != value)
+        if differing:
+            await self._call(tracker, rest.set_settings(name, wanted))
+            corrected += [f"settings.{key}" for key in differing]
+        if tracker.webhook_problem is None:
+            webhook = await self._call(tracker, rest.find_webhook(name))
+            changed = tracker.webhook.differences(webhook) if tracker.webhook is not None else []
+            if tracker.webhook is None and webhook is not None:
+                changed = ["enabled"]
+            if changed:
+                await self._call(tracker, rest.set_webhook(name, tracker.webhook))
+                corrected += [f"webhook.{field}" for field in changed]
+        if corrected:
+            fields = ", ".join(corrected)
+            self.sink.publish(
+                tracker,
+                [
+                    Notice(
+                        NoticeType.WARNING,
+                        DRIFT_CORRECTED,
+                        f"Put back what was changed in Evolution API outside the spec: {fields}.",
+                    )
+                ],
+            )
+        return corrected
+
+    def _check_webhook(self, tracker: InstanceTracker) -> None:
+        if tracker.webhook_problem is not None:
+            raise self._fail_sync(tracker, EvolutionError(Reason.WEBHOOK_SECRET_MISSING, tracker.webhook_problem))
+
+    async def _learn_token(self, tracker: InstanceTracker) -> None:
+        """The connection Secret needs the instance's token: after a restart, read it once."""
+        if tracker.spec.connection_secret is None or tracker.token is not None:
+            return
+        record = await self._call(tracker, tracker.server.rest.fetch_instance(tracker.instance_name))
+        if record is not None and record.token is not None:
+            tracker.token = record.token
+            self.sink.render_status_again(tracker)
 
     # -- reconciliation ----------------------------------------------------------------------------------
 
@@ -141,6 +224,7 @@ class Reconciler:
             return
         if not tracker.exists:
             await self._adopt_locked(tracker)
+        await self._learn_token(tracker)
         await self._observe_locked(tracker, state)
 
     async def _create_locked(self, tracker: InstanceTracker) -> None:
@@ -157,11 +241,12 @@ class Reconciler:
 
     async def _create_in_evolution(self, tracker: InstanceTracker) -> CreatedInstance:
         spec = tracker.spec
+        self._check_webhook(tracker)
         try:
             created = await self._call(
                 tracker,
                 tracker.server.rest.create_instance(
-                    spec.instance_name, integration=spec.integration, settings=spec.settings
+                    spec.instance_name, integration=spec.integration, settings=spec.settings, webhook=tracker.webhook
                 ),
             )
         except InstanceAlreadyExists as error:
@@ -180,6 +265,7 @@ class Reconciler:
             )
             raise
         tracker.exists = True
+        tracker.token = created.token
         return created
 
     async def _renew_locked(self, tracker: InstanceTracker) -> None:
@@ -204,10 +290,12 @@ class Reconciler:
         if tracker.state.instance_id is not None:
             return  # ours already: the operator restarted
         record = await self._call(tracker, rest.fetch_instance(name))
+        tracker.token = record.token if record is not None else None
         if not tracker.server.broadcasts_globally:
             await self._call(tracker, rest.subscribe_events(name))
-        await self._call(tracker, rest.set_settings(name, tracker.spec.settings))
         self.sink.publish(tracker, tracker.state.created(record.instance_id if record else None, adopted=True))
+        # What someone set by hand before is put back to the spec, and said so.
+        await self._repair_drift_locked(tracker)
 
     async def _observe_locked(self, tracker: InstanceTracker, state: ConnectionState | None) -> None:
         name = tracker.instance_name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from whatsapp_operator.backoff import Backoff
@@ -11,6 +12,7 @@ from whatsapp_operator.engine.server import EvolutionServer
 from whatsapp_operator.engine.spec import InstanceSpec, InvalidSpec
 from whatsapp_operator.engine.state import InstanceState, Phase
 from whatsapp_operator.engine.tracker import InstanceTracker, Key
+from whatsapp_operator.names import ENVIRONMENT_SERVER
 
 
 class InstanceRegistry:
@@ -49,7 +51,8 @@ class InstanceRegistry:
         tracker = self._trackers.get(key)
         spec = InstanceSpec.parse(meta["namespace"], meta["name"], body.get("spec"))
         if tracker is not None and tracker.uid == meta.get("uid"):
-            tracker.spec = InstanceSpec(tracker.spec.instance_name, spec.integration, spec.number, spec.settings)
+            # The instance name and the server are fixed once tracked (the CRD keeps serverRef immutable).
+            tracker.spec = replace(spec, instance_name=tracker.spec.instance_name, server_ref=tracker.spec.server_ref)
             tracker.generation = meta.get("generation")
             return tracker, False
         if tracker is not None:  # the object was deleted and created again under the same name
@@ -57,7 +60,7 @@ class InstanceRegistry:
         status = body.get("status") or {}
         # The name is fixed once written to status: a later default change must not orphan it.
         instance_name = status.get("instanceName") or spec.instance_name
-        spec = InstanceSpec(instance_name, spec.integration, spec.number, spec.settings)
+        spec = replace(spec, instance_name=instance_name)
         server = self._server_for(spec)
         owner = server.owner_of(instance_name)
         if owner is not None and owner.key != key:
@@ -65,13 +68,15 @@ class InstanceRegistry:
                 f"instance name {instance_name!r} is already used by "
                 f"{owner.namespace}/{owner.name}; choose another spec.instanceName"
             )
+        state = InstanceState.from_status(instance_name, status)
+        state.server = spec.server_ref.shown if spec.server_ref is not None else ENVIRONMENT_SERVER
         tracker = InstanceTracker(
             namespace=key[0],
             name=key[1],
             uid=meta.get("uid", ""),
             generation=meta.get("generation"),
             spec=spec,
-            state=InstanceState.from_status(instance_name, status),
+            state=state,
             server=server,
             retry=self._retry(),
         )

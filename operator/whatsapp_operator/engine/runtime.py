@@ -20,25 +20,39 @@ from whatsapp_operator.config import OperatorConfig
 from whatsapp_operator.engine.publisher import Publisher
 from whatsapp_operator.engine.reconciliation import Reconciler
 from whatsapp_operator.engine.registry import InstanceRegistry
-from whatsapp_operator.engine.server import EvolutionServer
-from whatsapp_operator.engine.spec import InstanceSpec, InvalidSpec
-from whatsapp_operator.engine.state import InstanceState, Phase
+from whatsapp_operator.engine.server import Endpoint, EvolutionServer
+from whatsapp_operator.engine.spec import ORPHAN, InstanceSpec, InvalidSpec
+from whatsapp_operator.engine.state import InstanceState, Notice, NoticeType, Phase
 from whatsapp_operator.engine.supervisor import Supervisor
 from whatsapp_operator.engine.tracker import InstanceTracker, Key
-from whatsapp_operator.evolution.client import EvolutionClient
+from whatsapp_operator.evolution.client import EvolutionClient, WebhookConfig
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.evolution.events import EvolutionEvent, InstanceRemoved
 from whatsapp_operator.kube.client import KubeClient, KubeError
 from whatsapp_operator.kube.leadership import PeeringIdentity, PeeringLeadership
 from whatsapp_operator.kube.nudge import StuckObjectNudger
+from whatsapp_operator.kube.servers import (
+    DeclaredServer,
+    ServerDeclarations,
+    ServerHealth,
+    ServerInUse,
+    secret_value,
+)
+from whatsapp_operator.kube.servers import (
+    operator_namespace as _operator_namespace,
+)
 from whatsapp_operator.kube.status_writer import StatusWriter
 from whatsapp_operator.metrics import Metrics
+from whatsapp_operator.names import PAUSED_ANNOTATION
 from whatsapp_operator.reasons import Reason
 
 logger = logging.getLogger("whatsapp_operator.engine.runtime")
 
 # The server configured by the environment (EVOLUTION_API_URL); also its metrics label.
 ENVIRONMENT_SERVER = "evolution"
+# How often declared servers' Secrets (a rotated key) and versions are read again.
+SERVER_CHECK_SECONDS = 30.0
+__all__ = ["ENVIRONMENT_SERVER", "Runtime", "ServerInUse", "utc_now"]
 
 
 def utc_now() -> str:
@@ -61,14 +75,24 @@ class Runtime:
         peering: PeeringIdentity | None = None,
         leadership_interval: float = 5.0,
         namespaces: Sequence[str] = (),
+        operator_namespace: str | None = None,
     ):
+        self._started = False
         self.config = config
         self.kube = kube or KubeClient()
         self.clock = clock
         self.supervisor = Supervisor(initial_delay=config.reconnect_initial_delay, max_delay=config.reconnect_max_delay)
-        # Every server lives here; this is the one place that creates them.
+        # Every server lives here, by its metrics label; this is the one place that creates them.
         self.servers: dict[str, EvolutionServer] = {}
-        self.server = self._add_server(ENVIRONMENT_SERVER, config, rest=evolution)
+        self.server = self._add_server(
+            ENVIRONMENT_SERVER,
+            endpoint=Endpoint(config.evolution_url, config.evolution_api_key, config.websocket_mode),
+            rest=evolution,
+        )
+        self.declarations = ServerDeclarations(self.kube, operator_namespace or _operator_namespace())
+        self.server_check_interval = SERVER_CHECK_SECONDS
+        self.drift_interval = config.drift_interval
+        InstanceState.configure_flapping(config.flapping_changes, config.flapping_window)
         self.registry = InstanceRegistry(
             self._server_for, retry=lambda: Backoff(config.retry_initial_delay, config.retry_max_delay)
         )
@@ -107,13 +131,112 @@ class Runtime:
             else PeeringLeadership(self.kube, peering, on_change=self._leadership_changed, interval=leadership_interval)
         )
 
-    def _add_server(self, name: str, config: OperatorConfig, *, rest: EvolutionClient | None = None) -> EvolutionServer:
-        server = EvolutionServer(name, config, self, rest=rest)
+    def _add_server(
+        self,
+        name: str,
+        *,
+        endpoint: Endpoint | None = None,
+        rest: EvolutionClient | None = None,
+        problem: EvolutionError | None = None,
+    ) -> EvolutionServer:
+        server = EvolutionServer(
+            name,
+            self.config,
+            self,
+            self.supervisor,
+            endpoint=endpoint,
+            rest=rest,
+            on_demand=name != ENVIRONMENT_SERVER,
+            problem=problem,
+        )
         self.servers[name] = server
+        if self._started:
+            server.start()
         return server
 
     def _server_for(self, spec: InstanceSpec) -> EvolutionServer:
-        return self.server
+        """The server unit an instance lives on; a declared server that does not exist (yet) is a
+        unit that says so on every call, and becomes usable when its object appears."""
+        ref = spec.server_ref
+        if ref is None:
+            return self.server
+        server = self.servers.get(ref.label)
+        if server is None:
+            server = self._add_server(ref.label, problem=self.declarations.missing(ref))
+        return server
+
+    # -- Evolution servers declared by objects ------------------------------------------------------------
+
+    async def declare_server(self, body: dict[str, Any]) -> None:
+        """An EvolutionServer or ClusterEvolutionServer was created or changed: (re)connect its unit."""
+        declared = self.declarations.remember(body)
+        server = self.servers.get(declared.ref.label) or self._add_server(declared.ref.label, problem=None)
+        await self._refresh_server(server, declared)
+
+    async def _refresh_server(self, server: EvolutionServer, declared: DeclaredServer) -> None:
+        """Read the server's Secret again (a rotated key is used at once), then its version."""
+        was_usable = server.problem is None and server.endpoint is not None
+        try:
+            endpoint = await self.declarations.endpoint(declared)
+        except EvolutionError as problem:
+            await server.unusable(problem)
+        else:
+            changed = await server.use(endpoint)
+            if changed or not was_usable:
+                logger.info("Evolution server %s: using %s", server.name, endpoint.url)
+                for tracker in self.registry:
+                    if tracker.server is server:
+                        self._resync_soon(tracker)
+        health = ServerHealth()
+        if server.problem is None:
+            try:
+                info = await server.rest.server_info()
+            except EvolutionError as error:
+                health = ServerHealth(problem=error)
+            else:
+                health = ServerHealth(info.version, info.whatsapp_web_version)
+        await self.declarations.report(server, declared, self._instances_on(server), health)
+
+    async def retire_server(self, body: dict[str, Any]) -> None:
+        """A server object is being deleted: refused (ServerInUse) while instances still use it."""
+        declared = self.declarations.remember(body)
+        server = self.servers.get(declared.ref.label)
+        users = self._instances_on(server) if server is not None else 0
+        if users:
+            await self.declarations.report(server, declared, users, deleting=True)
+            raise ServerInUse(declared.ref.label, users)
+        self.declarations.forget(declared.ref)
+        if server is not None:
+            del self.servers[declared.ref.label]
+            await server.close()
+
+    def _report_server_soon(self, server: EvolutionServer) -> None:
+        """A declared server's status follows its socket and its number of instances."""
+        if server is self.server or not self._started:
+            return
+        declared = next((d for d in self.declarations.all() if d.ref.label == server.name), None)
+        if declared is None:
+            return
+
+        async def report() -> None:
+            await self.declarations.report(server, declared, self._instances_on(server))
+
+        self.supervisor.run("server-status", report, name=f"server-status-{server.name}", once=True)
+
+    def _instances_on(self, server: EvolutionServer | None) -> int:
+        return sum(1 for tracker in self.registry if tracker.server is server)
+
+    async def _server_check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.server_check_interval)
+            if self.active:
+                await self.check_servers()
+
+    async def check_servers(self) -> None:
+        for declared in self.declarations.all():
+            server = self.servers.get(declared.ref.label)
+            if server is not None:
+                await self._refresh_server(server, declared)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -121,10 +244,13 @@ class Runtime:
         if self.config.metrics_port:
             await self.metrics.serve("0.0.0.0", self.config.metrics_port)
         self.publisher.start()
+        self._started = True
         for server in self.servers.values():
-            server.start(self.supervisor)
+            server.start()
         self.supervisor.run("resync", self._resync_loop)
         self.supervisor.run("nudge", self._nudge_loop)
+        self.supervisor.run("drift", self._drift_loop)
+        self.supervisor.run("server-check", self._server_check_loop)
         if self.leadership is not None:
             self.supervisor.run("leadership", self.leadership.run)
 
@@ -132,7 +258,7 @@ class Runtime:
         for tracker in self.registry:
             tracker.cancel_timers()
         await self.supervisor.stop()
-        for server in self.servers.values():
+        for server in list(self.servers.values()):
             await server.close()
         await self.metrics.close()
         await self.publisher.stop()
@@ -145,7 +271,56 @@ class Runtime:
         tracker, new = self.registry.track(body)
         if new:
             self.publisher.follow(tracker.key, body.get("status"))
+            self._report_server_soon(tracker.server)
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        self.set_paused(tracker, annotations.get(PAUSED_ANNOTATION) == "true")
         return tracker
+
+    def set_paused(self, tracker: InstanceTracker, paused: bool) -> None:
+        """The paused annotation: no call to Evolution for this instance while it says "true"."""
+        if paused == tracker.paused:
+            return
+        tracker.paused = paused
+        now = self.clock()
+        self.publisher.publish(tracker, tracker.state.pause(now) if paused else tracker.state.resume(now))
+
+    async def prepare(self, tracker: InstanceTracker) -> None:
+        """Read what the spec points at in Kubernetes (the webhook's header Secrets) before calls."""
+        webhook = tracker.spec.webhook
+        tracker.webhook, tracker.webhook_problem = None, None
+        if webhook is None:
+            return
+        headers: list[tuple[str, str]] = []
+        for header, ref in webhook.headers:
+            try:
+                secret = await self.kube.get_secret(tracker.namespace, ref.name)
+            except KubeError as error:
+                tracker.webhook_problem = f"cannot read Secret {ref.name} for webhook header {header}: {error}"
+                return
+            value = secret_value(secret, ref.key) if secret is not None else None
+            if value is None:
+                tracker.webhook_problem = (
+                    f"webhook header {header} needs key {ref.key!r} of Secret {tracker.namespace}/{ref.name}, "
+                    "which does not exist"
+                )
+                return
+            headers.append((header, value))
+        tracker.webhook = WebhookConfig(
+            url=webhook.url,
+            events=webhook.events,
+            by_events=webhook.by_events,
+            base64=webhook.base64,
+            headers=tuple(headers),
+        )
+
+    async def ensure_connection_secret(self, tracker: InstanceTracker) -> None:
+        """Write spec.writeConnectionSecretToRef again if it is missing or differs (someone edited it)."""
+        name = tracker.spec.connection_secret
+        if name is None or tracker.token is None or tracker.removed or tracker.server.endpoint is None:
+            return
+        await self.publisher.write_connection_secret(
+            tracker, name, url=tracker.server.endpoint.url, token=tracker.token.reveal()
+        )
 
     def report_invalid_spec(self, body: dict[str, Any], error: InvalidSpec) -> None:
         meta = body["metadata"]
@@ -160,9 +335,14 @@ class Runtime:
     def untrack(self, tracker: InstanceTracker) -> None:
         if self.registry.untrack(tracker):
             self.publisher.forget(tracker.key)
+            self._report_server_soon(tracker.server)
 
     async def reconcile(self, tracker: InstanceTracker) -> None:
         await self.reconciler.reconcile(tracker)
+        await self.ensure_connection_secret(tracker)
+
+    async def apply_webhook(self, tracker: InstanceTracker) -> None:
+        await self.reconciler.apply_webhook(tracker)
 
     async def request_reconnect(self, tracker: InstanceTracker) -> None:
         await self.reconciler.request_reconnect(tracker)
@@ -174,7 +354,26 @@ class Runtime:
         await self.reconciler.apply_settings(tracker)
 
     async def delete(self, tracker: InstanceTracker) -> None:
-        """Remove the instance from Evolution; raises EvolutionError (status updated) while it cannot."""
+        """Remove the instance from Evolution; raises EvolutionError (status updated) while it cannot.
+
+        With deletionPolicy Orphan, or while paused (no call to Evolution at all), only the
+        Kubernetes object goes: an Event says the instance stays in Evolution.
+        """
+        why = "deletionPolicy is Orphan" if tracker.spec.deletion_policy == ORPHAN else None
+        why = why or ("the resource is paused" if tracker.paused else None)
+        if why is not None:
+            self.publisher.notify(
+                tracker.involved,
+                [
+                    Notice(
+                        NoticeType.NORMAL,
+                        "Orphaned",
+                        f"Instance {tracker.instance_name} stays in Evolution API ({why}); only the resource is removed.",
+                    )
+                ],
+            )
+            self.untrack(tracker)
+            return
         existed = await self.reconciler.delete(tracker)
         logger.info(
             "Instance %s removed from Evolution API%s",
@@ -220,7 +419,7 @@ class Runtime:
     async def resync_all(self) -> None:
         if not self.active:
             return
-        trackers = [t for t in self.registry if not t.deleting and t.state.phase is not Phase.FAILED]
+        trackers = [t for t in self.registry if not t.deleting and not t.paused and t.state.phase is not Phase.FAILED]
         slots = asyncio.Semaphore(self.config.max_concurrent_requests)
 
         async def one(tracker: InstanceTracker) -> None:
@@ -234,8 +433,11 @@ class Runtime:
         await asyncio.gather(*(one(tracker) for tracker in trackers))
 
     async def _resync_one(self, tracker: InstanceTracker) -> None:
+        notices = tracker.state.tick(self.clock())  # a flapping episode may have ended quietly
+        if notices:
+            self.publisher.publish(tracker, notices)
         try:
-            await self.reconciler.reconcile(tracker)
+            await self.reconcile(tracker)
         except EvolutionError as error:
             logger.warning("Resync of %s/%s failed: %s", tracker.namespace, tracker.name, error)
             if error.retryable:
@@ -258,6 +460,32 @@ class Runtime:
         self.supervisor.run(
             "instance-resync", lambda: self._resync_one(tracker), name=f"resync-{tracker.instance_name}", once=True
         )
+
+    async def _drift_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.drift_interval)
+            if self.active:
+                await self.repair_drift(list(self.registry))
+
+    async def repair_drift(self, trackers: list[InstanceTracker]) -> None:
+        """Settings and webhook read back and put back; the connection Secret checked (per instance:
+        two reads of Evolution, one of Kubernetes)."""
+        slots = asyncio.Semaphore(self.config.max_concurrent_requests)
+
+        async def one(tracker: InstanceTracker) -> None:
+            async with slots:
+                if tracker.paused or tracker.deleting or tracker.removed or not tracker.exists:
+                    return
+                try:
+                    await self.prepare(tracker)
+                    await self.reconciler.repair_drift(tracker)
+                    await self.ensure_connection_secret(tracker)
+                except EvolutionError as error:
+                    logger.warning("Drift check of %s/%s failed: %s", tracker.namespace, tracker.name, error)
+                except Exception as error:  # noqa: BLE001 - one instance's surprise must not stop the others
+                    self.supervisor.count_failure("drift", error)
+
+        await asyncio.gather(*(one(tracker) for tracker in trackers))
 
     async def _nudge_loop(self) -> None:
         while True:
@@ -297,8 +525,14 @@ class Runtime:
             if notices:
                 self.publisher.publish(tracker, notices)
         self.request_resync()  # Evolution replays nothing: read the truth after every (re)connect
+        self._report_server_soon(server)
+        if server.socketio_stats.connects > 1:  # Evolution may have restarted from an older backup
+            self.supervisor.run(
+                "drift", lambda: self.repair_drift(trackers), name=f"drift-after-reconnect-{server.name}", once=True
+            )
 
     def server_down(self, server: EvolutionServer, message: str) -> None:
+        self._report_server_soon(server)
         for tracker in self.registry:
             if tracker.server is server:
                 self.publisher.publish(tracker, tracker.state.stream_lost(message))
@@ -323,7 +557,9 @@ class Runtime:
                 self.untrack(tracker)
             else:
                 tracker.generation = body["metadata"].get("generation")
+                server = tracker.state.server
                 tracker.state = InstanceState.from_status(tracker.instance_name, body.get("status"))
+                tracker.state.server = server
                 self.publisher.forget(tracker.key)
                 self.publisher.follow(tracker.key, body.get("status"))
         self.request_resync()

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from whatsapp_operator.names import CLUSTER_SERVER_KIND, SERVER_KIND
+
 INSTANCE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 NUMBER_PATTERN = re.compile(r"^[1-9][0-9]{6,14}$")
 DEFAULT_INTEGRATION = "WHATSAPP-BAILEYS"
@@ -28,6 +30,8 @@ RESERVED_INSTANCE_NAMES = frozenset(
         "__lookupSetter__",
     }
 )
+DELETE = "Delete"
+ORPHAN = "Orphan"
 BOOLEAN_SETTINGS = ("rejectCall", "groupsIgnore", "alwaysOnline", "readMessages", "readStatus", "syncFullHistory")
 
 
@@ -36,11 +40,49 @@ class InvalidSpec(ValueError):
 
 
 @dataclass(frozen=True)
+class ServerRef:
+    """An EvolutionServer (in the instance's namespace) or a ClusterEvolutionServer."""
+
+    kind: str
+    name: str
+    namespace: str | None  # None for the cluster kind
+
+    @property
+    def label(self) -> str:
+        """How status.server and the metrics name it."""
+        return f"{self.kind}/{self.name}" if self.namespace is None else f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def shown(self) -> str:
+        """status.server: the namespace is the instance's own, so it is left out."""
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    url: str
+    events: tuple[str, ...]
+    by_events: bool
+    base64: bool
+    headers: tuple[tuple[str, SecretKeyRef], ...]  # header name -> where its value is, sorted by name
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     instance_name: str
     integration: str
     number: str | None
     settings: dict[str, Any]
+    server_ref: ServerRef | None = None
+    webhook: WebhookSpec | None = None
+    connection_secret: str | None = None
+    deletion_policy: str = DELETE
 
     @classmethod
     def parse(cls, namespace: str, name: str, spec: dict[str, Any] | None) -> InstanceSpec:
@@ -55,9 +97,55 @@ class InstanceSpec:
             raise InvalidSpec(
                 "number must be digits only, with the country code and no '+' (for example 5511987654321)"
             )
+        policy = spec.get("deletionPolicy") or DELETE
+        if policy not in (DELETE, ORPHAN):
+            raise InvalidSpec(f"deletionPolicy must be {DELETE} or {ORPHAN}")
+        connection = spec.get("writeConnectionSecretToRef") or {}
+        connection_secret = connection.get("name") if isinstance(connection, dict) else None
+        webhook = parse_webhook(spec.get("webhook"))
         return cls(
-            instance_name, integration, str(number) if number else None, evolution_settings(spec.get("settings"))
+            instance_name,
+            integration,
+            str(number) if number else None,
+            evolution_settings(spec.get("settings")),
+            server_ref=parse_server_ref(namespace, spec.get("serverRef")),
+            webhook=webhook,
+            connection_secret=str(connection_secret) if connection_secret else None,
+            deletion_policy=policy,
         )
+
+
+def parse_server_ref(namespace: str, ref: Any) -> ServerRef | None:
+    if not ref:
+        return None
+    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not ref["name"]:
+        raise InvalidSpec("serverRef needs a name")
+    kind = ref.get("kind") or SERVER_KIND
+    if kind == SERVER_KIND:
+        return ServerRef(SERVER_KIND, ref["name"], namespace)
+    if kind == CLUSTER_SERVER_KIND:
+        return ServerRef(CLUSTER_SERVER_KIND, ref["name"], None)
+    raise InvalidSpec(f"serverRef.kind must be {SERVER_KIND} or {CLUSTER_SERVER_KIND}")
+
+
+def parse_webhook(webhook: Any) -> WebhookSpec | None:
+    if not webhook:
+        return None
+    if not isinstance(webhook, dict) or not isinstance(webhook.get("url"), str):
+        raise InvalidSpec("webhook needs a url")
+    headers: list[tuple[str, SecretKeyRef]] = []
+    for header in webhook.get("headers") or []:
+        ref = ((header or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        if not isinstance(header.get("name"), str) or not ref.get("name") or not ref.get("key"):
+            raise InvalidSpec("each webhook header needs a name and valueFrom.secretKeyRef {name, key}")
+        headers.append((header["name"], SecretKeyRef(str(ref["name"]), str(ref["key"]))))
+    return WebhookSpec(
+        url=webhook["url"],
+        events=tuple(sorted({str(event) for event in webhook.get("events") or []})),
+        by_events=bool(webhook.get("byEvents", False)),
+        base64=bool(webhook.get("base64", False)),
+        headers=tuple(sorted(headers, key=lambda item: item[0].lower())),
+    )
 
 
 def default_instance_name(namespace: str, name: str) -> str:

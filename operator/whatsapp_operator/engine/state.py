@@ -119,6 +119,7 @@ class InstanceState:
     sync_error: SyncError | None = None  # the last REST call to Evolution failed
     stream_error: str | None = None  # the Socket.IO event stream is down (server-wide)
     deleting: bool = False
+    server: str | None = None  # status.server: "environment" or the server object's Kind/name
     condition_times: dict[str, tuple[str, str]] = field(default_factory=dict)
     paused: bool = False  # the paused annotation: no calls to Evolution (the engine decides, pause()/resume())
     # Flapping: more than `flapping_changes` changes into or out of Connected within `flapping_window`
@@ -634,6 +635,7 @@ class InstanceState:
                 "message": message,
                 "observedGeneration": generation,
                 "instanceName": self.instance_name,
+                "server": self.server,
                 "instanceId": self.instance_id,
                 "qr": self.qr.to_status() if self.qr else None,
                 "connection": {key: value for key, value in connection.items() if value is not None},

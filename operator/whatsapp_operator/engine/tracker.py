@@ -12,6 +12,7 @@ from whatsapp_operator.engine.state import InstanceState
 
 if TYPE_CHECKING:
     from whatsapp_operator.engine.server import EvolutionServer
+    from whatsapp_operator.evolution.client import InstanceToken, WebhookConfig
 
 Key = tuple[str, str]  # (namespace, name) of the WhatsAppInstance
 
@@ -37,6 +38,12 @@ class InstanceTracker:
     qr_watch: asyncio.TimerHandle | None = None
     reconnect_requested: bool = False
     retry: Backoff = field(default_factory=Backoff)
+    paused: bool = False  # the paused annotation: no call to Evolution for this instance
+    # The webhook as Evolution should have it (header values read from their Secrets), or why it
+    # cannot be built; None when the spec has none.
+    webhook: WebhookConfig | None = None
+    webhook_problem: str | None = None
+    token: InstanceToken | None = field(default=None, repr=False)  # the instance's own API key
 
     @property
     def key(self) -> Key:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -46,6 +47,7 @@ class EventStream:
         on_instance_joined: Callable[[str], None] = lambda instance_name: None,
         backoff: Backoff | None = None,
         namespace_backoff: Backoff | None = None,
+        ssl: SSLContext | bool | None = None,
     ):
         self.mode = config.websocket_mode
         self.global_confirmed = self.mode is WebsocketMode.GLOBAL
@@ -67,6 +69,7 @@ class EventStream:
             namespace_backoff=namespace_backoff or Backoff(config.reconnect_initial_delay, config.reconnect_max_delay),
             redact=redaction.redact,
             logger=logging.getLogger("whatsapp_operator.socketio"),
+            ssl=ssl,
         )
 
     @property

@@ -141,6 +141,42 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    # -- Evolution servers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _custom_path(plural: str, namespace: str | None, name: str) -> str:
+        where = f"/namespaces/{quote(namespace)}" if namespace is not None else ""
+        return f"/apis/{GROUP}/{VERSION}{where}/{plural}/{quote(name)}"
+
+    async def get_custom(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(self._custom_path(plural, namespace, name))
+
+    async def patch_custom_status(self, plural: str, namespace: str | None, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            "PATCH",
+            self._custom_path(plural, namespace, name) + "/status",
+            json={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    # -- Secrets: read only those named in a spec; write only connection Secrets ---------------------
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}")
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
+        await self._call(
+            "POST", f"/api/v1/namespaces/{quote(namespace)}/secrets", json=body, content_type="application/json"
+        )
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        await self._call(
+            "PUT",
+            f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}",
+            json=body,
+            content_type="application/json",
+        )
+
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = await self._call("GET", path)

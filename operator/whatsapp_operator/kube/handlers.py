@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from whatsapp_operator.config import OperatorConfig
-from whatsapp_operator.engine.runtime import Runtime
+from whatsapp_operator.engine.runtime import Runtime, ServerInUse
 from whatsapp_operator.engine.spec import InvalidSpec
 from whatsapp_operator.engine.tracker import InstanceTracker
 from whatsapp_operator.evolution.client import InstanceRejected
@@ -23,11 +23,14 @@ from whatsapp_operator.kube.client import login_from_environment
 from whatsapp_operator.kube.leadership import PeeringIdentity
 from whatsapp_operator.names import (
     ANNOTATION_PREFIX,
+    CLUSTER_SERVER_PLURAL,
     FINALIZER,
     GROUP,
     LOGOUT_ANNOTATION,
+    PAUSED_ANNOTATION,
     PLURAL,
     RECONNECT_ANNOTATION,
+    SERVER_PLURAL,
     VERSION,
 )
 
@@ -94,6 +97,8 @@ def build_registry(
         async def apply(tracker: InstanceTracker) -> None:
             if (old or {}).get("settings") != (new or {}).get("settings"):
                 await runtime.apply_settings(tracker)
+            if (old or {}).get("webhook") != (new or {}).get("webhook"):
+                await runtime.apply_webhook(tracker)
             await runtime.reconcile(tracker)
 
         await _act(runtime, body, apply)
@@ -117,6 +122,16 @@ def build_registry(
         if new and str(reason) != "delete":
             await _act(runtime, body, runtime.request_logout)
 
+    @kopf.on.field(
+        GROUP, VERSION, PLURAL, field=("metadata", "annotations", PAUSED_ANNOTATION), id="pause", registry=registry
+    )
+    async def pause_changed(body: kopf.Body, **_: Any) -> None:
+        # track() reads the annotation and pauses or resumes; a resumed instance is reconciled.
+        await _act(runtime, body, runtime.reconcile)
+
+    for kind_plural in (SERVER_PLURAL, CLUSTER_SERVER_PLURAL):
+        _register_server_handlers(registry, runtime, kind_plural)
+
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="remove-instance", registry=registry)
     async def remove_instance(body: kopf.Body, **_: Any) -> None:
         try:
@@ -129,6 +144,21 @@ def build_registry(
             raise kopf.TemporaryError(str(error), delay=tracker.retry.next_delay()) from None
 
     return registry
+
+
+def _register_server_handlers(registry: kopf.OperatorRegistry, runtime: Runtime, plural: str) -> None:
+    @kopf.on.resume(GROUP, VERSION, plural, id="declare-server", registry=registry)
+    @kopf.on.create(GROUP, VERSION, plural, id="declare-server", registry=registry)
+    @kopf.on.update(GROUP, VERSION, plural, field="spec", id="declare-server", registry=registry)
+    async def declare_server(body: kopf.Body, **_: Any) -> None:
+        await runtime.declare_server(_plain(body))
+
+    @kopf.on.delete(GROUP, VERSION, plural, id="retire-server", registry=registry)
+    async def retire_server(body: kopf.Body, **_: Any) -> None:
+        try:
+            await runtime.retire_server(_plain(body))
+        except ServerInUse as error:
+            raise kopf.TemporaryError(str(error), delay=10) from None
 
 
 def _plain(value: Any) -> Any:
@@ -153,6 +183,7 @@ async def _act(runtime: Runtime, body: kopf.Body, action: Callable[[InstanceTrac
     when Evolution refused the instance itself (only a spec change helps then)."""
     tracker = _track(runtime, body)
     try:
+        await runtime.prepare(tracker)
         await action(tracker)
     except InstanceRejected as error:
         raise kopf.PermanentError(str(error)) from None

@@ -19,6 +19,7 @@ import copy
 import json
 import logging
 import random
+import ssl as ssl_module
 import sys
 import traceback
 from collections.abc import Mapping
@@ -259,7 +260,11 @@ class SocketIOClient:
         name: str = "evolution",
         redact: Redact = no_redaction,
         logger: logging.Logger | None = None,
+        ssl: ssl_module.SSLContext | bool | None = None,
     ) -> None:
+        # For wss:// URLs: None or True verifies with the system CAs, a context with its own CAs,
+        # False does not verify at all (only when the caller was told so explicitly).
+        self._ssl = _client_ssl(ssl)
         self._redact = redact
         self._logger = logger if logger is not None else logging.getLogger(DEFAULT_LOGGER_NAME)
         wire_logger = self._logger.getChild("wire")
@@ -458,6 +463,7 @@ class SocketIOClient:
                 close_timeout=_CLOSE_TIMEOUT,
                 max_size=MAX_FRAME_SIZE,
                 logger=self._wire_logger,
+                ssl=self._ssl if self._url.startswith("wss") else None,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to connect is retried, never fatal
             return describe_failure(exc, redact=self._redact)
@@ -586,3 +592,14 @@ class SocketIOClient:
                 callback,
                 self._redact("".join(traceback.format_exception(exc))),
             )
+
+
+def _client_ssl(wanted: ssl_module.SSLContext | bool | None) -> ssl_module.SSLContext | None:
+    if wanted is None or wanted is True:
+        return None
+    if wanted is False:
+        context = ssl_module.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl_module.CERT_NONE
+        return context
+    return wanted
