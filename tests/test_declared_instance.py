@@ -269,3 +269,33 @@ async def test_pause_stops_every_call_and_resume_catches_up(operator: OperatorUn
     status = await operator.wait_phase("shop", "AwaitingScan")
     assert not status.get("paused") and synced_reason(status) == "Synced"
     await operator.wait_event("shop", "Resumed")
+
+
+async def test_flapping_is_reported_once_instead_of_an_event_per_change(
+    operator_factory: Any, evolution: FakeEvolution
+) -> None:
+    async with operator_factory(evolution, flapping_changes=2, flapping_window=600.0) as operator:
+        operator.create("shop", {"instanceName": "shop"})
+        await operator.wait_phase("shop", "AwaitingScan")
+        await evolution.scan("shop")
+        await operator.wait_phase("shop", "Connected")
+        for _ in range(4):  # each drop: out of Connected and back in
+            await evolution.transient_drop("shop")
+            await operator.wait_status("shop", lambda s: (condition(s, "Ready") or {}).get("reason") == "Flapping")
+        status = await operator.wait_phase("shop", "Connected")
+        assert "changed connection" in condition(status, "Ready")["message"]
+        await operator.wait_event("shop", "Flapping")
+        await operator.runtime.publisher.flush_events()
+        reasons = operator.event_reasons("shop")
+        assert reasons.count("Flapping") == 1
+        assert reasons.count("Connected") == 1  # the first connection only: the later ones were held back
+
+
+def test_a_servers_key_stays_out_of_its_repr_and_tls_is_verified_unless_told_otherwise() -> None:
+    from whatsapp_operator.config import WebsocketMode
+    from whatsapp_operator.engine.server import Endpoint, _verification
+
+    endpoint = Endpoint("https://evo.example", "k3y-that-must-not-show", WebsocketMode.AUTO)
+    assert "k3y" not in repr(endpoint)
+    assert _verification(endpoint) is True
+    assert _verification(Endpoint("https://evo.example", "k", WebsocketMode.AUTO, insecure_skip_verify=True)) is False

@@ -217,10 +217,17 @@ class Publisher:
 
     # -- posting Events ---------------------------------------------------------------------------------
 
+    async def flush_events(self) -> None:
+        """Wait until every Event queued so far has been posted (or given up)."""
+        await self._events.join()
+
     async def _post_events(self) -> None:
         while True:
             involved, notice = await self._events.get()
-            await self._post_event(involved, notice)
+            try:
+                await self._post_event(involved, notice)
+            finally:
+                self._events.task_done()
 
     async def _post_event(self, involved: dict[str, Any], notice: Notice) -> None:
         retry = Backoff(initial=1.0, maximum=10.0)
