@@ -346,6 +346,7 @@ class Runtime:
 
     async def request_reconnect(self, tracker: InstanceTracker) -> None:
         await self.reconciler.request_reconnect(tracker)
+        await self.ensure_connection_secret(tracker)  # a renewed instance has a new token
 
     async def request_logout(self, tracker: InstanceTracker) -> None:
         await self.reconciler.request_logout(tracker)
@@ -508,10 +509,14 @@ class Runtime:
         if isinstance(event, InstanceRemoved):
             self.supervisor.run(
                 "recreate",
-                lambda: self.reconciler.recreate_after_removal(tracker, allowed=lambda: self.active),
+                lambda: self._recreate(tracker),
                 name=f"recreate-{event.instance}",
                 once=True,
             )
+
+    async def _recreate(self, tracker: InstanceTracker) -> None:
+        await self.reconciler.recreate_after_removal(tracker, allowed=lambda: self.active)
+        await self.ensure_connection_secret(tracker)  # a recreated instance has a new token
 
     def instance_namespace_joined(self, tracker: InstanceTracker) -> None:
         if not tracker.deleting:
