@@ -79,6 +79,14 @@ def test_bad_environment_is_one_line_naming_the_setting(env, message):
     assert raised.value.setting == message.split(":")[0]
 
 
+@pytest.mark.parametrize("value", ["0.5", "0", "1025", "64 connects", "nan"])
+def test_max_concurrent_connects_is_a_whole_number_from_1_to_1024(value):
+    with pytest.raises(ConfigError, match=r"^EVOLUTION_MAX_CONCURRENT_CONNECTS: must be a whole number from 1 to 1024"):
+        OperatorConfig.from_env({**GOOD, "EVOLUTION_MAX_CONCURRENT_CONNECTS": value})
+    assert OperatorConfig.from_env(GOOD).max_concurrent_connects == 64
+    assert OperatorConfig.from_env({**GOOD, "EVOLUTION_MAX_CONCURRENT_CONNECTS": "1"}).max_concurrent_connects == 1
+
+
 @pytest.mark.parametrize("value", ["0.5", "0", "1.0", "-3", "1025", "8 requests", "٨", "1e1", "nan"])
 def test_max_concurrent_requests_is_a_whole_number_from_1_to_1024(value):
     # 0.5 used to be accepted as int(0.5) == 0: a semaphore of 0, every REST call waiting forever.

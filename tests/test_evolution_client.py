@@ -21,6 +21,7 @@ from whatsapp_operator.evolution.client import (
     ServerInfo,
     WebhookConfig,
 )
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.errors import EvolutionError, InstanceNotFound, error_message_from_body
 from whatsapp_operator.redaction import redact
 from whatsapp_operator.values import IMAGE_LIMIT
@@ -731,3 +732,29 @@ async def test_use_api_key_after_a_rotation(evolution):
     assert await client.find_settings("acme") is not None
     assert server.requests[-1].headers["apikey"] == "rotated-global-key-5c1d"
     assert "rotated-global-key-5c1d" not in redact("key rotated-global-key-5c1d")
+
+
+async def test_connects_waiting_inside_evolution_do_not_hold_the_slots_that_bound_load():
+    # Evolution answers /instance/connect only after its own sleep: here, never until released.
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/instance/connect/"):
+            await release.wait()
+            return httpx.Response(200, json={"count": 0})
+        return httpx.Response(200, json={"instance": {"instanceName": "x", "state": "close"}})
+
+    client = EvolutionClient(
+        "http://evolution.test",
+        API_KEY,
+        transport=httpx.MockTransport(handler),
+        max_concurrent_requests=1,
+        max_concurrent_waits=4,
+    )
+    connects = [asyncio.ensure_future(client.connect(f"i{n}")) for n in range(4)]
+    # With one load slot, a read still goes through while four connects wait inside Evolution.
+    assert await asyncio.wait_for(client.connection_state("x"), 5) is ConnectionState.CLOSE
+    assert not any(task.done() for task in connects)
+    release.set()
+    await asyncio.gather(*connects)
+    await client.aclose()

@@ -1,6 +1,7 @@
 """The event-to-status mapping, as plain function calls."""
 
 from whatsapp_operator.engine.state import InstanceState, Phase, number_from_jid
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.events import ConnectionUpdated
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
@@ -532,3 +533,13 @@ def test_an_unreadable_time_counts_no_change():
         state.connected(None, None, None, "not a time")
         state.closed(408, "")
     assert state.flapping is None and state.connection_changes == []
+
+
+def test_a_silent_socket_renewal_while_waiting_for_a_scan_changes_nothing_in_the_status():
+    state = InstanceState("shop")
+    state.created("id-1")
+    state.qr_received("2@abc", "data:image/png;base64,AA==", None, T1)
+    before = state.render_status(1, T1)
+    renewal = ConnectionUpdated(instance="shop", state=ConnectionState.CONNECTING, status_reason=515)
+    assert state.connection_updated(renewal, T2) == []
+    assert state.render_status(1, T1) == before

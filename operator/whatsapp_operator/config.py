@@ -61,6 +61,9 @@ class OperatorConfig:
     resync_interval: float = 300.0
     request_timeout: float = 30.0
     max_concurrent_requests: int = 8
+    # Calls that mostly wait inside Evolution (connect sleeps 2 s after starting a session) have a
+    # bound of their own, so they do not hold the slots that bound load (docs/evolution-api.md §3.3).
+    max_concurrent_connects: int = 64
     max_concurrent_status_writes: int = 16
     outage_grace: float = 5.0
     reconnect_initial_delay: float = 0.5
@@ -101,6 +104,9 @@ class OperatorConfig:
             stuck_object_after=nudge,
             max_concurrent_requests=_whole_number(
                 env, "EVOLUTION_MAX_CONCURRENT_REQUESTS", 8, MAX_CONCURRENT_REQUESTS_RANGE
+            ),
+            max_concurrent_connects=_whole_number(
+                env, "EVOLUTION_MAX_CONCURRENT_CONNECTS", 64, MAX_CONCURRENT_REQUESTS_RANGE
             ),
             metrics_port=_whole_number(
                 env,

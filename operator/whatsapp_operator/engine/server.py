@@ -188,6 +188,7 @@ class EvolutionServer:
             endpoint.api_key,
             timeout=config.request_timeout,
             max_concurrent_requests=config.max_concurrent_requests,
+            max_concurrent_waits=config.max_concurrent_connects,
             verify=verify,
         )
         self.stream = EventStream(

@@ -391,6 +391,10 @@ class InstanceState:
                 event.wuid, event.profile_name, event.profile_picture_url, now, status_reason=event.status_reason
             )
         if event.state == ConnectionState.CONNECTING:
+            if self.phase is Phase.AWAITING_SCAN and self.state == ConnectionState.CONNECTING:
+                # Evolution renews its WhatsApp socket every few QR codes: nothing a user could see
+                # changed, so nothing in the status changes either (no write).
+                return []
             self._set_state(ConnectionState.CONNECTING, event.status_reason, now)
             return self._connecting()
         if event.state == ConnectionState.CLOSE:

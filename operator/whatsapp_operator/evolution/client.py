@@ -398,6 +398,7 @@ class EvolutionClient:
         *,
         timeout: float = 30.0,
         max_concurrent_requests: int = 8,
+        max_concurrent_waits: int = 64,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
@@ -415,9 +416,13 @@ class EvolutionClient:
             timeout=timeout,
             transport=transport,
             verify=verify,  # the system CAs, an SSLContext with the server's CA, or (asked for) none
-            limits=httpx.Limits(max_connections=max_concurrent_requests * 2),
+            limits=httpx.Limits(max_connections=max_concurrent_requests * 2 + max_concurrent_waits),
         )
+        # The bound on load toward Evolution: calls that make it work. A connect mostly sleeps inside
+        # Evolution after starting the session (docs/evolution-api.md §3.3): it has slots of its own,
+        # so a thousand new instances do not queue every other call behind those sleeps.
         self._slots = PrioritySlots(max_concurrent_requests)
+        self._wait_slots = PrioritySlots(max_concurrent_waits)
         self.calls: dict[tuple[str, str], int] = {}  # (endpoint, outcome) -> count
         self._unexpected_logged: set[str] = set()  # kinds of unexpected failure already logged in full
 
@@ -474,7 +479,12 @@ class EvolutionClient:
     async def connect(self, name: str, *, number: str | None = None) -> ConnectResult:
         params = {"number": number} if number else None
         data = await self._request(
-            "GET", f"/instance/connect/{_segment(name)}", "connect instance", params=params, instance=name
+            "GET",
+            f"/instance/connect/{_segment(name)}",
+            "connect instance",
+            params=params,
+            instance=name,
+            waits_inside=True,
         )
         if not isinstance(data, dict):
             raise EvolutionError(
@@ -653,11 +663,13 @@ class EvolutionClient:
         allow_empty: bool = False,
         allow_null: bool = False,
         priority: int = FOLLOW_UP_PRIORITY,
+        waits_inside: bool = False,
     ) -> Any:
         """The parsed answer, or EvolutionError; nothing else escapes but cancellation. `allow_null`
         accepts a literal JSON `null` (find with no row), `allow_empty` also an empty body."""
         try:
-            async with self._slots.slot(priority):
+            slots = self._wait_slots if waits_inside else self._slots
+            async with slots.slot(priority):
                 answer = await self._exchange(method, path, endpoint, json=json, params=params)
             return self._decode(answer, endpoint, instance=instance, allow_empty=allow_empty, allow_null=allow_null)
         except EvolutionError:
