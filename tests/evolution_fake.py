@@ -29,6 +29,18 @@ is not in memory (SettingsService.find catches every error).
 The HTTP side is a single aiohttp catch-all route with our own Express-like dispatcher (so unknown routes
 get the Express 404 body) plus a middleware that puts Engine.IO's handshake checks (transport, apikey,
 protocol version; §4.1, §4.2, §4.2, §4.2) in front of python-socketio's request handler.
+
+Timing (opt-in; every option below is off by default so that the test suite stays fast):
+* ``documented_waits=True`` keeps Evolution's fixed sleeps: ``POST /instance/create`` with ``qrcode: true``
+  answers only after 5 s (§3.2), and ``GET /instance/connect`` sleeps 2 s before answering when it starts a
+  socket (state ``close``, §3.3).  Off, both answer at once (the suite would otherwise wait seconds per test).
+* ``qr_interval=S`` rotates QRs on its own: every instance in a QR cycle (``connecting``, unpaired) gets a new
+  QR every S seconds, on a timer of its own whose first tick falls at a random point between 0.5 S and 1.5 S
+  after its first QR, so that sessions are not synchronised (the real period is 45 s, §4.7; a benchmark may
+  choose another).  The timer ends when the instance leaves its QR cycle; ``issue_qr`` does not move it.
+* ``qr_renewal_every=K`` models the socket renewal of §4.7: when a socket's QR refs run out, Baileys closes
+  with 408 and Evolution reconnects silently, so every K-th QR (by the instance's ``qr_count``) is preceded
+  by a ``connection.update connecting/200`` that changes nothing visible.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import dataclasses
 import datetime as _dt
 import ipaddress
 import json
+import random
 import re
 import secrets
 import string
@@ -494,6 +507,10 @@ class FakeEvolution:
         client_name: str = "evolution",
         wa_web_delay: float = 0.0,
         wa_web_version: str = "2.3000.1028459513",
+        documented_waits: bool = False,
+        qr_interval: float | None = None,
+        qr_renewal_every: int | None = None,
+        seed: int | None = None,
     ) -> None:
         if version not in ("2.2.3", "2.3.6"):
             raise ValueError("version must be '2.2.3' or '2.3.6'")
@@ -515,6 +532,18 @@ class FakeEvolution:
         # long that takes here (an egress-restricted cluster: as long as the TCP connect hangs).
         self.wa_web_delay = wa_web_delay
         self.wa_web_version = wa_web_version
+        # Opt-in timing (see the module docstring): Evolution's fixed sleeps, QR rotation, socket renewal.
+        self.documented_waits = documented_waits
+        self.create_qr_wait = 5.0  # §3.2: create with qrcode:true waits a fixed 5 s
+        self.connect_wait = 2.0  # §3.3: connect sleeps 2 s when it starts a socket
+        if qr_interval is not None and qr_interval <= 0:
+            raise ValueError("qr_interval must be positive")
+        if qr_renewal_every is not None and qr_renewal_every < 1:
+            raise ValueError("qr_renewal_every must be at least 1")
+        self.qr_interval = qr_interval
+        self.qr_renewal_every = qr_renewal_every
+        self._rng = random.Random(seed)
+        self._qr_timers: dict[str, asyncio.TimerHandle] = {}
 
         self.url: str = ""
         self.instances: dict[str, FakeInstance] = {}
@@ -586,6 +615,9 @@ class FakeEvolution:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
+        for handle in self._qr_timers.values():
+            handle.cancel()
+        self._qr_timers.clear()
         sio = self._sio
         self._abort_socket_transports()
         if sio is not None:
@@ -1160,6 +1192,9 @@ class FakeEvolution:
         if inst.qr_count == self.qrcode_limit:  # strict equality (§4.7)
             await self._qr_limit(inst)
             return None
+        if self.qr_renewal_every and inst.qr_count and inst.qr_count % self.qr_renewal_every == 0:
+            # §4.7: the socket's QR refs ran out (408): a silent reconnect, only `connecting` shows
+            await self._emit(inst, "connection.update", self._conn_data(inst, "connecting", 200))
         inst.qr_count += 1
         code = _new_qr_code()
         b64 = _png_data_url(code)
@@ -1173,7 +1208,32 @@ class FakeEvolution:
             "qrcode.updated",
             {"qrcode": {"instance": inst.name, "pairingCode": pairing_code, "code": code, "base64": b64}},
         )
+        if self.qr_interval is not None and inst.name not in self._qr_timers:
+            # The instance's own rotation timer, first tick at a random phase (sessions are not in step).
+            self._schedule_rotation(inst, self.qr_interval * (0.5 + self._rng.random()))
         return code
+
+    def _schedule_rotation(self, inst: FakeInstance, delay: float) -> None:
+        def fire() -> None:
+            self._qr_timers.pop(inst.name, None)
+            if self._in_qr_cycle(inst):
+                assert self.qr_interval is not None
+                self._schedule_rotation(inst, self.qr_interval)
+                self._spawn(self._rotate(inst))
+
+        self._qr_timers[inst.name] = asyncio.get_running_loop().call_later(delay, fire)
+
+    def _in_qr_cycle(self, inst: FakeInstance) -> bool:
+        return (
+            self._runner is not None
+            and self.instances.get(inst.name) is inst
+            and inst.state == "connecting"
+            and not inst.paired
+        )
+
+    async def _rotate(self, inst: FakeInstance) -> None:
+        if self._in_qr_cycle(inst):
+            await self._issue_qr(inst)
 
     async def _qr_limit(self, inst: FakeInstance) -> None:
         # §4.7 / §4.7: a *different* QRCODE_UPDATED shape, then refused/428 (hard-coded), then silence.
@@ -1603,6 +1663,8 @@ class FakeEvolution:
                     await self._issue_qr(inst)  # the 5 s wait normally catches the first QR
                 elif self.auto_qr:
                     self._spawn(self._qr_after_reply(inst))
+                if self.documented_waits:
+                    await asyncio.sleep(self.create_qr_wait)  # §3.2: a fixed 5 s, whatever happens
                 qrcode = inst.qr_object()  # else {"count":0} (§7.1)
         except _HttpError as exc:
             # Failure rollback (§3.2): REMOVE_INSTANCE + async DB cleanup, then 400 [<message>]
@@ -1664,6 +1726,8 @@ class FakeEvolution:
         # close: new socket (+ pairing mode with ?number=), reply after "2 s" with whatever is cached:
         # {"count":0} or a STALE QR (the cached QR is never cleared, §3.3); the new QR follows the reply.
         await self._begin_connect(inst, request.query.get("number"))
+        if self.documented_waits:
+            await asyncio.sleep(self.connect_wait)  # §3.3: the socket is started, then a fixed 2 s sleep
         reply = inst.qr_object()
         if inst.paired:
             self._spawn(self._open_after_reply(inst))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator
@@ -1253,5 +1254,92 @@ async def test_envelope_options_wavoip_rollback_and_connect_number(listeners: li
             server.fail_next("GET", "/socket.io/", 502, "Bad Gateway")
             r = await http.get(f"/socket.io/?EIO=4&transport=polling&apikey={KEY}")
             assert (r.status_code, r.text) == (502, "Bad Gateway")
+    finally:
+        await server.stop()
+
+
+# --------------------------------------------------------------------------------------------- opt-in timing
+
+
+async def test_documented_waits_are_opt_in_and_keep_the_fixed_sleeps(listeners: list[Listener]) -> None:
+    """§3.2: create with qrcode:true answers after a fixed 5 s; §3.3: connect that starts a socket sleeps 2 s
+    before answering (the QR follows the reply). Without the option both answer at once."""
+    assert FakeEvolution().documented_waits is False
+    server = FakeEvolution(documented_waits=True)
+    assert (server.create_qr_wait, server.connect_wait) == (5.0, 2.0)
+    await server.start()
+    try:
+        listener = Listener()
+        listeners.append(listener)
+        await listener.connect(server.url)
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+            started = loop.time()
+            assert (await create(http, "plain")).status_code == 201  # no qrcode: no wait
+            assert loop.time() - started < 1.5
+
+            async def timed(call) -> tuple[float, httpx.Response]:
+                began = loop.time()
+                response = await call
+                return loop.time() - began, response
+
+            (create_s, created), (connect_s, connected) = await asyncio.gather(
+                timed(create(http, "withqr", qrcode=True)),
+                timed(http.get("/instance/connect/plain", headers=AUTH)),
+            )
+            assert 5.0 <= create_s < 7.0 and created.json()["qrcode"]["count"] == 1
+            assert 2.0 <= connect_s < 4.0 and connected.json() == {"count": 0}
+            # connecting: connect is read-only and answers at once
+            started = loop.time()
+            await server.wait_until(lambda: server.instances["plain"].qr_count == 1, timeout=2)
+            assert (await http.get("/instance/connect/plain", headers=AUTH)).json()["count"] == 1
+            assert loop.time() - started < 1.5
+    finally:
+        await server.stop()
+
+
+async def test_qr_rotation_and_socket_renewal_are_opt_in(listeners: list[Listener]) -> None:
+    """qr_interval: a new QR for every waiting instance on its own timer (first tick at a random phase);
+    qr_renewal_every=3: every 3rd QR is preceded by `connecting` (§4.7 silent reconnect); none once paired."""
+    plain = FakeEvolution()
+    assert (plain.qr_interval, plain.qr_renewal_every) == (None, None)
+    server = FakeEvolution(qr_interval=0.3, qr_renewal_every=3, seed=7)
+    await server.start()
+    try:
+        listener = Listener()
+        listeners.append(listener)
+        await listener.connect(server.url)
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            await create(http, "acme")
+            await http.get("/instance/connect/acme", headers=AUTH)
+            seen: list[tuple[float, str, dict]] = []
+            while sum(1 for _, e, _ in seen if e == "qrcode.updated") < 7:
+                _, event, envelope = await listener.next(timeout=3)
+                if event != "instance.create":
+                    seen.append((loop.time(), event, envelope["data"]))
+            kinds = [("qr" if e == "qrcode.updated" else d["state"]) for _, e, d in seen]
+            assert kinds == ["connecting", "qr", "qr", "qr", "connecting", "qr", "qr", "qr", "connecting", "qr"]
+            assert all(
+                d == {"instance": "acme", "state": "connecting", "statusReason": 200}
+                for _, e, d in seen
+                if e != "qrcode.updated"
+            )
+            qr_times = [t for t, e, _ in seen if e == "qrcode.updated"]
+            gaps = [b - a for a, b in itertools.pairwise(qr_times)]
+            assert 0.1 <= gaps[0] <= 0.6  # the first tick: between 0.5 and 1.5 intervals
+            assert all(0.2 <= gap <= 0.5 for gap in gaps[1:])
+            assert len({d["qrcode"]["code"] for _, e, d in seen if e == "qrcode.updated"}) == 7
+            assert server.instances["acme"].qr_count == 7
+            # a manual QR does not move the timer; a scan ends the rotation
+            await server.issue_qr("acme")
+            await server.scan("acme")
+            while True:
+                _, event, envelope = await listener.next()
+                if event == "connection.update" and envelope["data"]["state"] == "open":
+                    break
+            await asyncio.sleep(0.8)
+            assert listener.queue.empty()
+            assert "acme" not in server._qr_timers
     finally:
         await server.stop()
