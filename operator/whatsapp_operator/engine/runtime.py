@@ -26,6 +26,8 @@ from whatsapp_operator.engine.state import InstanceState, Notice, NoticeType, Ph
 from whatsapp_operator.engine.supervisor import Supervisor
 from whatsapp_operator.engine.tracker import InstanceTracker, Key
 from whatsapp_operator.evolution.client import EvolutionClient, WebhookConfig
+from whatsapp_operator.evolution.client import InstanceRecord as EvolutionRecord
+from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.evolution.events import EvolutionEvent, InstanceRemoved
 from whatsapp_operator.kube.client import KubeClient, KubeError
@@ -53,6 +55,40 @@ ENVIRONMENT_SERVER = "evolution"
 # How often declared servers' Secrets (a rotated key) and versions are read again.
 SERVER_CHECK_SECONDS = 30.0
 __all__ = ["ENVIRONMENT_SERVER", "Runtime", "ServerInUse", "utc_now"]
+
+
+# A waiting instance gets a new QR code every 20 to 60 s; none for this long means an event was
+# missed (the QR-limit refusal leaves the stored state at `connecting`): read it.
+QR_STALE_SECONDS = 120.0
+
+
+def list_confirms(tracker: InstanceTracker, row: EvolutionRecord | None, now: datetime.datetime) -> bool:
+    """Whether the stored row, which lags the live state, still proves the status right."""
+    state = tracker.state
+    if row is None or not tracker.exists or state.sync_error is not None or state.stream_error is not None:
+        return False
+    if state.instance_id is not None and row.instance_id is not None and state.instance_id != row.instance_id:
+        return False  # removed and created again by someone else
+    stored = row.connection_status
+    if state.phase is Phase.CONNECTED:
+        return stored == ConnectionState.OPEN and state.number is not None
+    if state.phase is Phase.AWAITING_SCAN:
+        return stored == ConnectionState.CONNECTING and _recent(state.qr.updated_at if state.qr else None, now)
+    if state.phase is Phase.DISCONNECTED:
+        return stored in (ConnectionState.CLOSE, ConnectionState.CONNECTING)
+    if state.phase is Phase.LOGGED_OUT:
+        return stored == ConnectionState.CLOSE
+    return False  # pending, creating, connecting: the live state is what matters
+
+
+def _recent(timestamp: str | None, now: datetime.datetime) -> bool:
+    try:
+        then = datetime.datetime.fromisoformat(str(timestamp))
+    except ValueError:
+        return False
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=datetime.UTC)
+    return (now - then).total_seconds() < QR_STALE_SECONDS
 
 
 def utc_now() -> str:
@@ -413,14 +449,49 @@ class Runtime:
             try:
                 await asyncio.wait_for(self._resync_wanted.wait(), timeout=self.config.resync_interval)
             except TimeoutError:
-                pass
+                await self.resync_from_lists()  # the periodic safety net
+                continue
             self._resync_wanted.clear()
-            await self.resync_all()
+            await self.resync_all()  # after a (re)connect: events may have been missed, read everything
+
+    def _resyncable(self) -> list[InstanceTracker]:
+        return [t for t in self.registry if not t.deleting and not t.paused and t.state.phase is not Phase.FAILED]
 
     async def resync_all(self) -> None:
+        """Read every instance in Evolution one by one and correct its status."""
         if not self.active:
             return
-        trackers = [t for t in self.registry if not t.deleting and not t.paused and t.state.phase is not Phase.FAILED]
+        await self._resync(self._resyncable())
+
+    async def resync_from_lists(self) -> None:
+        """The periodic resync: one list call per server says which instances exist and, where its
+        stored state can be trusted (docs/evolution-api.md §3.5), that the status is right; only
+        the others are read one by one. Events arrive while the socket is up, and every reconnect
+        reads everything, so this only has to catch what slipped through."""
+        if not self.active:
+            return
+        by_server: dict[EvolutionServer, list[InstanceTracker]] = {}
+        for tracker in self._resyncable():
+            by_server.setdefault(tracker.server, []).append(tracker)
+        doubtful: list[InstanceTracker] = []
+        now = datetime.datetime.now(datetime.UTC)
+        for server, trackers in by_server.items():
+            try:
+                rows = await server.rest.fetch_instances()
+            except EvolutionError as error:
+                logger.warning("Listing the instances of %s failed (%s); reading them one by one", server.name, error)
+                doubtful += trackers
+                continue
+            for tracker in trackers:
+                if list_confirms(tracker, rows.get(tracker.instance_name), now):
+                    notices = tracker.state.tick(self.clock())  # a flapping episode may have ended quietly
+                    if notices:
+                        self.publisher.publish(tracker, notices)
+                else:
+                    doubtful.append(tracker)
+        await self._resync(doubtful)
+
+    async def _resync(self, trackers: list[InstanceTracker]) -> None:
         slots = asyncio.Semaphore(self.config.max_concurrent_requests)
 
         async def one(tracker: InstanceTracker) -> None:

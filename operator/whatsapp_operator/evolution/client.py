@@ -539,6 +539,25 @@ class EvolutionClient:
                 return InstanceRecord.from_json(row)
         return None
 
+    async def fetch_instances(self) -> dict[str, InstanceRecord]:
+        """Every stored row, by instance name, without tokens: one call for the periodic resync.
+
+        The rows' `connectionStatus` lags the live state (docs/evolution-api.md §3.5): callers decide
+        on it only where it cannot mislead.
+        """
+        data = await self._request("GET", "/instance/fetchInstances", "list instances", priority=ENTRY_PRIORITY)
+        if not isinstance(data, list):
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE, "list instances: the answer is not a list", endpoint="list instances"
+            )
+        records: dict[str, InstanceRecord] = {}
+        for row in data:
+            if isinstance(row, dict):
+                record = InstanceRecord.from_json({key: value for key, value in row.items() if key != "token"})
+                if record.name:
+                    records[record.name] = record
+        return records
+
     async def delete_instance(self, name: str) -> bool:
         """Remove the instance; False when Evolution did not have it (404 counts as gone)."""
         try:
