@@ -1,6 +1,11 @@
 """Secrets never reach log output, whatever path they take."""
 
 import logging
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from whatsapp_operator.redaction import SecretFilter, redact, register_secret
 
@@ -29,3 +34,24 @@ def test_log_filter_masks_arguments_and_exceptions(caplog):
             logger.exception("failed")
     assert "another-s3cret-value" not in caplog.text
     assert "connecting to" in caplog.text
+
+
+def test_thousands_of_tokens_are_all_masked_and_other_secrets_too():
+    tokens = [f"{n:08X}-4D7A-4C1E-9D2F-6B7A8C9D{n:04d}" for n in range(5_000)]
+    for token in tokens:
+        register_secret(token)
+    register_secret("Bearer hook s3cr3t")  # not token-shaped: a header value with spaces
+    text = redact(f"a={tokens[17]} b=x{tokens[4999]}y c='Bearer hook s3cr3t' d=0000-not-a-token")
+    assert tokens[17] not in text and tokens[4999] not in text and "s3cr3t" not in text
+    assert "d=0000-not-a-token" in text
+
+
+@pytest.mark.properties
+@given(
+    secret=st.text(alphabet=string.ascii_letters + string.digits + "-_.~+/=", min_size=4, max_size=40),
+    before=st.text(max_size=30),
+    after=st.text(max_size=30),
+)
+def test_a_registered_secret_never_survives_redaction(secret: str, before: str, after: str) -> None:
+    register_secret(secret)
+    assert secret not in redact(before + secret + after)
