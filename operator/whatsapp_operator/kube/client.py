@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import kopf
 
+from whatsapp_operator.http_transport import AiohttpTransport
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
 
@@ -267,4 +268,10 @@ def _client_for(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
         context = ssl.create_default_context()
         context.load_cert_chain(os.fsdecode(info.certificate_path), os.fsdecode(info.private_key_path))
         verify = context if verify is True else verify
-    return httpx.AsyncClient(base_url=info.server, headers=headers, auth=auth, verify=verify, timeout=30.0)
+    return httpx.AsyncClient(
+        base_url=info.server,
+        headers=headers,
+        auth=auth,
+        timeout=30.0,
+        transport=AiohttpTransport(verify=verify, max_connections=64),
+    )
