@@ -75,3 +75,20 @@ async def test_a_missed_qr_limit_is_found_once_the_qr_is_stale(operator: Operato
     await operator.runtime.resync_from_lists()
     status = await operator.wait_status("shop", lambda s: s.get("phase") != "AwaitingScan")
     assert status["phase"] in ("Disconnected", "Connecting")
+
+
+async def test_a_connect_rereads_only_what_was_read_before_it(operator: OperatorUnderTest) -> None:
+    import time
+
+    for name in ("shop", "cafe"):
+        operator.create(name, {"instanceName": name})
+        await operator.wait_phase(name, "AwaitingScan")
+    runtime = operator.runtime
+    between = time.monotonic()
+    cafe = runtime.registry.get(("default", "cafe"))
+    assert cafe is not None
+    await runtime.reconciler.reconcile(cafe)  # read after the (simulated) connect
+    start = len(operator.evolution.requests)
+    await runtime._resync_after_connect(runtime.server, between)
+    paths = [r.path for r in operator.evolution.requests[start:]]
+    assert "/instance/connectionState/shop" in paths and "/instance/connectionState/cafe" not in paths

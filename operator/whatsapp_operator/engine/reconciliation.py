@@ -217,6 +217,7 @@ class Reconciler:
     # -- reconciliation ----------------------------------------------------------------------------------
 
     async def _reconcile_locked(self, tracker: InstanceTracker) -> None:
+        tracker.reconcile_started = time.monotonic()
         try:
             state = await self._call(tracker, tracker.server.rest.connection_state(tracker.instance_name))
         except InstanceNotFound:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -600,12 +601,34 @@ class Runtime:
             notices = tracker.state.stream_restored()
             if notices:
                 self.publisher.publish(tracker, notices)
-        self.request_resync()  # Evolution replays nothing: read the truth after every (re)connect
+        # Evolution replays nothing: read again what was read before this (re)connect. Instances
+        # whose first reconciliation starts after it (kopf resuming thousands of objects at start)
+        # read the truth then, with the socket already up: reading them twice would only cost.
+        connected_at = time.monotonic()
+        self.supervisor.run(
+            "resync",
+            lambda: self._resync_after_connect(server, connected_at),
+            name=f"resync-after-connect-{server.name}",
+            once=True,
+        )
         self._report_server_soon(server)
         if server.socketio_stats.connects > 1:  # Evolution may have restarted from an older backup
             self.supervisor.run(
                 "drift", lambda: self.repair_drift(trackers), name=f"drift-after-reconnect-{server.name}", once=True
             )
+
+    async def _resync_after_connect(self, server: EvolutionServer, connected_at: float) -> None:
+        if not self.active:
+            return
+        await self._resync(
+            [
+                tracker
+                for tracker in self._resyncable()
+                if tracker.server is server
+                and tracker.reconcile_started is not None
+                and tracker.reconcile_started < connected_at
+            ]
+        )
 
     def server_down(self, server: EvolutionServer, message: str) -> None:
         self._report_server_soon(server)

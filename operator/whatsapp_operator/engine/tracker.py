@@ -38,6 +38,7 @@ class InstanceTracker:
     qr_watch: asyncio.TimerHandle | None = None
     reconnect_requested: bool = False
     retry: Backoff = field(default_factory=Backoff)
+    reconcile_started: float | None = None  # time.monotonic() of the last reconciliation's first read
     paused: bool = False  # the paused annotation: no call to Evolution for this instance
     # The webhook as Evolution should have it (header values read from their Secrets), or why it
     # cannot be built; None when the spec has none.
