@@ -154,12 +154,32 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def operator_version() -> str:
+    """HEAD, plus "+dirty" when operator/ has uncommitted changes: what a starting operator process loads."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "operator"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 class OperatorProcess:
     def __init__(self, kubeconfig: Path, url: str, api_key: str, resync: float, log_path: Path) -> None:
         self.kubeconfig, self.url, self.api_key, self.resync = kubeconfig, url, api_key, resync
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self.versions: list[str] = []  # the operator code each start ran (others may commit meanwhile)
         log_path.write_text("")
 
     @property
@@ -188,6 +208,7 @@ class OperatorProcess:
 
     async def start(self, profile: str | None = None) -> float:
         self.starts += 1
+        self.versions.append(operator_version())
         with self.log_path.open("a", encoding="utf-8") as log:
             log.write(f"===== bench_process.py: operator start #{self.starts}: {' '.join(self.command(profile))}\n")
             log.flush()
@@ -469,6 +490,7 @@ class Bench:
         self.operator: OperatorProcess | None = None
         self.floor: asyncio.subprocess.Process | None = None
         self.tick_snaps: list[dict[str, Any]] = []
+        self.progress: Callable[[], str] = lambda: "-"
         self.observer.on_tick = lambda: self.tick_snaps.append(self.snapshot())
 
     # -- waiting --------------------------------------------------------------------------------
@@ -479,7 +501,7 @@ class Bench:
         while not predicate():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Timeout(what)
+                raise Timeout(f"{what} ({self.progress()})")
             with contextlib.suppress(AssertionError):
                 await self.kube.wait_until(predicate, timeout=min(0.2, remaining))
         return time.monotonic()
@@ -578,6 +600,7 @@ class Bench:
             self.create_floor_objects(min(self.n, 1000))
             created = time.monotonic()
             self.create_objects()
+            self.progress = lambda: f"{len(self.observer.awaiting)}/{self.n} AwaitingScan"
             await self.wait(lambda: self.observer.all_awaiting_at is not None, "all AwaitingScan")
             assert self.observer.first_awaiting_at is not None and self.observer.all_awaiting_at is not None
             figures["create"] = {
@@ -604,6 +627,7 @@ class Bench:
             scan_started = time.monotonic()
             for name in self.names:
                 await self.evolution.scan(name)
+            self.progress = lambda: f"{len(self.observer.connected)}/{self.n} Connected"
             await self.wait(lambda: len(self.observer.connected) == self.n, "all Connected")
             figures["scan_all_connected_s"] = round(time.monotonic() - scan_started, 2)
             figures["idle_window"] = await self.window(time.monotonic(), "idle", with_qr=False)
@@ -619,6 +643,7 @@ class Bench:
             self.result["operator_exit_code"] = await operator.stop()
             operator.kill_now()
             self.result["operator_log"] = operator.log_summary()
+            self.result["operator_versions"] = operator.versions
             with contextlib.suppress(Exception):
                 await self.evolution.stop()
             with contextlib.suppress(Exception):
@@ -812,6 +837,32 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_summary(path: str, top: int = 20) -> dict[str, Any]:
+    """The operator's cProfile output: total, top functions by own time and by cumulative time."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    rows = stats.stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in rows.values())
+
+    def name(key: tuple[str, int, str]) -> str:
+        filename, line, func = key
+        for marker in ("site-packages/", "/operator/", "/lib/python3"):
+            if marker in filename:
+                filename = filename.split(marker, 1)[1]
+                break
+        return f"{filename}:{line}({func})"
+
+    def table(index: int) -> list[dict[str, Any]]:
+        ordered = sorted(rows.items(), key=lambda item: item[1][index], reverse=True)[:top]
+        return [
+            {"function": name(key), "ncalls": row[1], "tottime_s": round(row[2], 3), "cumtime_s": round(row[3], 3)}
+            for key, row in ordered
+        ]
+
+    return {"file": path, "total_tottime_s": round(total, 2), "by_tottime": table(2), "by_cumtime": table(3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=1000, help="WhatsAppInstances (default 1000)")
@@ -858,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if bench.operator is not None:
             bench.operator.kill_now()
+    if args.profile and Path(args.profile).exists():
+        result["profile"] = profile_summary(args.profile)
     print(json.dumps(result, indent=2))
     if not args.json:
         print()
