@@ -63,3 +63,17 @@ async def test_a_401_that_persists_is_an_error_without_the_token(apiserver):
     assert caught.value.status == 401
     assert "still-wrong-token" not in str(caught.value) and "expired-token" not in str(caught.value)
     await kube.aclose()
+
+
+async def test_urls_are_parsed_once_and_keep_a_path_prefix_as_httpx_does() -> None:
+    import kopf
+
+    from whatsapp_operator.kube.client import KubeClient
+
+    client = KubeClient()
+    client.use_credentials(kopf.ConnectionInfo(server="https://apiserver.example:6443/k8s/clusters/c1"))
+    assert client._http is not None
+    for path in ("/api/v1/namespaces/a/secrets/b", "/apis/g/v1/things?labelSelector=a%3Db"):
+        assert client._url(path) == client._http._merge_url(path)
+        assert client._url(path) is client._url(path)
+    await client.aclose()

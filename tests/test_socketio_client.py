@@ -540,7 +540,7 @@ async def test_handshake_that_never_comes_times_out(
             f"http://127.0.0.1:{port}",
             listener=listener,
             backoff=Backoff(initial=0.01, maximum=0.05),
-            open_timeout=0.1,
+            open_timeout=0.5,  # room for a loaded machine to finish the websocket upgrade itself
         )
         running(client)
         _, reason = await listener.expect("disconnected")
