@@ -27,7 +27,7 @@ from whatsapp_operator.evolution.events import (
     QRUpdated,
     parse_event,
 )
-from whatsapp_operator.values import IMAGE_LIMIT, INT64_MAX, INT64_MIN, TEXT_LIMIT, TOKEN_LIMIT
+from whatsapp_operator.values import IMAGE_LIMIT, INT64_MAX, INT64_MIN, TEXT_LIMIT, TOKEN_LIMIT, posix_time
 
 pytestmark = pytest.mark.properties
 
@@ -171,3 +171,14 @@ def test_status_reason_is_kept_exactly_when_it_is_an_int64(reason: Any) -> None:
     assert event.status_reason == (reason if is_int64 else None)
     if isinstance(reason, float) and math.isnan(reason):
         assert event.status_reason is None
+
+
+@given(st.one_of(st.text(max_size=60), st.none(), st.integers(), st.floats(), st.datetimes().map(str)))
+def test_posix_time_is_a_number_or_none_for_any_input(value: Any) -> None:
+    moment = posix_time(value)
+    assert moment is None or isinstance(moment, float)
+
+
+def test_posix_time_reads_utc_and_zoneless_times_alike() -> None:
+    assert posix_time("2026-01-01T00:00:00Z") == posix_time("2026-01-01T00:00:00") == 1767225600.0
+    assert posix_time("not a time") is None and posix_time(None) is None

@@ -9,6 +9,7 @@ parsed, and what does not fit is dropped (machine values) or shortened (human te
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 INT64_MIN = -(2**63)
@@ -55,3 +56,18 @@ def token(value: Any, limit: int = TOKEN_LIMIT) -> str | None:
         return None
     checked: str = value
     return valid_unicode(checked)
+
+
+def posix_time(value: object) -> float | None:
+    """An ISO 8601 time (status fields, object metadata) as seconds since the epoch, UTC when it
+    names no zone; None for anything else."""
+    try:
+        moment = datetime.datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):
+        return None

@@ -48,6 +48,7 @@ from whatsapp_operator.kube.status_writer import StatusWriter
 from whatsapp_operator.metrics import Metrics
 from whatsapp_operator.names import PAUSED_ANNOTATION
 from whatsapp_operator.reasons import Reason
+from whatsapp_operator.values import posix_time
 
 logger = logging.getLogger("whatsapp_operator.engine.runtime")
 
@@ -83,13 +84,8 @@ def list_confirms(tracker: InstanceTracker, row: EvolutionRecord | None, now: da
 
 
 def _recent(timestamp: str | None, now: datetime.datetime) -> bool:
-    try:
-        then = datetime.datetime.fromisoformat(str(timestamp))
-    except ValueError:
-        return False
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=datetime.UTC)
-    return (now - then).total_seconds() < QR_STALE_SECONDS
+    then = posix_time(timestamp)
+    return then is not None and now.timestamp() - then < QR_STALE_SECONDS
 
 
 def utc_now() -> str:

@@ -26,7 +26,7 @@ from whatsapp_operator.evolution.events import (
 )
 from whatsapp_operator.names import RECONNECT_ANNOTATION
 from whatsapp_operator.reasons import Reason
-from whatsapp_operator.values import int64, valid_unicode
+from whatsapp_operator.values import int64, posix_time, valid_unicode
 
 # Closes after which Evolution does not reconnect and wipes the session (docs/evolution-api.md §4.7, §4.8).
 _SESSION_ENDING_CLOSES = {401: "LoggedOut", 403: "Forbidden", 402: "SessionEnded", 406: "SessionEnded"}
@@ -503,7 +503,7 @@ class InstanceState:
         was_connected = self.phase is Phase.CONNECTED
         notices = observation()
         changed = was_connected != (self.phase is Phase.CONNECTED)
-        moment = _posix_time(now)
+        moment = posix_time(now)
         if moment is None:
             return self._rate_limited(notices)
         limit, window = self._flapping_limits()
@@ -710,20 +710,6 @@ class InstanceState:
             self.since = now
         self.state = state
         self.status_reason = int64(status_reason)
-
-
-def _posix_time(now: str) -> float | None:
-    """An ISO 8601 time as seconds since the epoch (UTC when it names no zone), else None."""
-    try:
-        moment = datetime.datetime.fromisoformat(now)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    try:
-        return moment.timestamp()
-    except (OverflowError, ValueError):
-        return None
 
 
 def _duration(seconds: float) -> str:

@@ -10,18 +10,14 @@ from typing import Any
 
 from whatsapp_operator.kube.client import KubeClient, KubeError
 from whatsapp_operator.names import FINALIZER, NUDGE_ANNOTATION
+from whatsapp_operator.values import posix_time
 
 logger = logging.getLogger("whatsapp_operator.kube.nudge")
 
 
 def _older_than(timestamp: Any, now: datetime.datetime, seconds: float) -> bool:
-    try:
-        then = datetime.datetime.fromisoformat(str(timestamp))
-    except ValueError:
-        return False
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=datetime.UTC)
-    return (now - then).total_seconds() >= seconds
+    then = posix_time(timestamp)
+    return then is not None and now.timestamp() - then >= seconds
 
 
 class StuckObjectNudger:
