@@ -13,7 +13,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from whatsapp_operator.backoff import Backoff
@@ -247,7 +247,7 @@ class Runtime:
         """A declared server's status follows its socket and its number of instances."""
         if server is self.server or not self._started:
             return
-        declared = next((d for d in self.declarations.all() if d.ref.label == server.name), None)
+        declared = self.declarations.get(server.name)
         if declared is None:
             return
 
@@ -258,12 +258,6 @@ class Runtime:
 
     def _instances_on(self, server: EvolutionServer | None) -> int:
         return sum(1 for tracker in self.registry if tracker.server is server)
-
-    async def _server_check_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.server_check_interval)
-            if self.active:
-                await self.check_servers()
 
     async def check_servers(self) -> None:
         for declared in self.declarations.all():
@@ -281,9 +275,9 @@ class Runtime:
         for server in self.servers.values():
             server.start()
         self.supervisor.run("resync", self._resync_loop)
-        self.supervisor.run("nudge", self._nudge_loop)
-        self.supervisor.run("drift", self._drift_loop)
-        self.supervisor.run("server-check", self._server_check_loop)
+        self.supervisor.run("nudge", lambda: self._every(lambda: self.config.nudge_interval, self.nudge_stuck_objects))
+        self.supervisor.run("drift", lambda: self._every(lambda: self.drift_interval, self.repair_all_drift))
+        self.supervisor.run("server-check", lambda: self._every(lambda: self.server_check_interval, self.check_servers))
         if self.leadership is not None:
             self.supervisor.run("leadership", self.leadership.run)
 
@@ -489,17 +483,7 @@ class Runtime:
         await self._resync(doubtful)
 
     async def _resync(self, trackers: list[InstanceTracker]) -> None:
-        slots = asyncio.Semaphore(self.config.max_concurrent_requests)
-
-        async def one(tracker: InstanceTracker) -> None:
-            async with slots:
-                try:
-                    await self._resync_one(tracker)
-                except Exception as error:  # noqa: BLE001 - one instance's surprise must not stop the others
-                    self.supervisor.count_failure("instance-resync", error)
-                    self._retry_resync_later(tracker)
-
-        await asyncio.gather(*(one(tracker) for tracker in trackers))
+        await self._for_each(trackers, self._resync_one, "instance-resync", on_failure=self._retry_resync_later)
 
     async def _resync_one(self, tracker: InstanceTracker) -> None:
         notices = tracker.state.tick(self.clock())  # a flapping episode may have ended quietly
@@ -530,37 +514,52 @@ class Runtime:
             "instance-resync", lambda: self._resync_one(tracker), name=f"resync-{tracker.instance_name}", once=True
         )
 
-    async def _drift_loop(self) -> None:
+    async def _every(self, interval: Callable[[], float], job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` every `interval()` seconds while this replica leads."""
         while True:
-            await asyncio.sleep(self.drift_interval)
+            await asyncio.sleep(interval())
             if self.active:
-                await self.repair_drift(list(self.registry))
+                await job()
 
-    async def repair_drift(self, trackers: list[InstanceTracker]) -> None:
-        """Settings and webhook read back and put back; the connection Secret checked (per instance:
-        two reads of Evolution, one of Kubernetes)."""
+    async def _for_each(
+        self,
+        trackers: list[InstanceTracker],
+        job: Callable[[InstanceTracker], Awaitable[None]],
+        kind: str,
+        on_failure: Callable[[InstanceTracker], None] = lambda tracker: None,
+    ) -> None:
+        """`job` for every tracker, as many at once as REST calls may be in flight; one instance's
+        surprise is counted under `kind` and does not stop the others."""
         slots = asyncio.Semaphore(self.config.max_concurrent_requests)
 
         async def one(tracker: InstanceTracker) -> None:
             async with slots:
-                if tracker.paused or tracker.deleting or tracker.removed or not tracker.exists:
-                    return
                 try:
-                    await self.prepare(tracker)
-                    await self.reconciler.repair_drift(tracker)
-                    await self.ensure_connection_secret(tracker)
-                except EvolutionError as error:
-                    logger.warning("Drift check of %s/%s failed: %s", tracker.namespace, tracker.name, error)
+                    await job(tracker)
                 except Exception as error:  # noqa: BLE001 - one instance's surprise must not stop the others
-                    self.supervisor.count_failure("drift", error)
+                    self.supervisor.count_failure(kind, error)
+                    on_failure(tracker)
 
         await asyncio.gather(*(one(tracker) for tracker in trackers))
 
-    async def _nudge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.nudge_interval)
-            if self.active:
-                await self.nudge_stuck_objects()
+    async def repair_all_drift(self) -> None:
+        await self.repair_drift(list(self.registry))
+
+    async def repair_drift(self, trackers: list[InstanceTracker]) -> None:
+        """Settings and webhook read back and put back; the connection Secret checked (per instance:
+        two reads of Evolution, one of Kubernetes)."""
+
+        async def one(tracker: InstanceTracker) -> None:
+            if tracker.paused or tracker.deleting or tracker.removed or not tracker.exists:
+                return
+            try:
+                await self.prepare(tracker)
+                await self.reconciler.repair_drift(tracker)
+                await self.ensure_connection_secret(tracker)
+            except EvolutionError as error:
+                logger.warning("Drift check of %s/%s failed: %s", tracker.namespace, tracker.name, error)
+
+        await self._for_each(trackers, one, "drift")
 
     async def nudge_stuck_objects(self) -> None:
         await self.nudger.nudge()

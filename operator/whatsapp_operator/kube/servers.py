@@ -80,8 +80,9 @@ class ServerDeclarations:
     def all(self) -> list[DeclaredServer]:
         return list(self._declared.values())
 
-    def get(self, ref: ServerRef) -> DeclaredServer | None:
-        return self._declared.get(ref.label)
+    def get(self, label: str) -> DeclaredServer | None:
+        """The declaration of the server whose label (`ServerRef.label`) this is."""
+        return self._declared.get(label)
 
     def missing(self, ref: ServerRef) -> EvolutionError:
         where = "" if ref.namespace is None else f" in namespace {ref.namespace}"
