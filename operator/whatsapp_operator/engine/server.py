@@ -210,7 +210,8 @@ class EvolutionServer:
                 "evolution-events", stream.run, name=f"evolution-events-{self.name}"
             )
         elif not wanted and self._stream_task is not None:
-            asyncio.get_running_loop().create_task(self._stop_stream())
+            # Under the supervisor, which keeps a reference to the task until it is done.
+            self._supervisor.run("evolution-events", self._stop_stream, name=f"close-events-{self.name}", once=True)
 
     async def _stop_stream(self) -> None:
         task, self._stream_task = self._stream_task, None
