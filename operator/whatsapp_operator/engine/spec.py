@@ -87,6 +87,8 @@ class InstanceSpec:
     @classmethod
     def parse(cls, namespace: str, name: str, spec: dict[str, Any] | None) -> InstanceSpec:
         spec = spec or {}
+        if not isinstance(spec, dict):
+            raise InvalidSpec("spec must be an object")
         instance_name = spec.get("instanceName") or default_instance_name(namespace, name)
         check_instance_name(instance_name)
         integration = spec.get("integration") or DEFAULT_INTEGRATION
@@ -133,15 +135,26 @@ def parse_webhook(webhook: Any) -> WebhookSpec | None:
         return None
     if not isinstance(webhook, dict) or not isinstance(webhook.get("url"), str):
         raise InvalidSpec("webhook needs a url")
+    header_list = webhook.get("headers") or []
+    events = webhook.get("events") or []
+    if not isinstance(header_list, list) or not isinstance(events, list):
+        raise InvalidSpec("webhook.headers and webhook.events must be lists")
     headers: list[tuple[str, SecretKeyRef]] = []
-    for header in webhook.get("headers") or []:
-        ref = ((header or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
-        if not isinstance(header.get("name"), str) or not ref.get("name") or not ref.get("key"):
+    for header in header_list:
+        value_from = header.get("valueFrom") if isinstance(header, dict) else None
+        ref = value_from.get("secretKeyRef") if isinstance(value_from, dict) else None
+        if (
+            not isinstance(header, dict)
+            or not isinstance(header.get("name"), str)
+            or not isinstance(ref, dict)
+            or not ref.get("name")
+            or not ref.get("key")
+        ):
             raise InvalidSpec("each webhook header needs a name and valueFrom.secretKeyRef {name, key}")
         headers.append((header["name"], SecretKeyRef(str(ref["name"]), str(ref["key"]))))
     return WebhookSpec(
         url=webhook["url"],
-        events=tuple(sorted({str(event) for event in webhook.get("events") or []})),
+        events=tuple(sorted({str(event) for event in events})),
         by_events=bool(webhook.get("byEvents", False)),
         base64=bool(webhook.get("base64", False)),
         headers=tuple(sorted(headers, key=lambda item: item[0].lower())),
@@ -155,7 +168,7 @@ def default_instance_name(namespace: str, name: str) -> str:
 
 
 def check_instance_name(instance_name: str) -> None:
-    if not INSTANCE_NAME_PATTERN.match(instance_name):
+    if not isinstance(instance_name, str) or not INSTANCE_NAME_PATTERN.match(instance_name):
         raise InvalidSpec(
             f"instance name {instance_name!r} must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'; "
             "set spec.instanceName explicitly"
@@ -169,6 +182,8 @@ def check_instance_name(instance_name: str) -> None:
 def evolution_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     """The spec's settings as Evolution's create and /settings/set bodies expect them (all keys present)."""
     settings = settings or {}
+    if not isinstance(settings, dict):
+        raise InvalidSpec("settings must be an object")
     body: dict[str, Any] = {key: bool(settings.get(key, False)) for key in BOOLEAN_SETTINGS}
     body["msgCall"] = str(settings.get("msgCall") or "")
     return body

@@ -21,6 +21,7 @@ from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.kube.client import login_from_environment
 from whatsapp_operator.kube.leadership import PeeringIdentity
+from whatsapp_operator.kube.servers import InvalidServer
 from whatsapp_operator.names import (
     ANNOTATION_PREFIX,
     CLUSTER_SERVER_PLURAL,
@@ -151,12 +152,17 @@ def _register_server_handlers(registry: kopf.OperatorRegistry, runtime: Runtime,
     @kopf.on.create(GROUP, VERSION, plural, id="declare-server", registry=registry)
     @kopf.on.update(GROUP, VERSION, plural, field="spec", id="declare-server", registry=registry)
     async def declare_server(body: kopf.Body, **_: Any) -> None:
-        await runtime.declare_server(_plain(body))
+        try:
+            await runtime.declare_server(_plain(body))
+        except InvalidServer as error:
+            raise kopf.PermanentError(f"invalid server: {error}") from None
 
     @kopf.on.delete(GROUP, VERSION, plural, id="retire-server", registry=registry)
     async def retire_server(body: kopf.Body, **_: Any) -> None:
         try:
             await runtime.retire_server(_plain(body))
+        except InvalidServer:
+            return  # never declared: nothing uses it
         except ServerInUse as error:
             raise kopf.TemporaryError(str(error), delay=10) from None
 

@@ -186,36 +186,69 @@ class ServerDeclarations:
         self._written[declared.ref.label] = status
 
 
+class InvalidServer(ValueError):
+    """A server object this operator cannot use; the message says what is wrong."""
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidServer(f"{where} must be an object")
+    return value
+
+
+def _text(value: Any, where: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidServer(f"{where} must be a string")
+    return value
+
+
 def parse_server(body: dict[str, Any], operator_namespace: str) -> DeclaredServer:
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    cluster = body.get("kind") == CLUSTER_SERVER_KIND or not meta.get("namespace")
-    ref = ServerRef(
-        CLUSTER_SERVER_KIND if cluster else SERVER_KIND, str(meta.get("name")), None if cluster else meta["namespace"]
-    )
-    key_ref = spec.get("apiKeySecretRef") or {}
-    tls = spec.get("tls") or {}
-    ca_ref = tls.get("caSecretRef")
+    """The declaration of an EvolutionServer or ClusterEvolutionServer; raises InvalidServer."""
+    meta = _object(body.get("metadata"), "metadata")
+    spec = _object(body.get("spec"), "spec")
+    name = _text(meta.get("name"), "metadata.name")
+    if not name:
+        raise InvalidServer("metadata.name is missing")
+    namespace = _text(meta.get("namespace"), "metadata.namespace")
+    cluster = body.get("kind") == CLUSTER_SERVER_KIND or not namespace
+    ref = ServerRef(CLUSTER_SERVER_KIND if cluster else SERVER_KIND, name, None if cluster else namespace)
+    key_ref = _object(spec.get("apiKeySecretRef"), "spec.apiKeySecretRef")
+    tls = _object(spec.get("tls"), "spec.tls")
+    ca_ref = _object(tls.get("caSecretRef"), "spec.tls.caSecretRef")
     try:
-        mode = WebsocketMode((spec.get("websocket") or {}).get("mode") or WebsocketMode.AUTO.value)
+        mode = WebsocketMode(_object(spec.get("websocket"), "spec.websocket").get("mode") or WebsocketMode.AUTO.value)
     except ValueError:
         mode = WebsocketMode.AUTO
+    generation = meta.get("generation")
     return DeclaredServer(
         ref=ref,
         uid=str(meta.get("uid", "")),
-        generation=meta.get("generation"),
-        url=str(spec.get("url", "")).rstrip("/"),
-        api_key=SecretKeyRef(str(key_ref.get("name", "")), str(key_ref.get("key", ""))),
-        secret_namespace=operator_namespace if cluster else meta["namespace"],
+        generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else None,
+        url=_text(spec.get("url"), "spec.url").rstrip("/"),
+        api_key=SecretKeyRef(
+            _text(key_ref.get("name"), "spec.apiKeySecretRef.name"),
+            _text(key_ref.get("key"), "spec.apiKeySecretRef.key"),
+        ),
+        secret_namespace=operator_namespace if cluster else namespace,
         websocket_mode=mode,
-        ca=SecretKeyRef(str(ca_ref.get("name", "")), str(ca_ref.get("key") or "ca.crt")) if ca_ref else None,
-        insecure_skip_verify=bool(tls.get("insecureSkipVerify", False)),
+        ca=SecretKeyRef(
+            _text(ca_ref.get("name"), "spec.tls.caSecretRef.name"),
+            _text(ca_ref.get("key"), "spec.tls.caSecretRef.key") or "ca.crt",
+        )
+        if ca_ref
+        else None,
+        insecure_skip_verify=tls.get("insecureSkipVerify") is True,
     )
 
 
-def secret_value(secret: dict[str, Any], key: str) -> str | None:
+def secret_value(secret: Any, key: str) -> str | None:
     """One value of a Secret as text; None when absent, empty, not base64, not UTF-8 or oversized."""
-    raw = (secret.get("data") or {}).get(key)
+    data = secret.get("data") if isinstance(secret, dict) else None
+    raw = data.get(key) if isinstance(data, dict) else None
     if not isinstance(raw, str) or not raw or len(raw) > MAX_SECRET_VALUE * 2:
         return None
     try:
