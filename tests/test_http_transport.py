@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from whatsapp_operator.http_transport import AiohttpTransport
+from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
 
 
 @pytest.fixture
@@ -71,3 +71,17 @@ async def test_a_slow_answer_is_an_httpx_timeout(server: str) -> None:
     async with httpx.AsyncClient(base_url=server, transport=AiohttpTransport(), timeout=0.2) as client:
         with pytest.raises(httpx.TimeoutException):
             await client.get("/slow")
+
+
+async def test_cookies_a_server_sets_are_neither_kept_nor_sent() -> None:
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"}, json={})
+
+    async with CookielessClient(base_url="http://kube.test", transport=httpx.MockTransport(answer)) as client:
+        await client.get("/a")
+        await client.get("/b")
+        assert not client.cookies
+    assert seen == [None, None]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+# One generator for all delays: jitter needs no independent streams, and seeding a new Random
+# (os.urandom) for every status write showed up in the profile.
+_JITTER = random.Random()
+
 
 @dataclass
 class Backoff:
@@ -12,7 +16,7 @@ class Backoff:
     maximum: float = 30.0
     factor: float = 2.0
     attempts: int = 0
-    _random: random.Random = field(default_factory=random.Random, repr=False)
+    _random: random.Random = field(default=_JITTER, repr=False)
 
     def next_delay(self) -> float:
         """Delay before the next attempt: uniform in [ceiling/2, ceiling], ceiling grows to `maximum`."""

@@ -88,8 +88,17 @@ def _recent(timestamp: str | None, now: datetime.datetime) -> bool:
     return then is not None and now.timestamp() - then < QR_STALE_SECONDS
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Now, to the second, as the status writes it. Formatted once per second: every event asks."""
+    second = int(time.time())
+    cached_second, text = _last_second[0]
+    if cached_second != second:
+        text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _last_second[0] = (second, text)
+    return text
 
 
 class Runtime:

@@ -43,7 +43,7 @@ from whatsapp_operator.evolution.errors import (
     error_message_from_body,
     reason_for_status,
 )
-from whatsapp_operator.http_transport import AiohttpTransport
+from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
 from whatsapp_operator.reasons import Reason
 from whatsapp_operator.redaction import MASK, redact, register_secret
 
@@ -410,7 +410,7 @@ class EvolutionClient:
         self.base_url = base_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
         self._call_timeout = timeout
-        self._http = httpx.AsyncClient(
+        self._http = CookielessClient(
             base_url=self.base_url,
             # Only the encodings _BodyReader decodes with a bound on the decoded size.
             headers={"apikey": api_key, "accept": "application/json", "accept-encoding": "gzip, deflate"},

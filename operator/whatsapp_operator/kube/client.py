@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import kopf
 
-from whatsapp_operator.http_transport import AiohttpTransport
+from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
 
@@ -283,7 +283,7 @@ def _client_for(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
         context = ssl.create_default_context()
         context.load_cert_chain(os.fsdecode(info.certificate_path), os.fsdecode(info.private_key_path))
         verify = context if verify is True else verify
-    return httpx.AsyncClient(
+    return CookielessClient(
         base_url=info.server,
         headers=headers,
         auth=auth,

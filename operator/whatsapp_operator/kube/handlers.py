@@ -20,6 +20,7 @@ from whatsapp_operator.engine.tracker import InstanceTracker
 from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.kube.client import login_from_environment
+from whatsapp_operator.kube.essence import LeanAnnotationsDiffBaseStorage
 from whatsapp_operator.kube.leadership import PeeringIdentity
 from whatsapp_operator.kube.servers import InvalidServer
 from whatsapp_operator.names import (
@@ -41,7 +42,7 @@ logger = logging.getLogger("whatsapp_operator.kube.handlers")
 def configure_settings(settings: kopf.OperatorSettings) -> None:
     # The status belongs to the operator's own writer: kopf keeps its progress in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanAnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
@@ -50,6 +51,10 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # kopf starts a task per object when an event arrives and ends it after `idle_timeout` without
+    # events. A waiting instance gets a QR code (and the echo of its status write) every 20 s or
+    # so: with kopf's 5 s, each of them started a new task; a minute keeps it (a few KB each).
+    settings.queueing.idle_timeout = 60.0
 
 
 def build_registry(
