@@ -528,6 +528,24 @@ async def test_silent_server_is_treated_as_dead_and_pings_are_answered(
         await client.close()
 
 
+async def test_the_client_does_not_offer_permessage_deflate(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    # A server that accepted it would make the operator inflate every QR frame on its one loop;
+    # Evolution's socket.io never accepts it (docs/evolution-api.md §4.1).
+    extensions: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def handler(websocket: ServerConnection) -> None:
+        assert websocket.request is not None
+        extensions.put_nowait(websocket.request.headers.get("Sec-WebSocket-Extensions"))
+        await websocket.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:  # websockets' server accepts deflate when offered
+        port = server.sockets[0].getsockname()[1]
+        running(fast_client(f"http://127.0.0.1:{port}", listener))
+        assert await asyncio.wait_for(extensions.get(), TIMEOUT) is None
+
+
 async def test_handshake_that_never_comes_times_out(
     listener: RecordingListener, running: Callable[[SocketIOClient], None]
 ) -> None:

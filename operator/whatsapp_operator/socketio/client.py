@@ -460,6 +460,9 @@ class SocketIOClient:
                 self._url,
                 open_timeout=self._open_timeout,
                 ping_interval=None,  # Engine.IO has its own heartbeat
+                # Evolution's socket.io never accepts permessage-deflate (docs/evolution-api.md §4.1); with a
+                # server that would, every QR frame would cost an inflate on the operator's one loop.
+                compression=None,
                 close_timeout=_CLOSE_TIMEOUT,
                 max_size=MAX_FRAME_SIZE,
                 logger=self._wire_logger,
