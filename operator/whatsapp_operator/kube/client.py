@@ -20,7 +20,8 @@ from urllib.parse import quote
 import httpx
 import kopf
 
-from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
+from whatsapp_operator.http11 import Http11Transport
+from whatsapp_operator.http_transport import CookielessClient
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
 
@@ -288,5 +289,5 @@ def _client_for(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
         headers=headers,
         auth=auth,
         timeout=30.0,
-        transport=AiohttpTransport(verify=verify, max_connections=64),
+        transport=Http11Transport(verify=verify, max_connections=64),
     )

@@ -1,0 +1,493 @@
+"""A lean HTTP/1.1 transport for httpx: the Kubernetes API client's, where every status write goes.
+
+httpx stays the client API. Under it, aiohttp's request machinery (ClientRequest, connector,
+tracing, cookie filtering) cost about as much CPU per status write as everything else the operator
+does for a QR event (bench/README.md, profile). The Kubernetes API needs little of it: one origin,
+HTTP/1.1 keep-alive, bodies framed by Content-Length or chunked, TLS with the kubeconfig's context.
+This module does exactly that: a sans-I/O response parser (`ResponseParser`, property-tested on
+arbitrary bytes) and a pooled asyncio transport around it. Response bodies are passed on raw; httpx
+decodes any Content-Encoding. No proxy support (the Kubernetes client never used one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+MAX_HEAD_BYTES = 64 * 1024  # status line + headers (Go's server allows 1 MB, its client 10 MB; ours only reads)
+MAX_CHUNK_LINE_BYTES = 4096
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class ProtocolError(Exception):
+    """The bytes are not an HTTP/1.1 response this client can read."""
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class _NeedData:
+    pass
+
+
+class _End:
+    pass
+
+
+NEED_DATA = _NeedData()
+END = _End()
+Event = ResponseHead | bytes | _NeedData | _End
+
+
+class ResponseParser:
+    """One response, from bytes to events: a `ResponseHead`, body `bytes` pieces, then `END`.
+
+    `feed()` the bytes as they come and `feed_eof()` when the peer closes; `next_event()` returns
+    `NEED_DATA` until more is needed, and raises `ProtocolError` for anything malformed, truncated or
+    over the bounds.
+    """
+
+    def __init__(self, *, head_request: bool = False) -> None:
+        self._buffer = bytearray()
+        self._eof = False
+        self._head_request = head_request
+        self._state = "head"
+        self._remaining = 0
+        self._keep_alive = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def feed_eof(self) -> None:
+        self._eof = True
+
+    @property
+    def received_nothing(self) -> bool:
+        """No byte of an answer yet: a closed keep-alive connection, not a half answer."""
+        return self._state == "head" and not self._buffer
+
+    def next_event(self) -> Event:
+        state = self._state
+        if state == "head":
+            return self._head()
+        if state == "length":
+            return self._length_body()
+        if state == "size":
+            return self._chunk_size()
+        if state == "data":
+            return self._chunk_data()
+        if state == "crlf":
+            return self._chunk_crlf()
+        if state == "trailers":
+            return self._trailers()
+        if state == "close":
+            return self._until_close()
+        return END
+
+    # -- the head ---------------------------------------------------------------------------------
+
+    def _head(self) -> Event:
+        while True:
+            end = self._buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    raise ProtocolError(f"response head longer than {MAX_HEAD_BYTES} bytes")
+                if self._eof:
+                    raise ProtocolError("connection closed before the response head ended")
+                return NEED_DATA
+            raw = bytes(self._buffer[:end])
+            del self._buffer[: end + 4]
+            head, http10, connection_close = _parse_head(raw)
+            if 100 <= head.status < 200:
+                if head.status == 101:
+                    raise ProtocolError("unexpected 101 Switching Protocols")
+                continue  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._keep_alive = not http10 and not connection_close
+            self._frame(head)
+            return head
+
+    def _frame(self, head: ResponseHead) -> None:
+        if self._head_request or head.status in _NO_BODY_STATUSES:
+            self._finish()
+            return
+        transfer_encoding = [value for name, value in head.headers if name == b"transfer-encoding"]
+        if transfer_encoding:
+            codings = [part.strip().lower() for value in transfer_encoding for part in value.split(b",")]
+            if codings[-1] == b"chunked":
+                self._state = "size"
+            else:  # RFC 9112 6.3: not chunked last, so the body runs to the end of the connection
+                self._state, self._keep_alive = "close", False
+            return
+        lengths = {
+            part.strip() for name, value in head.headers if name == b"content-length" for part in value.split(b",")
+        }
+        if not lengths:
+            self._state, self._keep_alive = "close", False
+            return
+        if len(lengths) > 1:
+            raise ProtocolError("conflicting Content-Length values")
+        (length,) = lengths
+        if not length.isdigit() or not length.isascii() or len(length) > 18:
+            raise ProtocolError("malformed Content-Length")
+        self._remaining = int(length)
+        self._state = "length"
+        if self._remaining == 0:
+            self._finish()
+
+    # -- bodies -----------------------------------------------------------------------------------
+
+    def _length_body(self) -> Event:
+        if not self._buffer:
+            if self._eof:
+                raise ProtocolError("connection closed before the body ended")
+            return NEED_DATA
+        piece = bytes(self._buffer[: self._remaining])
+        del self._buffer[: len(piece)]
+        self._remaining -= len(piece)
+        if self._remaining == 0:
+            self._finish()
+        return piece
+
+    def _until_close(self) -> Event:
+        if self._buffer:
+            piece = bytes(self._buffer)
+            self._buffer.clear()
+            return piece
+        if self._eof:
+            self._finish()
+            return END
+        return NEED_DATA
+
+    def _line(self) -> bytes | None:
+        end = self._buffer.find(b"\r\n", 0, MAX_CHUNK_LINE_BYTES)
+        if end < 0:
+            if len(self._buffer) >= MAX_CHUNK_LINE_BYTES:
+                raise ProtocolError("chunk line too long")
+            if self._eof:
+                raise ProtocolError("connection closed inside a chunked body")
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
+        return line
+
+    def _chunk_size(self) -> Event:
+        line = self._line()
+        if line is None:
+            return NEED_DATA
+        size = line.split(b";", 1)[0].strip()
+        if not size or len(size) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in size):
+            raise ProtocolError("malformed chunk size")
+        self._remaining = int(size, 16)
+        self._state = "data" if self._remaining else "trailers"
+        return self.next_event()
+
+    def _chunk_data(self) -> Event:
+        if not self._buffer:
+            if self._eof:
+                raise ProtocolError("connection closed inside a chunk")
+            return NEED_DATA
+        piece = bytes(self._buffer[: self._remaining])
+        del self._buffer[: len(piece)]
+        self._remaining -= len(piece)
+        if self._remaining == 0:
+            self._state = "crlf"
+        return piece
+
+    def _chunk_crlf(self) -> Event:
+        if len(self._buffer) < 2:
+            if self._eof:
+                raise ProtocolError("connection closed inside a chunked body")
+            return NEED_DATA
+        if self._buffer[:2] != b"\r\n":
+            raise ProtocolError("chunk not followed by CRLF")
+        del self._buffer[:2]
+        self._state = "size"
+        return self.next_event()
+
+    def _trailers(self) -> Event:
+        while True:
+            line = self._line()
+            if line is None:
+                return NEED_DATA
+            if not line:
+                self._finish()
+                return END
+
+    def _finish(self) -> None:
+        self._state = "done"
+
+    @property
+    def reusable(self) -> bool:
+        """The answer ended cleanly and the connection may carry another request. Bytes after the
+        end of the answer were never asked for: such a connection is not trusted again."""
+        return self._state == "done" and self._keep_alive and not self._buffer and not self._eof
+
+
+def _parse_head(raw: bytes) -> tuple[ResponseHead, bool, bool]:
+    lines = raw.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise ProtocolError("malformed status line")
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not code.isascii():
+        raise ProtocolError("malformed status code")
+    headers: list[tuple[bytes, bytes]] = []
+    connection_close = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _is_token(name):
+            raise ProtocolError("malformed header line")
+        name = name.lower()
+        value = value.strip(b" \t")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise ProtocolError("control character in a header value")
+        if name == b"connection" and b"close" in [token.strip().lower() for token in value.split(b",")]:
+            connection_close = True
+        headers.append((name, value))
+    head = ResponseHead(status=int(code), reason=parts[2] if len(parts) == 3 else b"", headers=headers)
+    return head, parts[0] == b"HTTP/1.0", connection_close
+
+
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(name: bytes) -> bool:
+    return all(byte in _TOKEN for byte in name)
+
+
+# -- the connection and the pool --------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One socket. Carries one request at a time; `parser` is the answer being read."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser: ResponseParser | None = None
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser is None:  # bytes nobody asked for, on an idle connection
+            self.close()
+            return
+        self.parser.feed(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+
+    def _ended(self) -> None:
+        self.closed = True
+        if self.parser is not None:
+            self.parser.feed_eof()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def send(self, data: bytes, *, head_request: bool) -> None:
+        assert self.transport is not None
+        self.parser = ResponseParser(head_request=head_request)
+        self.transport.write(data)
+
+    async def next_event(self, timeout: float | None) -> ResponseHead | bytes | _End:
+        assert self.parser is not None
+        while True:
+            event = self.parser.next_event()
+            if not isinstance(event, _NeedData):
+                return event
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, transport: Http11Transport, origin: _Origin, connection: _Connection, read: float | None):
+        self._transport = transport
+        self._origin = origin
+        self._connection = connection
+        self._read_timeout = read
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._done:
+            return
+        try:
+            while True:
+                event = await self._connection.next_event(self._read_timeout)
+                if isinstance(event, _End):
+                    break
+                if isinstance(event, bytes):
+                    yield event
+        except BaseException as error:  # noqa: BLE001 - released on every way out, then re-raised
+            self._release(reuse=False)
+            raise _httpx_error(error) from None
+        self._release(reuse=True)
+
+    async def aclose(self) -> None:
+        self._release(reuse=False)
+
+    def _release(self, *, reuse: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        parser = self._connection.parser
+        keep = reuse and parser is not None and parser.reusable and not self._connection.closed
+        self._transport._release(self._origin, self._connection, keep=keep)
+
+
+_Origin = tuple[str, str, int]
+
+
+class Http11Transport(httpx.AsyncBaseTransport):
+    """Pooled HTTP/1.1 keep-alive connections for httpx, at most `max_connections` in use at once."""
+
+    def __init__(self, *, verify: ssl.SSLContext | bool = True, max_connections: int = 64):
+        if isinstance(verify, ssl.SSLContext):
+            self._ssl: ssl.SSLContext | None = verify
+        else:
+            self._ssl = ssl.create_default_context()
+            self._ssl.set_alpn_protocols(["http/1.1"])
+            if not verify:
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise httpx.ConnectError("the transport is closed")
+        url = request.url
+        scheme = url.scheme
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}")
+        origin: _Origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
+        body = await request.aread()
+        message = _request_bytes(request, body)
+        head_request = request.method == "HEAD"
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection in time") from None
+        try:
+            for attempt in (1, 2):
+                connection, reused = await self._connection(origin, timeouts.get("connect"))
+                connection.send(message, head_request=head_request)
+                try:
+                    event = await connection.next_event(timeouts.get("read"))
+                except ProtocolError:
+                    assert connection.parser is not None
+                    if reused and attempt == 1 and connection.parser.received_nothing:
+                        # The server closed this idle connection as we sent: nothing was read, so
+                        # nothing was answered. Once more on a new connection, as browsers do.
+                        connection.close()
+                        continue
+                    connection.close()
+                    raise
+                except BaseException:
+                    connection.close()
+                    raise
+                assert isinstance(event, ResponseHead)
+                return httpx.Response(
+                    status_code=event.status,
+                    headers=event.headers,
+                    stream=_Body(self, origin, connection, timeouts.get("read")),
+                    extensions={"http_version": b"HTTP/1.1", "reason_phrase": event.reason},
+                    request=request,
+                )
+            raise ProtocolError("unreachable")  # pragma: no cover - the loop returns or raises
+        except BaseException as error:  # noqa: BLE001 - released on every way out, then re-raised
+            self._slots.release()
+            raise _httpx_error(error) from None
+
+    async def _connection(self, origin: _Origin, timeout: float | None) -> tuple[_Connection, bool]:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                return connection, True
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self._ssl if scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    _Connection, host, port, ssl=tls, server_hostname=host if tls else None
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+        except (OSError, ssl.SSLError) as error:
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {error}") from None
+        return connection, False
+
+    def _release(self, origin: _Origin, connection: _Connection, *, keep: bool) -> None:
+        self._slots.release()
+        if keep and not self._closed:
+            connection.parser = None
+            self._idle.setdefault(origin, []).append(connection)
+        else:
+            connection.close()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+
+def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
+    target = request.url.raw_path or b"/"
+    lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        if name.lower() in (b"transfer-encoding", b"content-length"):
+            continue  # the body is sent whole, framed by its length
+        lines += (name, b": ", value, b"\r\n")
+    if body or request.method in ("POST", "PUT", "PATCH"):
+        lines += (b"content-length: ", str(len(body)).encode("ascii"), b"\r\n")
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+def _httpx_error(error: BaseException) -> BaseException:
+    if isinstance(error, httpx.HTTPError) or not isinstance(error, Exception):
+        return error  # httpx's own, or CancelledError/KeyboardInterrupt: unchanged
+    if isinstance(error, ProtocolError):
+        return httpx.RemoteProtocolError(str(error))
+    if isinstance(error, TimeoutError):
+        return httpx.ReadTimeout("no answer in time")
+    if isinstance(error, OSError):
+        return httpx.ReadError(str(error))
+    return error
