@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Client CPU per status-sized PATCH: httpx over httpcore (its default) vs httpx over aiohttp.
+"""Client CPU per status-sized PATCH: httpx over httpcore (its default), over aiohttp, and over the
+operator's own HTTP/1.1 transport (what the Kubernetes client uses).
 
     python bench/transport_bench.py [--requests 3000] [--concurrency 16]
 
 An aiohttp server in a child process answers every request with a small JSON object; this process
 sends PATCHes of 5 KB (a QR status patch) through each transport and prints its own CPU time per
-request (time.process_time, so the server's work is not counted).
+request (time.process_time, so the server's work is not counted). The aiohttp and http11 runs use the
+operator's cookie-less httpx client, as the operator does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 
 import httpx
 
-from whatsapp_operator.http_transport import AiohttpTransport
+from whatsapp_operator.http11 import Http11Transport
+from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
 
 SERVER = """
 import sys
@@ -35,8 +38,15 @@ BODY = b'{"status": {"qr": {"base64": "' + b"A" * 5000 + b'"}}}'
 
 
 async def measure(kind: str, url: str, requests: int, concurrency: int) -> float:
-    transport = AiohttpTransport(max_connections=40) if kind == "aiohttp" else None
-    async with httpx.AsyncClient(base_url=url, transport=transport, limits=httpx.Limits(max_connections=40)) as client:
+    transport: httpx.AsyncBaseTransport | None = None
+    client_class = CookielessClient
+    if kind == "aiohttp":
+        transport = AiohttpTransport(max_connections=40)
+    elif kind == "http11":
+        transport = Http11Transport(max_connections=40)
+    else:
+        client_class = httpx.AsyncClient
+    async with client_class(base_url=url, transport=transport, limits=httpx.Limits(max_connections=40)) as client:
         slots = asyncio.Semaphore(concurrency)
 
         async def one(index: int) -> None:
@@ -69,7 +79,7 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.05)
-        for kind in ("httpcore", "aiohttp", "httpcore", "aiohttp"):
+        for kind in ("httpcore", "aiohttp", "http11", "httpcore", "aiohttp", "http11"):
             cpu = asyncio.run(measure(kind, f"http://127.0.0.1:{port}", args.requests, args.concurrency))
             print(f"{kind:9s} client CPU per request {cpu:.3f} ms")
     finally:
