@@ -143,7 +143,7 @@ def test_nudge_seconds_set_both_how_often_and_how_long_an_object_waited():
 
 def test_drift_and_flapping_settings_have_defaults_and_inclusive_bounds():
     config = OperatorConfig.from_env(GOOD)
-    assert (config.drift_interval, config.flapping_changes, config.flapping_window) == (600.0, 6, 600.0)
+    assert (config.drift_interval, config.flapping_changes, config.flapping_window) == (3600.0, 6, 600.0)
     low = OperatorConfig.from_env(
         {
             **GOOD,
@@ -171,7 +171,7 @@ def test_drift_and_flapping_settings_have_defaults_and_inclusive_bounds():
             "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS": "",
         }
     )
-    assert (empty.drift_interval, empty.flapping_changes, empty.flapping_window) == (600.0, 6, 600.0)
+    assert (empty.drift_interval, empty.flapping_changes, empty.flapping_window) == (3600.0, 6, 600.0)
 
 
 @pytest.mark.parametrize("value", ["1", "0", "1001", "-6", "+6", "6.0", "6e0", "٦", "６", "six", "nan", "1" * 5000])

@@ -214,6 +214,28 @@ async def test_webhook_at_create_on_change_removed_and_drift_put_back(operator: 
     await evolution.wait_until(lambda: not (evolution.webhook_of("shop") or {}).get("enabled"))
 
 
+async def test_a_drift_round_spreads_the_checks_over_the_period(operator: OperatorUnderTest) -> None:
+    evolution = operator.evolution
+    for name in ("a", "b", "c"):
+        operator.create(name, {"instanceName": name})
+    for name in ("a", "b", "c"):
+        await operator.wait_phase(name, "AwaitingScan")
+    trackers = [operator.runtime.registry.get((NAMESPACE, name)) for name in ("a", "b", "c")]
+    assert all(trackers)
+    timeline: list[str] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        # What had been read before each pause: one instance's two reads per pause, not all at once.
+        reads = [r.path for r in evolution.requests if r.path.startswith(("/settings/find/", "/webhook/find/"))]
+        timeline.append(f"sleep {seconds:g} after {len(reads)} reads")
+
+    operator.runtime.drift_interval = 30.0
+    await operator.runtime.drift_round(trackers, sleep=recording_sleep)  # type: ignore[arg-type]
+    reads = [r.path for r in evolution.requests if r.path.startswith(("/settings/find/", "/webhook/find/"))]
+    assert timeline == ["sleep 10 after 0 reads", "sleep 10 after 2 reads", "sleep 10 after 4 reads"]
+    assert sorted(reads) == sorted(f"/{kind}/find/{name}" for kind in ("settings", "webhook") for name in "abc")
+
+
 async def test_connection_secret_written_rewritten_and_gone_with_the_instance(operator: OperatorUnderTest) -> None:
     kube = operator.kube
     evolution = operator.evolution

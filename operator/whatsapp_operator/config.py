@@ -77,7 +77,9 @@ class OperatorConfig:
     stuck_object_after: float = 60.0
     nudge_interval: float = 60.0  # how often objects kopf left waiting are looked for
     qr_overdue_after: float = 90.0  # Evolution normally shows the first QR within seconds
-    drift_interval: float = 600.0  # how often each instance's settings in Evolution are compared with its spec
+    # How often each instance's settings in Evolution are compared with its spec: two reads per
+    # instance per interval, so an hour keeps it at 2 calls per instance-hour (README, "Drift repair").
+    drift_interval: float = 3600.0
     # More than `flapping_changes` connection changes within `flapping_window` seconds: flapping
     # (InstanceState.configure_flapping).
     flapping_changes: int = 6
@@ -116,7 +118,7 @@ class OperatorConfig:
                 what="a port number",
                 note=" (0 turns the endpoint off)",
             ),
-            drift_interval=_seconds(env, "WHATSAPP_OPERATOR_DRIFT_SECONDS", 600.0, DRIFT_SECONDS_RANGE),
+            drift_interval=_seconds(env, "WHATSAPP_OPERATOR_DRIFT_SECONDS", 3600.0, DRIFT_SECONDS_RANGE),
             flapping_changes=_whole_number(env, "WHATSAPP_OPERATOR_FLAPPING_CHANGES", 6, FLAPPING_CHANGES_RANGE),
             flapping_window=_seconds(
                 env, "WHATSAPP_OPERATOR_FLAPPING_WINDOW_SECONDS", 600.0, FLAPPING_WINDOW_SECONDS_RANGE

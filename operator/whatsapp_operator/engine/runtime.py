@@ -285,7 +285,7 @@ class Runtime:
             server.start()
         self.supervisor.run("resync", self._resync_loop)
         self.supervisor.run("nudge", lambda: self._every(lambda: self.config.nudge_interval, self.nudge_stuck_objects))
-        self.supervisor.run("drift", lambda: self._every(lambda: self.drift_interval, self.repair_all_drift))
+        self.supervisor.run("drift", self._drift_loop)
         self.supervisor.run("server-check", lambda: self._every(lambda: self.server_check_interval, self.check_servers))
         if self.leadership is not None:
             self.supervisor.run("leadership", self.leadership.run)
@@ -551,8 +551,25 @@ class Runtime:
 
         await asyncio.gather(*(one(tracker) for tracker in trackers))
 
-    async def repair_all_drift(self) -> None:
-        await self.repair_drift(list(self.registry))
+    async def _drift_loop(self) -> None:
+        while True:
+            await self.drift_round(list(self.registry))
+
+    async def drift_round(
+        self, trackers: list[InstanceTracker], sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
+        """One drift period: every instance checked once, the checks spread evenly over the period,
+        so Evolution gets a steady trickle of reads (two per instance per period), not a burst of
+        twice the instance count at once. A check that takes longer than its share slows the round
+        instead of piling up."""
+        if not trackers:
+            await sleep(self.drift_interval)
+            return
+        spacing = self.drift_interval / len(trackers)
+        for tracker in trackers:
+            await sleep(spacing)
+            if self.active and not tracker.removed:
+                await self.repair_drift([tracker])
 
     async def repair_drift(self, trackers: list[InstanceTracker]) -> None:
         """Settings and webhook read back and put back; the connection Secret checked (per instance:
