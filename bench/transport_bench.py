@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Client CPU per status-sized PATCH: httpx over httpcore (its default), over aiohttp, and over the
-operator's own HTTP/1.1 transport (what the Kubernetes client uses).
+"""Client CPU per status-sized PATCH: httpx over httpcore (its default) and over the operator's own
+HTTP/1.1 transport (what both of its clients use).
 
     python bench/transport_bench.py [--requests 3000] [--concurrency 16]
 
 An aiohttp server in a child process answers every request with a small JSON object; this process
 sends PATCHes of 5 KB (a QR status patch) through each transport and prints its own CPU time per
-request (time.process_time, so the server's work is not counted). The aiohttp and http11 runs use the
-operator's cookie-less httpx client, as the operator does.
+request (time.process_time, so the server's work is not counted). The http11 runs use the operator's
+cookie-less httpx client, as the operator does.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import time
 
 import httpx
 
-from whatsapp_operator.http11 import Http11Transport
-from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
+from whatsapp_operator.http11 import CookielessClient, Http11Transport
 
 SERVER = """
 import sys
@@ -40,9 +39,7 @@ BODY = b'{"status": {"qr": {"base64": "' + b"A" * 5000 + b'"}}}'
 async def measure(kind: str, url: str, requests: int, concurrency: int) -> float:
     transport: httpx.AsyncBaseTransport | None = None
     client_class = CookielessClient
-    if kind == "aiohttp":
-        transport = AiohttpTransport(max_connections=40)
-    elif kind == "http11":
+    if kind == "http11":
         transport = Http11Transport(max_connections=40)
     else:
         client_class = httpx.AsyncClient
@@ -79,7 +76,7 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.05)
-        for kind in ("httpcore", "aiohttp", "http11", "httpcore", "aiohttp", "http11"):
+        for kind in ("httpcore", "http11", "httpcore", "http11"):
             cpu = asyncio.run(measure(kind, f"http://127.0.0.1:{port}", args.requests, args.concurrency))
             print(f"{kind:9s} client CPU per request {cpu:.3f} ms")
     finally:

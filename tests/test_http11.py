@@ -20,12 +20,12 @@ from whatsapp_operator.http11 import (
     END,
     MAX_HEAD_BYTES,
     NEED_DATA,
+    CookielessClient,
     Http11Transport,
     ProtocolError,
     ResponseHead,
     ResponseParser,
 )
-from whatsapp_operator.http_transport import CookielessClient
 
 # -- the parser ----------------------------------------------------------------------------------
 
@@ -404,3 +404,28 @@ async def test_tls_with_the_servers_ca_and_refused_without_it(tmp_path: object) 
                 await client.get("/")
         async with CookielessClient(base_url=url, transport=Http11Transport(verify=False)) as client:
             assert (await client.get("/")).text == "secure"
+
+
+async def test_bodies_arrive_raw_for_callers_that_decode_them_and_decoded_for_the_rest(
+    server: tuple[str, list[object]],
+) -> None:
+    url, _ = server
+    async with CookielessClient(base_url=url, transport=Http11Transport()) as client:
+        async with client.stream("GET", "/gzip") as response:
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        assert gzip.decompress(raw) == b'{"ok": true}'  # the Evolution client bounds the decoded size itself
+        assert (await client.get("/gzip")).json() == {"ok": True}
+
+
+async def test_cookies_a_server_sets_are_neither_kept_nor_sent() -> None:
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"}, json={})
+
+    async with CookielessClient(base_url="http://kube.test", transport=httpx.MockTransport(answer)) as client:
+        await client.get("/a")
+        await client.get("/b")
+        assert not client.cookies
+    assert seen == [None, None]

@@ -1,12 +1,14 @@
-"""A lean HTTP/1.1 transport for httpx: the Kubernetes API client's, where every status write goes.
+"""The HTTP/1.1 transport under both httpx clients (Kubernetes API and Evolution API).
 
-httpx stays the client API. Under it, aiohttp's request machinery (ClientRequest, connector,
-tracing, cookie filtering) cost about as much CPU per status write as everything else the operator
-does for a QR event (bench/README.md, profile). The Kubernetes API needs little of it: one origin,
-HTTP/1.1 keep-alive, bodies framed by Content-Length or chunked, TLS with the kubeconfig's context.
-This module does exactly that: a sans-I/O response parser (`ResponseParser`, property-tested on
-arbitrary bytes) and a pooled asyncio transport around it. Response bodies are passed on raw; httpx
-decodes any Content-Encoding. No proxy support (the Kubernetes client never used one).
+httpx stays the client API. Its default transport (httpcore) checks every pooled connection's
+socket on every request, and aiohttp's request machinery (ClientRequest, connector, tracing, cookie
+filtering) still cost about as much CPU per status write as everything else the operator does for a
+QR event (bench/README.md, profile). Both APIs need little: one origin per client, HTTP/1.1
+keep-alive, bodies framed by Content-Length, chunked or the connection's end, TLS with the
+configured context. This module does exactly that: a sans-I/O response parser (`ResponseParser`,
+property-tested on arbitrary bytes) and a pooled asyncio transport around it. Response bodies are
+passed on raw: httpx decodes any Content-Encoding, or the caller does with its own bounds. No proxy
+support (neither client used one before). `CookielessClient` is the httpx client both use.
 """
 
 from __future__ import annotations
@@ -491,3 +493,31 @@ def _httpx_error(error: BaseException) -> BaseException:
     if isinstance(error, OSError):
         return httpx.ReadError(str(error))
     return error
+
+
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+class CookielessClient(httpx.AsyncClient):
+    """An httpx client that neither keeps nor sends cookies.
+
+    Neither the Kubernetes API nor Evolution API sets one, yet httpx builds urllib request and
+    response objects for every answer to look for them: about 4 % of the operator's CPU per status
+    write (bench/README.md, profile). Cookies a server might set are ignored, as client-go does.
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()

@@ -43,7 +43,7 @@ from whatsapp_operator.evolution.errors import (
     error_message_from_body,
     reason_for_status,
 )
-from whatsapp_operator.http_transport import AiohttpTransport, CookielessClient
+from whatsapp_operator.http11 import CookielessClient, Http11Transport
 from whatsapp_operator.reasons import Reason
 from whatsapp_operator.redaction import MASK, redact, register_secret
 
@@ -417,7 +417,7 @@ class EvolutionClient:
             timeout=timeout,
             # The system CAs, an SSLContext with the server's CA, or (asked for) none.
             transport=transport
-            or AiohttpTransport(verify=verify, max_connections=max_concurrent_requests * 2 + max_concurrent_waits),
+            or Http11Transport(verify=verify, max_connections=max_concurrent_requests * 2 + max_concurrent_waits),
         )
         # The bound on load toward Evolution: calls that make it work. A connect mostly sleeps inside
         # Evolution after starting the session (docs/evolution-api.md §3.3): it has slots of its own,

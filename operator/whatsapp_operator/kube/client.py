@@ -20,8 +20,7 @@ from urllib.parse import quote
 import httpx
 import kopf
 
-from whatsapp_operator.http11 import Http11Transport
-from whatsapp_operator.http_transport import CookielessClient
+from whatsapp_operator.http11 import CookielessClient, Http11Transport
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
 
