@@ -482,7 +482,9 @@ class Runtime:
                 logger.warning("Listing the instances of %s failed (%s); reading them one by one", server.name, error)
                 doubtful += trackers
                 continue
-            for tracker in trackers:
+            for index, tracker in enumerate(trackers):
+                if index % 200 == 199:
+                    await asyncio.sleep(0)  # thousands of instances: let the events through meanwhile
                 if list_confirms(tracker, rows.get(tracker.instance_name), now):
                     notices = tracker.state.tick(self.clock())  # a flapping episode may have ended quietly
                     if notices:
