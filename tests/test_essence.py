@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 from whatsapp_operator.kube.essence import LeanAnnotationsDiffBaseStorage
 from whatsapp_operator.names import ANNOTATION_PREFIX, LOGOUT_ANNOTATION, PAUSED_ANNOTATION, RECONNECT_ANNOTATION
 
-pytestmark = pytest.mark.properties
-
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12))
 JSON = st.recursive(
     SCALARS,
@@ -83,6 +81,7 @@ def _storages() -> tuple[kopf.AnnotationsDiffBaseStorage, LeanAnnotationsDiffBas
     return kopf.AnnotationsDiffBaseStorage(**arguments), LeanAnnotationsDiffBaseStorage(**arguments)
 
 
+@pytest.mark.properties
 @given(BODIES, EXTRA_FIELDS)
 def test_the_lean_essence_is_kopfs_essence(raw: dict[str, Any], extra_fields: list[Any]) -> None:
     kopfs, lean = _storages()
