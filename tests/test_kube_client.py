@@ -77,3 +77,41 @@ async def test_urls_are_parsed_once_and_keep_a_path_prefix_as_httpx_does() -> No
         assert client._url(path) == client._http._merge_url(path)
         assert client._url(path) is client._url(path)
     await client.aclose()
+
+
+async def test_a_status_patch_answered_200_with_something_not_json_is_an_error() -> None:
+    # The object a status PATCH returns is not decoded (nobody reads it), but a 200 that is not
+    # JSON came from something in between (a login page of a proxy): not taken as written.
+    async def html(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="<html>sign in</html>", content_type="text/html")
+
+    async def accepted(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            body=b'{"kind": "WhatsAppInstance", "status": {"qr": {"base64": "' + b"A" * 4000 + b'"}}}',
+            content_type="application/json",
+        )
+
+    app = web.Application()
+    app.router.add_patch(
+        "/apis/whatsapp-operator.io/v1alpha1/namespaces/default/whatsappinstances/proxied/status", html
+    )
+    app.router.add_patch(
+        "/apis/whatsapp-operator.io/v1alpha1/namespaces/default/whatsappinstances/shop/status", accepted
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    kube = KubeClient(login=None)
+    kube.use_credentials(kopf.ConnectionInfo(server=url, token="t"))
+    try:
+        assert await kube.patch_status("default", "shop", {"phase": "Connected"}) is None
+        with pytest.raises(KubeError) as caught:
+            await kube.patch_status("default", "proxied", {"phase": "Connected"})
+        assert caught.value.status is None and "not JSON" in str(caught.value)
+    finally:
+        await kube.aclose()
+        await runner.cleanup()

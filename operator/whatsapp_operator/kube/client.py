@@ -112,7 +112,10 @@ class KubeClient:
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
-        await self._call("PATCH", path, json={"status": patch}, content_type="application/merge-patch+json")
+        # The answer is the whole object, QR code included: nobody reads it, so it is not decoded.
+        await self._call(
+            "PATCH", path, json={"status": patch}, content_type="application/merge-patch+json", answer=False
+        )
 
     async def post_event(self, involved: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         namespace = involved["namespace"]
@@ -213,7 +216,9 @@ class KubeClient:
             content_type="application/json",
         )
 
-    async def _call(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, content_type: str | None = None, answer: bool = True
+    ) -> Any:
         """One API request; every failure is a KubeError (status None: the API could not be reached)."""
         await self._ready.wait()
         headers = {"content-type": content_type} if content_type else None
@@ -230,6 +235,8 @@ class KubeClient:
                 self.use_credentials(await asyncio.to_thread(self.login))
             except kopf.LoginError as error:
                 raise KubeError(401, f"{method} {path}: HTTP 401 and no fresh credentials: {error}") from None
+        if not answer and response.status_code < 400 and _is_json(response):
+            return None  # (a 200 that is not JSON came from something in between: decoded, refused below)
         body = _decode(response)
         if response.status_code >= 400:
             detail = body.get("message", "") if isinstance(body, dict) else response.text[:200]
@@ -246,6 +253,11 @@ def _encode(method: str, path: str, document: Any) -> bytes:
         raise KubeError(
             400, f"{method} {path}: the request cannot be encoded as JSON ({type(error).__name__})"
         ) from None
+
+
+def _is_json(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _decode(response: httpx.Response) -> Any:
