@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from whatsapp_operator.evolution.events import (
     QRUpdated,
     parse_event,
 )
-from whatsapp_operator.values import IMAGE_LIMIT, INT64_MAX, INT64_MIN, TEXT_LIMIT, TOKEN_LIMIT, posix_time
+from whatsapp_operator.values import IMAGE_LIMIT, INT64_MAX, INT64_MIN, TEXT_LIMIT, TOKEN_LIMIT, posix_time, utc_now
 
 pytestmark = pytest.mark.properties
 
@@ -182,3 +183,11 @@ def test_posix_time_is_a_number_or_none_for_any_input(value: Any) -> None:
 def test_posix_time_reads_utc_and_zoneless_times_alike() -> None:
     assert posix_time("2026-01-01T00:00:00Z") == posix_time("2026-01-01T00:00:00") == 1767225600.0
     assert posix_time("not a time") is None and posix_time(None) is None
+
+
+def test_utc_now_is_the_kubernetes_time_of_this_second() -> None:
+    before = int(time.time())
+    text = utc_now()
+    after = int(time.time())
+    assert len(text) == 20 and text.endswith("Z")
+    assert before <= posix_time(text) <= after  # type: ignore[operator]

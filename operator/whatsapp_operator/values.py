@@ -10,6 +10,7 @@ parsed, and what does not fit is dropped (machine values) or shortened (human te
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 INT64_MIN = -(2**63)
@@ -71,3 +72,17 @@ def posix_time(value: object) -> float | None:
         return moment.timestamp()
     except (OverflowError, ValueError):
         return None
+
+
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
+def utc_now() -> str:
+    """Now, to the second, as Kubernetes writes times (status, conditions, Events). Formatted once
+    per second: every event asks."""
+    second = int(time.time())
+    cached_second, text = _last_second[0]
+    if cached_second != second:
+        text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _last_second[0] = (second, text)
+    return text

@@ -48,7 +48,7 @@ from whatsapp_operator.kube.status_writer import StatusWriter
 from whatsapp_operator.metrics import Metrics
 from whatsapp_operator.names import PAUSED_ANNOTATION
 from whatsapp_operator.reasons import Reason
-from whatsapp_operator.values import posix_time
+from whatsapp_operator.values import posix_time, utc_now
 
 logger = logging.getLogger("whatsapp_operator.engine.runtime")
 
@@ -56,7 +56,7 @@ logger = logging.getLogger("whatsapp_operator.engine.runtime")
 ENVIRONMENT_SERVER = "evolution"
 # How often declared servers' Secrets (a rotated key) and versions are read again.
 SERVER_CHECK_SECONDS = 30.0
-__all__ = ["ENVIRONMENT_SERVER", "Runtime", "ServerInUse", "utc_now"]
+__all__ = ["ENVIRONMENT_SERVER", "Runtime", "ServerInUse"]
 
 
 # A waiting instance gets a new QR code every 20 to 60 s; none for this long means an event was
@@ -86,19 +86,6 @@ def list_confirms(tracker: InstanceTracker, row: EvolutionRecord | None, now: da
 def _recent(timestamp: str | None, now: datetime.datetime) -> bool:
     then = posix_time(timestamp)
     return then is not None and now.timestamp() - then < QR_STALE_SECONDS
-
-
-_last_second: list[tuple[int, str]] = [(-1, "")]
-
-
-def utc_now() -> str:
-    """Now, to the second, as the status writes it. Formatted once per second: every event asks."""
-    second = int(time.time())
-    cached_second, text = _last_second[0]
-    if cached_second != second:
-        text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        _last_second[0] = (second, text)
-    return text
 
 
 class Runtime:

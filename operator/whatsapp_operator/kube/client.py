@@ -8,7 +8,6 @@ credentials kopf logs in with.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json as jsonlib
 import logging
 import os
@@ -23,6 +22,7 @@ import kopf
 from whatsapp_operator.http11 import CookielessClient, Http11Transport
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.redaction import redact, register_secret
+from whatsapp_operator.values import utc_now
 
 logger = logging.getLogger("whatsapp_operator.kube.client")
 _URL_CACHE_SIZE = 100_000
@@ -119,7 +119,7 @@ class KubeClient:
 
     async def post_event(self, involved: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         namespace = involved["namespace"]
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = utc_now()
         body = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from whatsapp_operator.evolution.errors import EvolutionError
 from whatsapp_operator.kube.client import KubeClient, KubeError
 from whatsapp_operator.names import CLUSTER_SERVER_KIND, CLUSTER_SERVER_PLURAL, SERVER_KIND, SERVER_PLURAL
 from whatsapp_operator.reasons import Reason
+from whatsapp_operator.values import utc_now
 
 logger = logging.getLogger("whatsapp_operator.kube.servers")
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -265,7 +265,7 @@ def _condition(kind: str, status: str, reason: str, message: str, generation: in
         "reason": reason,
         "message": message[:1024],
         "observedGeneration": generation,
-        "lastTransitionTime": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTransitionTime": utc_now(),
     }
 
 
