@@ -464,11 +464,7 @@ class EvolutionClient:
             raise
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE,
-                "create instance: the answer has no instance object",
-                endpoint="create instance",
-            )
+            raise _bad_answer("create instance", "the answer has no instance object")
         qr = data.get("qrcode")
         return CreatedInstance(
             instance_id=values.token(instance.get("instanceId")),
@@ -488,11 +484,7 @@ class EvolutionClient:
             waits_inside=True,
         )
         if not isinstance(data, dict):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE,
-                "connect instance: the answer is not an object",
-                endpoint="connect instance",
-            )
+            raise _bad_answer("connect instance", "the answer is not an object")
         instance = data.get("instance")
         if isinstance(instance, dict):
             state = ConnectionState.parse(values.token(instance.get("state") or instance.get("status")))
@@ -511,19 +503,11 @@ class EvolutionClient:
         )
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE,
-                "read connection state: the answer has no instance object",
-                endpoint="read connection state",
-            )
+            raise _bad_answer("read connection state", "the answer has no instance object")
         raw = values.token(instance.get("state"))
         state = ConnectionState.parse(raw)
         if raw is not None and state is None:
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE,
-                f"read connection state: unknown state {raw[:40]!r}",
-                endpoint="read connection state",
-            )
+            raise _bad_answer("read connection state", f"unknown state {raw[:40]!r}")
         return state
 
     async def fetch_instance(self, name: str) -> InstanceRecord | None:
@@ -548,9 +532,7 @@ class EvolutionClient:
         """
         data = await self._request("GET", "/instance/fetchInstances", "list instances", priority=ENTRY_PRIORITY)
         if not isinstance(data, list):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE, "list instances: the answer is not a list", endpoint="list instances"
-            )
+            raise _bad_answer("list instances", "the answer is not a list")
         records: dict[str, InstanceRecord] = {}
         for index, row in enumerate(data):
             if index % _ROWS_PER_TURN == _ROWS_PER_TURN - 1:
@@ -592,9 +574,7 @@ class EvolutionClient:
         if data is None:
             return None
         if not isinstance(data, dict):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE, "read settings: the answer is not an object", endpoint="read settings"
-            )
+            raise _bad_answer("read settings", "the answer is not an object")
         found: dict[str, Any] = {key: data[key] for key in MANAGED_BOOLEAN_SETTINGS if isinstance(data.get(key), bool)}
         message = data.get("msgCall", _MISSING)
         if message is None:
@@ -633,26 +613,18 @@ class EvolutionClient:
         if data is None:
             return None
         if not isinstance(data, dict):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE, "read webhook: the answer is not an object", endpoint="read webhook"
-            )
+            raise _bad_answer("read webhook", "the answer is not an object")
         try:
             return WebhookConfig.from_row(data)
         except ValueError as error:
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE, f"read webhook: {error}", endpoint="read webhook"
-            ) from None
+            raise _bad_answer("read webhook", str(error)) from None
 
     async def server_info(self) -> ServerInfo:
         """`GET /` (docs/evolution-api.md §3.1). 2.3.x fetches web.whatsapp.com on every call, without
         a timeout of its own: the client's timeout bounds the call. Not a liveness probe."""
         data = await self._request("GET", "/", "read server info", priority=ENTRY_PRIORITY)
         if not isinstance(data, dict):
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE,
-                "read server info: the answer is not an object",
-                endpoint="read server info",
-            )
+            raise _bad_answer("read server info", "the answer is not an object")
         return ServerInfo(
             version=values.token(data.get("version"), _VERSION_LIMIT),
             whatsapp_web_version=values.token(data.get("whatsappWebVersion"), _VERSION_LIMIT),
@@ -750,9 +722,7 @@ class EvolutionClient:
             ) from None
         except _UnreadableAnswer as error:
             self._count(endpoint, "bad_response")
-            raise EvolutionError(
-                Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: {error.problem}", endpoint=endpoint
-            ) from None
+            raise _bad_answer(endpoint, error.problem) from None
 
     def _decode(
         self, answer: _Answer, endpoint: str, *, instance: str | None, allow_empty: bool, allow_null: bool = False
@@ -1005,6 +975,11 @@ def _declared_charset(content_type: str) -> str:
         if key.strip().lower() == "charset":
             return value.strip().strip("\"'").lower()
     return ""
+
+
+def _bad_answer(endpoint: str, problem: str) -> EvolutionError:
+    """An answer that arrived but is not what the endpoint gives."""
+    return EvolutionError(Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: {problem}", endpoint=endpoint)
 
 
 # Rows of a list turned into records between two turns of the event loop.
