@@ -147,14 +147,21 @@ class ResponseParser:
 
     # -- bodies -----------------------------------------------------------------------------------
 
-    def _length_body(self) -> Event:
+    def _counted(self, truncated: str) -> bytes | None:
+        """Up to `_remaining` bytes of what has arrived; None when nothing has yet."""
         if not self._buffer:
             if self._eof:
-                raise ProtocolError("connection closed before the body ended")
-            return NEED_DATA
+                raise ProtocolError(truncated)
+            return None
         piece = bytes(self._buffer[: self._remaining])
         del self._buffer[: len(piece)]
         self._remaining -= len(piece)
+        return piece
+
+    def _length_body(self) -> Event:
+        piece = self._counted("connection closed before the body ended")
+        if piece is None:
+            return NEED_DATA
         if self._remaining == 0:
             self._finish()
         return piece
@@ -193,13 +200,9 @@ class ResponseParser:
         return self.next_event()
 
     def _chunk_data(self) -> Event:
-        if not self._buffer:
-            if self._eof:
-                raise ProtocolError("connection closed inside a chunk")
+        piece = self._counted("connection closed inside a chunk")
+        if piece is None:
             return NEED_DATA
-        piece = bytes(self._buffer[: self._remaining])
-        del self._buffer[: len(piece)]
-        self._remaining -= len(piece)
         if self._remaining == 0:
             self._state = "crlf"
         return piece
