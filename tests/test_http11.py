@@ -35,14 +35,16 @@ def _run(parser: ResponseParser, pieces: list[bytes], *, eof: bool = True) -> tu
     head: ResponseHead | None = None
     body = b""
     pending = list(pieces)
+    closed = False
     while True:
         event = parser.next_event()
         if event is NEED_DATA:
             if pending:
                 parser.feed(pending.pop(0))
                 continue
-            if eof and not getattr(parser, "_eof", False):
+            if eof and not closed:
                 parser.feed_eof()
+                closed = True
                 continue
             return head, body, False
         if event is END:
@@ -378,7 +380,7 @@ async def test_a_request_is_sent_once_more_when_a_kept_connection_closes_unanswe
     assert b"content-length: 2\r\n" in requests[1].lower()
 
 
-async def test_tls_with_the_servers_ca_and_refused_without_it(tmp_path: object) -> None:
+async def test_tls_with_the_servers_ca_and_refused_without_it() -> None:
     authority = trustme.CA()
     certificate = authority.issue_cert("127.0.0.1", "localhost")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
