@@ -35,7 +35,6 @@ import contextlib
 import ctypes
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -46,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_instances import Histogram, histogram_quantiles
+from bench_instances import Histogram, histogram_quantiles, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP, VERSION, PLURAL = "whatsapp-operator.io", "v1alpha1", "whatsappinstances"
@@ -455,21 +454,6 @@ def observed_standin(observer: Observer, kube_standin: Any) -> Any:
 # -------------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-    }
-
-
 class Timeout(Exception):
     pass
 
@@ -534,34 +518,26 @@ class Bench:
 
     def create_objects(self) -> None:
         for name in self.names:
-            self.kube.create(
-                GROUP,
-                VERSION,
-                PLURAL,
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "WhatsAppInstance",
-                    "metadata": {"name": name},
-                    "spec": {"instanceName": name, "integration": "WHATSAPP-BAILEYS"},
-                },
-                namespace=NAMESPACE,
-            )
+            self.create_instance(name, NAMESPACE)
 
     def create_floor_objects(self, count: int) -> None:
         for i in range(count):
-            name = f"floor-{i:05d}"
-            self.kube.create(
-                GROUP,
-                VERSION,
-                PLURAL,
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "WhatsAppInstance",
-                    "metadata": {"name": name, "labels": {"bench": "floor"}},
-                    "spec": {"instanceName": f"floor-{i:05d}", "integration": "WHATSAPP-BAILEYS"},
-                },
-                namespace=FLOOR_NAMESPACE,
-            )
+            self.create_instance(f"floor-{i:05d}", FLOOR_NAMESPACE, labels={"bench": "floor"})
+
+    def create_instance(self, name: str, namespace: str, labels: dict[str, str] | None = None) -> None:
+        metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
+        self.kube.create(
+            GROUP,
+            VERSION,
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "WhatsAppInstance",
+                "metadata": metadata,
+                "spec": {"instanceName": name, "integration": "WHATSAPP-BAILEYS"},
+            },
+            namespace=namespace,
+        )
 
     async def start_floor(self, rate: float, objects: int) -> None:
         body = json.loads(json.dumps(self.observer.qr_patch_body))
