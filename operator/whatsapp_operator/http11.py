@@ -376,14 +376,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
     """Pooled HTTP/1.1 keep-alive connections for httpx, at most `max_connections` in use at once."""
 
     def __init__(self, *, verify: ssl.SSLContext | bool = True, max_connections: int = 64):
-        if isinstance(verify, ssl.SSLContext):
-            self._ssl: ssl.SSLContext | None = verify
-        else:
-            self._ssl = ssl.create_default_context()
-            self._ssl.set_alpn_protocols(["http/1.1"])
-            if not verify:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._closed = False
@@ -444,7 +438,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 return connection, True
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        tls = self._ssl if scheme == "https" else None
+        tls = self._tls() if scheme == "https" else None
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
@@ -455,6 +449,16 @@ class Http11Transport(httpx.AsyncBaseTransport):
         except (OSError, ssl.SSLError) as error:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {error}") from None
         return connection, False
+
+    def _tls(self) -> ssl.SSLContext:
+        # Built at the first https connection: loading the system CAs is wasted on a plain-http server.
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+            self._ssl.set_alpn_protocols(["http/1.1"])
+            if not self._verify:
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+        return self._ssl
 
     def _release(self, origin: _Origin, connection: _Connection, *, keep: bool) -> None:
         self._slots.release()
