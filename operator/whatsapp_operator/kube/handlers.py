@@ -19,6 +19,7 @@ from whatsapp_operator.engine.spec import InvalidSpec
 from whatsapp_operator.engine.tracker import InstanceTracker
 from whatsapp_operator.evolution.client import InstanceRejected
 from whatsapp_operator.evolution.errors import EvolutionError
+from whatsapp_operator.kube import echoes
 from whatsapp_operator.kube.client import login_from_environment
 from whatsapp_operator.kube.essence import LeanAnnotationsDiffBaseStorage
 from whatsapp_operator.kube.leadership import PeeringIdentity
@@ -67,6 +68,8 @@ def build_registry(
     namespaces: Sequence[str] = (),
 ) -> kopf.OperatorRegistry:
     """Handlers bound to a new Runtime. `peering` names this process in kopf's peering (HA)."""
+    # Before kopf starts watching: the echoes of the runtime's status writes stop at the stream.
+    echoes.install(GROUP, (PLURAL, SERVER_PLURAL, CLUSTER_SERVER_PLURAL))
     registry = kopf.OperatorRegistry()
     runtime = Runtime(config, peering=peering, leadership_interval=leadership_interval, namespaces=namespaces)
     if on_runtime is not None:
