@@ -271,6 +271,15 @@ async def test_gzip_header_on_a_body_that_is_not_gzip():
     await bad_response_then_recovery(scripted_client((200, body, {"content-encoding": "gzip"})))
 
 
+@pytest.mark.parametrize(
+    "body", [b"[1, 2]", b'{"instance": "open"}', b'{"instance": {"state": "sideways"}}'], ids=["list", "flat", "state"]
+)
+async def test_json_of_the_wrong_shape_is_counted_as_a_bad_answer_not_ok(body: bytes):
+    client = scripted_client((200, body, {"content-type": "application/json"}))
+    await bad_response_then_recovery(client)
+    assert client.calls.get(("read connection state", "ok")) == 1  # the recovery only
+
+
 async def test_a_200_answer_nested_1000_levels_deep():
     error = await bad_response_then_recovery(scripted_client((200, nested(1000), {})))
     assert "nested deeper than" in error.message

@@ -464,7 +464,7 @@ class EvolutionClient:
             raise
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
-            raise _bad_answer("create instance", "the answer has no instance object")
+            raise self._wrong_shape("create instance", "the answer has no instance object")
         qr = data.get("qrcode")
         return CreatedInstance(
             instance_id=values.token(instance.get("instanceId")),
@@ -484,7 +484,7 @@ class EvolutionClient:
             waits_inside=True,
         )
         if not isinstance(data, dict):
-            raise _bad_answer("connect instance", "the answer is not an object")
+            raise self._wrong_shape("connect instance", "the answer is not an object")
         instance = data.get("instance")
         if isinstance(instance, dict):
             state = ConnectionState.parse(values.token(instance.get("state") or instance.get("status")))
@@ -503,11 +503,11 @@ class EvolutionClient:
         )
         instance = data.get("instance") if isinstance(data, dict) else None
         if not isinstance(instance, dict):
-            raise _bad_answer("read connection state", "the answer has no instance object")
+            raise self._wrong_shape("read connection state", "the answer has no instance object")
         raw = values.token(instance.get("state"))
         state = ConnectionState.parse(raw)
         if raw is not None and state is None:
-            raise _bad_answer("read connection state", f"unknown state {raw[:40]!r}")
+            raise self._wrong_shape("read connection state", f"unknown state {raw[:40]!r}")
         return state
 
     async def fetch_instance(self, name: str) -> InstanceRecord | None:
@@ -532,7 +532,7 @@ class EvolutionClient:
         """
         data = await self._request("GET", "/instance/fetchInstances", "list instances", priority=ENTRY_PRIORITY)
         if not isinstance(data, list):
-            raise _bad_answer("list instances", "the answer is not a list")
+            raise self._wrong_shape("list instances", "the answer is not a list")
         records: dict[str, InstanceRecord] = {}
         for index, row in enumerate(data):
             if index % _ROWS_PER_TURN == _ROWS_PER_TURN - 1:
@@ -574,7 +574,7 @@ class EvolutionClient:
         if data is None:
             return None
         if not isinstance(data, dict):
-            raise _bad_answer("read settings", "the answer is not an object")
+            raise self._wrong_shape("read settings", "the answer is not an object")
         found: dict[str, Any] = {key: data[key] for key in MANAGED_BOOLEAN_SETTINGS if isinstance(data.get(key), bool)}
         message = data.get("msgCall", _MISSING)
         if message is None:
@@ -613,18 +613,18 @@ class EvolutionClient:
         if data is None:
             return None
         if not isinstance(data, dict):
-            raise _bad_answer("read webhook", "the answer is not an object")
+            raise self._wrong_shape("read webhook", "the answer is not an object")
         try:
             return WebhookConfig.from_row(data)
         except ValueError as error:
-            raise _bad_answer("read webhook", str(error)) from None
+            raise self._wrong_shape("read webhook", str(error)) from None
 
     async def server_info(self) -> ServerInfo:
         """`GET /` (docs/evolution-api.md §3.1). 2.3.x fetches web.whatsapp.com on every call, without
         a timeout of its own: the client's timeout bounds the call. Not a liveness probe."""
         data = await self._request("GET", "/", "read server info", priority=ENTRY_PRIORITY)
         if not isinstance(data, dict):
-            raise _bad_answer("read server info", "the answer is not an object")
+            raise self._wrong_shape("read server info", "the answer is not an object")
         return ServerInfo(
             version=values.token(data.get("version"), _VERSION_LIMIT),
             whatsapp_web_version=values.token(data.get("whatsappWebVersion"), _VERSION_LIMIT),
@@ -808,6 +808,18 @@ class EvolutionClient:
     def _count(self, endpoint: str, outcome: str) -> None:
         key = (endpoint, outcome)
         self.calls[key] = self.calls.get(key, 0) + 1
+
+    def _wrong_shape(self, endpoint: str, problem: str) -> EvolutionError:
+        """An answer `_decode` accepted (and counted as ok) that the endpoint's reader cannot use:
+        the call is counted again as a bad answer. Every reader checks the shape in the same step
+        of the loop as `_decode`, so no metrics scrape sees the ok count go back."""
+        ok = (endpoint, "ok")
+        if self.calls.get(ok, 0) > 1:
+            self.calls[ok] -= 1
+        else:
+            self.calls.pop(ok, None)
+        self._count(endpoint, "bad_response")
+        return _bad_answer(endpoint, problem)
 
 
 def _segment(name: str) -> str:
