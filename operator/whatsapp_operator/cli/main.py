@@ -18,6 +18,7 @@ import yaml
 
 from whatsapp_operator import __version__
 from whatsapp_operator.config import ConfigError, OperatorConfig
+from whatsapp_operator.heap import HeapFreezer
 from whatsapp_operator.kube.client import KubeClient, KubeError, login_from_environment
 from whatsapp_operator.kube.handlers import build_registry, configure_settings
 from whatsapp_operator.kube.leadership import PeeringIdentity
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.peering,
         )
     registry = build_registry(config, peering=peering if not args.namespace else None, namespaces=args.namespace)
+    freeze_heap_after_full_collections(registry)
     settings = kopf.OperatorSettings()
     configure_settings(settings)
     # Named, but not mandatory (kopf.run's peering_name would make it so): without the peering
@@ -119,6 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         liveness_endpoint=args.liveness,
     )
     return 0
+
+
+def freeze_heap_after_full_collections(registry: kopf.OperatorRegistry) -> None:
+    """This process only: full garbage collections walk what is new, not every instance (heap.py)."""
+    tasks: list[asyncio.Task[None]] = []  # a reference, or the loop may drop the task
+
+    @kopf.on.startup(registry=registry, id="heap-freezer")
+    async def start_heap_freezer(**_: object) -> None:
+        tasks.append(asyncio.get_running_loop().create_task(HeapFreezer().run(), name="heap freezer"))
 
 
 def peering_identity(name: str, priority: int | None = None) -> PeeringIdentity:
