@@ -115,3 +115,32 @@ async def test_a_status_patch_answered_200_with_something_not_json_is_an_error()
     finally:
         await kube.aclose()
         await runner.cleanup()
+
+
+async def test_every_request_carries_the_clients_headers_and_basic_auth():
+    received: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        return web.json_response({"status": {}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    kube = KubeClient()
+    kube.use_credentials(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", username="admin", password="pw"))
+    try:
+        await kube.patch_status("default", "shop", {"phase": "Connected"})
+        await kube.get_instance("default", "shop")
+    finally:
+        await kube.aclose()
+        await runner.cleanup()
+    patch, get = received
+    assert patch["Authorization"] == get["Authorization"] == "Basic YWRtaW46cHc="
+    assert patch["Content-Type"] == "application/merge-patch+json" and "Content-Type" not in get
+    assert patch["User-Agent"] == get["User-Agent"] == "whatsapp-operator"
+    assert patch["Accept"] == get["Accept"] == "application/json"

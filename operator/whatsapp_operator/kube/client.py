@@ -82,6 +82,7 @@ class KubeClient:
     def __init__(self, login: Callable[[], kopf.ConnectionInfo] | None = None) -> None:
         self._http: httpx.AsyncClient | None = None
         self._urls: dict[str, httpx.URL] = {}
+        self._headers: dict[str | None, httpx.Headers] = {}
         self._ready = asyncio.Event()
         # Service-account tokens rotate: on a 401 the credentials are loaded again, once per call.
         self.login = login
@@ -98,9 +99,28 @@ class KubeClient:
             url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
         return url
 
+    def _request(self, method: str, path: str, content: bytes | None, content_type: str | None) -> httpx.Request:
+        """What `AsyncClient.build_request` makes (the client's headers, its timeouts), with the
+        headers merged once per content type instead of for every status write."""
+        assert self._http is not None
+        headers = self._headers.get(content_type)
+        if headers is None:
+            headers = httpx.Headers(self._http.headers)
+            if content_type:
+                headers["content-type"] = content_type
+            self._headers[content_type] = headers
+        return httpx.Request(
+            method,
+            self._url(path),
+            content=content,
+            headers=headers,
+            extensions={"timeout": self._http.timeout.as_dict()},
+        )
+
     def use_credentials(self, info: kopf.ConnectionInfo) -> None:
         old = self._http
         self._urls = {}
+        self._headers = {}
         self._http = _client_for(info)
         self._ready.set()
         if old is not None:
@@ -221,12 +241,11 @@ class KubeClient:
     ) -> Any:
         """One API request; every failure is a KubeError (status None: the API could not be reached)."""
         await self._ready.wait()
-        headers = {"content-type": content_type} if content_type else None
         content = None if json is None else _encode(method, path, json)
         for attempt in (1, 2):
             assert self._http is not None
             try:
-                response = await self._http.request(method, self._url(path), content=content, headers=headers)
+                response = await self._http.send(self._request(method, path, content, content_type))
             except httpx.HTTPError as error:
                 raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
             if response.status_code != 401 or self.login is None or attempt == 2:

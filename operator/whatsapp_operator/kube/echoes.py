@@ -22,7 +22,8 @@ whatever it is. Until the finalizer is on, and from the deletion mark on, every 
 The wrapped function is kopf's internal `kopf._cogs.clients.watching.infinite_watch` (kopf 1.45,
 `kopf._core.reactor.queueing` calls it through its module); no public hook filters events before a
 worker. If a kopf version moves it, `install()` leaves kopf as it is and says so in the log: the
-operator stays correct, only slower. tests/test_echoes.py pins the contract with the installed kopf.
+operator stays correct, only slower. tests/test_echoes.py pins the contract with the installed kopf;
+docs/kopf.md (§2, §3) has the kopf behaviour this relies on.
 """
 
 from __future__ import annotations
