@@ -187,6 +187,18 @@ def wai(name: str) -> dict[str, Any]:
     }
 
 
+async def create_and_wait_for_the_finalizer(kube: KubeStandin, name: str) -> None:
+    kube.create(GROUP, VERSION, PLURAL, wai(name), namespace="default")
+    await kube.wait_for(
+        GROUP,
+        VERSION,
+        PLURAL,
+        name,
+        lambda o: o is not None and FINALIZER in o["metadata"].get("finalizers", []),
+        namespace="default",
+    )
+
+
 async def test_kopf_sees_no_status_echo_but_every_other_change(kube: KubeStandin) -> None:
     echoes.install(GROUP, (PLURAL,))
     registry = kopf.OperatorRegistry()
@@ -205,15 +217,7 @@ async def test_kopf_sees_no_status_echo_but_every_other_change(kube: KubeStandin
         seen.append({"status": dict(body.get("status", {})), "annotations": dict(body.metadata.annotations)})
 
     async with running_operator(registry, server_url=kube.url, settings=our_settings()):
-        kube.create(GROUP, VERSION, PLURAL, wai("shop"), namespace="default")
-        await kube.wait_for(
-            GROUP,
-            VERSION,
-            PLURAL,
-            "shop",
-            lambda o: o is not None and FINALIZER in o["metadata"].get("finalizers", []),
-            namespace="default",
-        )
+        await create_and_wait_for_the_finalizer(kube, "shop")
         for count in range(5):
             kube.patch(
                 GROUP,
@@ -248,15 +252,7 @@ async def test_kopf_removes_its_finalizer_when_a_status_write_races_its_patch(ku
         kube.patch(GROUP, VERSION, PLURAL, name, {"status": {"phase": "Disconnected"}}, "default", subresource="status")
 
     async with running_operator(registry, server_url=kube.url, settings=our_settings()):
-        kube.create(GROUP, VERSION, PLURAL, wai("shop"), namespace="default")
-        await kube.wait_for(
-            GROUP,
-            VERSION,
-            PLURAL,
-            "shop",
-            lambda o: o is not None and FINALIZER in o["metadata"].get("finalizers", []),
-            namespace="default",
-        )
+        await create_and_wait_for_the_finalizer(kube, "shop")
         kube.delete(GROUP, VERSION, PLURAL, "shop", namespace="default")
         await kube.wait_for(GROUP, VERSION, PLURAL, "shop", lambda o: o is None, namespace="default", timeout=5)
     # A failed `test` of the resourceVersion is a 422 on a real apiserver.
