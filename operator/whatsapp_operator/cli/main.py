@@ -131,6 +131,14 @@ def freeze_heap_after_full_collections(registry: kopf.OperatorRegistry) -> None:
     async def start_heap_freezer(**_: object) -> None:
         tasks.append(asyncio.get_running_loop().create_task(HeapFreezer().run(), name="heap freezer"))
 
+    @kopf.on.cleanup(registry=registry, id="heap-freezer")
+    async def stop_heap_freezer(**_: object) -> None:
+        # kopf waits 5 s for tasks it did not start before it cancels them: end it here.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
+
 
 def peering_identity(name: str, priority: int | None = None) -> PeeringIdentity:
     """This process's entry in kopf's peering; replicas of one Deployment differ by pod and priority."""
