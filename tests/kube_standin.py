@@ -351,6 +351,21 @@ def json_patch(doc: Any, ops: Any) -> Any:
     return doc
 
 
+def _wants_partial_metadata(accept: str) -> bool:
+    """Whether the first media type of an Accept header the server can serve is a
+    PartialObjectMetadataList (`application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`).
+    A real apiserver takes the alternatives in order and answers 406 when it can serve none; the
+    stand-in serves plain JSON for anything else, as clients always list it as the fallback."""
+    for alternative in accept.split(","):
+        kind, *parameters = (part.strip() for part in alternative.split(";"))
+        params = dict(p.split("=", 1) for p in parameters if "=" in p)
+        if kind in ("application/json", "*/*") and "as" not in params:
+            return False
+        if kind == "application/json" and params == {"as": "PartialObjectMetadataList", "g": "meta.k8s.io", "v": "v1"}:
+            return True
+    return False
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -1101,6 +1116,22 @@ class KubeStandin:
             selector = parse_label_selector(query.get("labelSelector"))
             if method == "GET":
                 items = self._list(rt, ns, selector)
+                if _wants_partial_metadata(request.headers.get("Accept", "")):
+                    return web.json_response(
+                        {
+                            "kind": "PartialObjectMetadataList",
+                            "apiVersion": "meta.k8s.io/v1",
+                            "metadata": {"resourceVersion": str(self._rv)},
+                            "items": [
+                                {
+                                    "kind": "PartialObjectMetadata",
+                                    "apiVersion": "meta.k8s.io/v1",
+                                    "metadata": item["metadata"],
+                                }
+                                for item in items
+                            ],
+                        }
+                    )
                 if not rt.custom:  # built-in lists carry kind/apiVersion only at the list level
                     for item in items:
                         item.pop("kind", None)

@@ -144,3 +144,58 @@ async def test_every_request_carries_the_clients_headers_and_basic_auth():
     assert patch["Content-Type"] == "application/merge-patch+json" and "Content-Type" not in get
     assert patch["User-Agent"] == get["User-Agent"] == "whatsapp-operator"
     assert patch["Accept"] == get["Accept"] == "application/json"
+
+
+async def test_the_instance_metadata_list_asks_for_metadata_only(kube):
+    # The stand-in answers as a real apiserver does: a PartialObjectMetadataList, no spec, no status.
+    from whatsapp_operator.names import GROUP, PLURAL, VERSION
+
+    for name in ("a", "b"):
+        kube.create(
+            GROUP,
+            VERSION,
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "WhatsAppInstance",
+                "metadata": {"name": name},
+                "spec": {"instanceName": name},
+            },
+            namespace="default",
+        )
+    client = KubeClient()
+    client.use_credentials(kopf.ConnectionInfo(server=kube.url))
+    try:
+        found = await client.list_instance_metadata()
+    finally:
+        await client.aclose()
+    assert sorted(item["metadata"]["name"] for item in found) == ["a", "b"]
+    assert all(set(item) == {"metadata"} for item in found)
+    listed = [r for r in kube.requests if r.verb == "list" and r.resource == PLURAL]
+    assert listed and listed[-1].status == 200
+
+
+async def test_a_server_that_sends_the_full_list_is_read_the_same_way():
+    received: list[str] = []
+
+    async def full_list(request: web.Request) -> web.Response:
+        received.append(request.headers.get("Accept", ""))
+        item = {"kind": "WhatsAppInstance", "metadata": {"name": "a"}, "spec": {}, "status": {"qr": {"code": "x"}}}
+        return web.json_response({"kind": "WhatsAppInstanceList", "items": [item, "not an object", {"spec": {}}]})
+
+    app = web.Application()
+    app.router.add_get("/apis/whatsapp-operator.io/v1alpha1/whatsappinstances", full_list)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = KubeClient()
+    client.use_credentials(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"))
+    try:
+        found = await client.list_instance_metadata()
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    assert found == [{"metadata": {"name": "a"}}]
+    assert received == ["application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"]

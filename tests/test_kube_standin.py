@@ -1081,3 +1081,16 @@ async def test_harness_raises_what_kopf_failed_with_at_startup(kube: KubeStandin
             pytest.fail("the operator must not become ready")
     assert type(raised.value).__name__ == "ActivityError"
     assert time.monotonic() - started < 2
+
+
+async def test_a_list_asked_as_partial_object_metadata(kube: KubeStandin, api: aiohttp.ClientSession) -> None:
+    kube.create(G, V, P, wai("one"), namespace="default")
+    partial = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+    async with api.get(WAIS, headers={"Accept": partial}) as response:
+        body = await response.json()
+    assert (body["kind"], body["apiVersion"]) == ("PartialObjectMetadataList", "meta.k8s.io/v1")
+    (item,) = body["items"]
+    assert set(item) == {"kind", "apiVersion", "metadata"} and item["metadata"]["name"] == "one"
+    async with api.get(WAIS, headers={"Accept": "application/json"}) as response:
+        body = await response.json()
+    assert body["kind"] == "WhatsAppInstanceList" and body["items"][0]["spec"]["number"] == NUMBER

@@ -26,6 +26,8 @@ from whatsapp_operator.values import utc_now
 
 logger = logging.getLogger("whatsapp_operator.kube.client")
 _URL_CACHE_SIZE = 100_000
+# Only the objects' metadata, else the usual list (docs/kubernetes-api.md §1).
+_PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 
 class KubeError(Exception):
@@ -82,7 +84,7 @@ class KubeClient:
     def __init__(self, login: Callable[[], kopf.ConnectionInfo] | None = None) -> None:
         self._http: httpx.AsyncClient | None = None
         self._urls: dict[str, httpx.URL] = {}
-        self._headers: dict[str | None, httpx.Headers] = {}
+        self._headers: dict[tuple[str | None, str | None], httpx.Headers] = {}
         self._ready = asyncio.Event()
         # Service-account tokens rotate: on a 401 the credentials are loaded again, once per call.
         self.login = login
@@ -99,16 +101,20 @@ class KubeClient:
             url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
         return url
 
-    def _request(self, method: str, path: str, content: bytes | None, content_type: str | None) -> httpx.Request:
+    def _request(
+        self, method: str, path: str, content: bytes | None, content_type: str | None, accept: str | None = None
+    ) -> httpx.Request:
         """What `AsyncClient.build_request` makes (the client's headers, its timeouts), with the
         headers merged once per content type instead of for every status write."""
         assert self._http is not None
-        headers = self._headers.get(content_type)
+        headers = self._headers.get((content_type, accept))
         if headers is None:
             headers = httpx.Headers(self._http.headers)
             if content_type:
                 headers["content-type"] = content_type
-            self._headers[content_type] = headers
+            if accept:
+                headers["accept"] = accept
+            self._headers[(content_type, accept)] = headers
         return httpx.Request(
             method,
             self._url(path),
@@ -165,11 +171,18 @@ class KubeClient:
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
 
-    async def list_instances(self) -> list[dict[str, Any]]:
-        """Every WhatsAppInstance the operator can see (cluster-wide list)."""
-        found = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+    async def list_instance_metadata(self) -> list[dict[str, Any]]:
+        """The metadata of every WhatsAppInstance the operator can see (cluster-wide list), each as
+        `{"metadata": ...}`. Asked as a PartialObjectMetadataList (docs/kubernetes-api.md §1): the full
+        list carries every status with its QR code, megabytes to decode in one step of the loop at
+        thousands of instances. A server that cannot answer so sends the full list, read the same way."""
+        found = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}", accept=_PARTIAL_METADATA_LIST)
         items = found.get("items") if isinstance(found, dict) else None
-        return [item for item in items or [] if isinstance(item, dict)]
+        return [
+            {"metadata": item["metadata"]}
+            for item in items or []
+            if isinstance(item, dict) and isinstance(item.get("metadata"), dict)
+        ]
 
     async def annotate_instance(self, namespace: str, name: str, annotation: str, value: str) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
@@ -237,7 +250,14 @@ class KubeClient:
         )
 
     async def _call(
-        self, method: str, path: str, *, json: Any = None, content_type: str | None = None, answer: bool = True
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content_type: str | None = None,
+        answer: bool = True,
+        accept: str | None = None,
     ) -> Any:
         """One API request; every failure is a KubeError (status None: the API could not be reached)."""
         await self._ready.wait()
@@ -245,7 +265,7 @@ class KubeClient:
         for attempt in (1, 2):
             assert self._http is not None
             try:
-                response = await self._http.send(self._request(method, path, content, content_type))
+                response = await self._http.send(self._request(method, path, content, content_type, accept))
             except httpx.HTTPError as error:
                 raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
             if response.status_code != 401 or self.login is None or attempt == 2:

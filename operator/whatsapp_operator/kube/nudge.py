@@ -47,7 +47,7 @@ class StuckObjectNudger:
 
     async def nudge(self) -> None:
         try:
-            objects = await self.kube.list_instances()
+            objects = await self.kube.list_instance_metadata()
         except KubeError as error:
             logger.debug("Cannot list WhatsAppInstances to find objects kopf left waiting: %s", error)
             return
