@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import kopf
 import pytest
 from aiohttp import web
 
 from whatsapp_operator.kube.client import KubeClient, KubeError
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` on a free port of 127.0.0.1; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -23,13 +40,8 @@ async def apiserver():
     app.router.add_patch(
         "/apis/whatsapp-operator.io/v1alpha1/namespaces/{ns}/whatsappinstances/{name}/status", patch_status
     )
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url, seen
 
 
 async def test_a_401_loads_fresh_credentials_and_retries_once(apiserver):
@@ -126,19 +138,14 @@ async def test_every_request_carries_the_clients_headers_and_basic_auth():
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    kube = KubeClient()
-    kube.use_credentials(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", username="admin", password="pw"))
-    try:
-        await kube.patch_status("default", "shop", {"phase": "Connected"})
-        await kube.get_instance("default", "shop")
-    finally:
-        await kube.aclose()
-        await runner.cleanup()
+    async with serving(app) as url:
+        kube = KubeClient()
+        kube.use_credentials(kopf.ConnectionInfo(server=url, username="admin", password="pw"))
+        try:
+            await kube.patch_status("default", "shop", {"phase": "Connected"})
+            await kube.get_instance("default", "shop")
+        finally:
+            await kube.aclose()
     patch, get = received
     assert patch["Authorization"] == get["Authorization"] == "Basic YWRtaW46cHc="
     assert patch["Content-Type"] == "application/merge-patch+json" and "Content-Type" not in get
@@ -185,17 +192,12 @@ async def test_a_server_that_sends_the_full_list_is_read_the_same_way():
 
     app = web.Application()
     app.router.add_get("/apis/whatsapp-operator.io/v1alpha1/whatsappinstances", full_list)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = KubeClient()
-    client.use_credentials(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"))
-    try:
-        found = await client.list_instance_metadata()
-    finally:
-        await client.aclose()
-        await runner.cleanup()
+    async with serving(app) as url:
+        client = KubeClient()
+        client.use_credentials(kopf.ConnectionInfo(server=url))
+        try:
+            found = await client.list_instance_metadata()
+        finally:
+            await client.aclose()
     assert found == [{"metadata": {"name": "a"}}]
     assert received == ["application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"]
