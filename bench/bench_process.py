@@ -533,19 +533,10 @@ class Bench:
             self.create_instance(f"floor-{i:05d}", FLOOR_NAMESPACE, labels={"bench": "floor"})
 
     def create_instance(self, name: str, namespace: str, labels: dict[str, str] | None = None) -> None:
-        metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
-        self.kube.create(
-            GROUP,
-            VERSION,
-            PLURAL,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "WhatsAppInstance",
-                "metadata": metadata,
-                "spec": {"instanceName": name, "integration": "WHATSAPP-BAILEYS"},
-            },
-            namespace=namespace,
-        )
+        from instances import instance_body  # tests/, on the path since __init__
+
+        spec = {"instanceName": name, "integration": "WHATSAPP-BAILEYS"}
+        self.kube.create(GROUP, VERSION, PLURAL, instance_body(name, spec, labels=labels or None), namespace=namespace)
 
     async def start_floor(self, rate: float, objects: int) -> None:
         body = json.loads(json.dumps(self.observer.qr_patch_body))

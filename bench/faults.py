@@ -73,6 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from evolution_fake import FakeEvolution
+from instances import instance_body
 from kube_standin import KubeStandin
 
 GROUP, VERSION, PLURAL = "whatsapp-operator.io", "v1alpha1", "whatsappinstances"
@@ -335,18 +336,8 @@ class Suite:
         for _ in range(count):
             self.serial += 1
             name = f"fault-{self.serial:05d}"
-            self.kube.create(
-                GROUP,
-                VERSION,
-                PLURAL,
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "WhatsAppInstance",
-                    "metadata": {"name": name},
-                    "spec": {"instanceName": name, "integration": "WHATSAPP-BAILEYS"},
-                },
-                namespace=NAMESPACE,
-            )
+            spec = {"instanceName": name, "integration": "WHATSAPP-BAILEYS"}
+            self.kube.create(GROUP, VERSION, PLURAL, instance_body(name, spec), namespace=NAMESPACE)
             self.live.add(name)
             names.append(name)
         return names

@@ -23,6 +23,7 @@ from whatsapp_operator.kube.leadership import PeeringIdentity
 from whatsapp_operator.names import GROUP, PLURAL, VERSION
 
 from evolution_fake import FakeEvolution
+from instances import instance_body
 from kopf_harness import running_operator
 from kube_standin import KubeStandin
 
@@ -69,12 +70,7 @@ class OperatorUnderTest:
         namespace: str = NAMESPACE,
         annotations: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "WhatsAppInstance",
-            "metadata": {"name": name, "annotations": annotations or {}},
-            "spec": {"integration": "WHATSAPP-BAILEYS", **(spec or {})},
-        }
+        body = instance_body(name, {"integration": "WHATSAPP-BAILEYS", **(spec or {})}, annotations=annotations or {})
         return self.kube.create(GROUP, VERSION, PLURAL, body, namespace=namespace)
 
     def get(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:

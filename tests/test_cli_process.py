@@ -13,6 +13,7 @@ from test_metrics import scrape
 from whatsapp_operator.names import GROUP, PLURAL, VERSION
 
 from conftest import NAMESPACE
+from instances import instance_body
 from kube_standin import KubeStandin
 
 
@@ -46,18 +47,7 @@ async def test_the_command_runs_the_operator_end_to_end(evolution, tmp_path):
             stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            kube.create(
-                GROUP,
-                VERSION,
-                PLURAL,
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "WhatsAppInstance",
-                    "metadata": {"name": "shop"},
-                    "spec": {"instanceName": "shop"},
-                },
-                namespace=NAMESPACE,
-            )
+            kube.create(GROUP, VERSION, PLURAL, instance_body("shop"), namespace=NAMESPACE)
             obj = await kube.wait_for(
                 GROUP,
                 VERSION,

@@ -15,6 +15,7 @@ from whatsapp_operator.kube.echoes import EchoFilter
 from whatsapp_operator.kube.handlers import configure_settings
 from whatsapp_operator.names import FINALIZER, GROUP, PLURAL, VERSION
 
+from instances import instance_body
 from kopf_harness import running_operator
 from kube_standin import KubeStandin
 
@@ -178,17 +179,8 @@ def our_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def wai(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "WhatsAppInstance",
-        "metadata": {"name": name},
-        "spec": {"instanceName": name},
-    }
-
-
 async def create_and_wait_for_the_finalizer(kube: KubeStandin, name: str) -> None:
-    kube.create(GROUP, VERSION, PLURAL, wai(name), namespace="default")
+    kube.create(GROUP, VERSION, PLURAL, instance_body(name), namespace="default")
     await kube.wait_for(
         GROUP,
         VERSION,

@@ -25,6 +25,7 @@ from whatsapp_operator.names import FINALIZER, GROUP, PLURAL, VERSION
 
 from conftest import NAMESPACE, condition
 from evolution_fake import FakeEvolution
+from instances import instance_body
 from kube_standin import KubeStandin
 
 STATUS_PATH = re.compile(rf"^/apis/{re.escape(GROUP)}/{VERSION}/namespaces/[^/]+/{PLURAL}/[^/]+/status$")
@@ -283,18 +284,7 @@ async def operator_process(
 
 
 def _create(kube: KubeStandin, name: str) -> None:
-    kube.create(
-        GROUP,
-        VERSION,
-        PLURAL,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "WhatsAppInstance",
-            "metadata": {"name": name},
-            "spec": {"instanceName": name},
-        },
-        namespace=NAMESPACE,
-    )
+    kube.create(GROUP, VERSION, PLURAL, instance_body(name), namespace=NAMESPACE)
 
 
 async def _wait_status(kube: KubeStandin, name: str, predicate, process: OperatorProcess, timeout: float = 30):

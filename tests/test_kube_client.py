@@ -11,6 +11,8 @@ from aiohttp import web
 
 from whatsapp_operator.kube.client import KubeClient, KubeError
 
+from instances import instance_body
+
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
@@ -158,18 +160,7 @@ async def test_the_instance_metadata_list_asks_for_metadata_only(kube):
     from whatsapp_operator.names import GROUP, PLURAL, VERSION
 
     for name in ("a", "b"):
-        kube.create(
-            GROUP,
-            VERSION,
-            PLURAL,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "WhatsAppInstance",
-                "metadata": {"name": name},
-                "spec": {"instanceName": name},
-            },
-            namespace="default",
-        )
+        kube.create(GROUP, VERSION, PLURAL, instance_body(name), namespace="default")
     client = KubeClient()
     client.use_credentials(kopf.ConnectionInfo(server=kube.url))
     try:
