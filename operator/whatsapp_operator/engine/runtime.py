@@ -26,7 +26,7 @@ from whatsapp_operator.engine.spec import ORPHAN, InstanceSpec, InvalidSpec
 from whatsapp_operator.engine.state import InstanceState, Notice, NoticeType, Phase
 from whatsapp_operator.engine.supervisor import Supervisor
 from whatsapp_operator.engine.tracker import InstanceTracker, Key
-from whatsapp_operator.evolution.client import EvolutionClient, WebhookConfig
+from whatsapp_operator.evolution.client import ROWS_PER_TURN, EvolutionClient, WebhookConfig
 from whatsapp_operator.evolution.client import InstanceRecord as EvolutionRecord
 from whatsapp_operator.evolution.connection import ConnectionState
 from whatsapp_operator.evolution.errors import EvolutionError
@@ -470,7 +470,7 @@ class Runtime:
                 doubtful += trackers
                 continue
             for index, tracker in enumerate(trackers):
-                if index % 200 == 199:
+                if index % ROWS_PER_TURN == ROWS_PER_TURN - 1:
                     await asyncio.sleep(0)  # thousands of instances: let the events through meanwhile
                 if list_confirms(tracker, rows.get(tracker.instance_name), now):
                     notices = tracker.state.tick(self.clock())  # a flapping episode may have ended quietly

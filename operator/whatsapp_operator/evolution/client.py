@@ -535,7 +535,7 @@ class EvolutionClient:
             raise self._wrong_shape("list instances", "the answer is not a list")
         records: dict[str, InstanceRecord] = {}
         for index, row in enumerate(data):
-            if index % _ROWS_PER_TURN == _ROWS_PER_TURN - 1:
+            if index % ROWS_PER_TURN == ROWS_PER_TURN - 1:
                 await asyncio.sleep(0)  # 10,000 rows take 0.2 s: let the events through meanwhile
             if isinstance(row, dict):
                 record = InstanceRecord.from_json({key: value for key, value in row.items() if key != "token"})
@@ -994,8 +994,8 @@ def _bad_answer(endpoint: str, problem: str) -> EvolutionError:
     return EvolutionError(Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: {problem}", endpoint=endpoint)
 
 
-# Rows of a list turned into records between two turns of the event loop.
-_ROWS_PER_TURN = 200
+# Rows of a list handled between two turns of the event loop (here, and the resync's per-instance check).
+ROWS_PER_TURN = 200
 
 
 def _parse_body(raw: bytes, content_type: str) -> Any:
