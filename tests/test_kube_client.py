@@ -167,8 +167,8 @@ async def test_the_instance_metadata_list_asks_for_metadata_only(kube):
         found = await client.list_instance_metadata()
     finally:
         await client.aclose()
-    assert sorted(item["metadata"]["name"] for item in found) == ["a", "b"]
-    assert all(set(item) == {"metadata"} for item in found)
+    assert sorted(meta["name"] for meta in found) == ["a", "b"]
+    assert all(meta["namespace"] == "default" and "uid" in meta for meta in found)
     listed = [r for r in kube.requests if r.verb == "list" and r.resource == PLURAL]
     assert listed and listed[-1].status == 200
 
@@ -190,5 +190,5 @@ async def test_a_server_that_sends_the_full_list_is_read_the_same_way():
             found = await client.list_instance_metadata()
         finally:
             await client.aclose()
-    assert found == [{"metadata": {"name": "a"}}]
+    assert found == [{"name": "a"}]
     assert received == ["application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"]

@@ -172,14 +172,13 @@ class KubeClient:
         return await self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
 
     async def list_instance_metadata(self) -> list[dict[str, Any]]:
-        """The metadata of every WhatsAppInstance the operator can see (cluster-wide list), each as
-        `{"metadata": ...}`. Asked as a PartialObjectMetadataList (docs/kubernetes-api.md §1): the full
+        """The metadata of every WhatsAppInstance the operator can see (cluster-wide list). Asked as a PartialObjectMetadataList (docs/kubernetes-api.md §1): the full
         list carries every status with its QR code, megabytes to decode in one step of the loop at
         thousands of instances. A server that cannot answer so sends the full list, read the same way."""
         found = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}", accept=_PARTIAL_METADATA_LIST)
         items = found.get("items") if isinstance(found, dict) else None
         return [
-            {"metadata": item["metadata"]}
+            item["metadata"]
             for item in items or []
             if isinstance(item, dict) and isinstance(item.get("metadata"), dict)
         ]

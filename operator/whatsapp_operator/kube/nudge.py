@@ -47,13 +47,12 @@ class StuckObjectNudger:
 
     async def nudge(self) -> None:
         try:
-            objects = await self.kube.list_instance_metadata()
+            listed = await self.kube.list_instance_metadata()
         except KubeError as error:
             logger.debug("Cannot list WhatsAppInstances to find objects kopf left waiting: %s", error)
             return
         now = datetime.datetime.now(datetime.UTC)
-        for obj in objects:
-            meta = obj.get("metadata") or {}
+        for meta in listed:
             if self.namespaces and not any(
                 fnmatch.fnmatchcase(str(meta.get("namespace")), pattern) for pattern in self.namespaces
             ):
