@@ -528,6 +528,32 @@ async def test_silent_server_is_treated_as_dead_and_pings_are_answered(
         await client.close()
 
 
+async def test_a_server_that_keeps_talking_stays_connected_past_the_heartbeat(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    # The silence limit counts from the last frame, not from the connection's start: events every
+    # 50 ms over a second keep a connection whose heartbeat allows 200 ms of silence.
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":100,"pingTimeout":100}')
+        assert await websocket.recv() == "40"
+        await websocket.send('40{"sid":"root"}')
+        for index in range(20):
+            await asyncio.sleep(0.05)  # the pace is the scenario: a server talking more often than it must
+            await websocket.send(f'42["tick",{index}]')
+        await websocket.wait_closed()  # then silence
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = fast_client(f"http://127.0.0.1:{port}", listener)
+        running(client)
+        await listener.expect("connected")
+        _, reason = await listener.expect("disconnected")
+        assert "ping timeout" in reason
+        ticks = [item[3] for item in listener.history if item[0] == "event" and item[2] == "tick"]
+        assert ticks == [[index] for index in range(20)]  # every one arrived before the silence ended it
+        await client.close()
+
+
 async def test_the_client_does_not_offer_permessage_deflate(
     listener: RecordingListener, running: Callable[[SocketIOClient], None]
 ) -> None:

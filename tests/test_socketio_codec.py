@@ -234,10 +234,13 @@ def joined_session(*namespaces: str) -> ClientSession:
 
 def test_session_answers_ping_with_pong() -> None:
     session = opened_session()
+    assert not session.has_data_to_send
     assert session.receive("2") == []
     assert session.receive("2probe") == []
+    assert session.has_data_to_send
     assert session.data_to_send() == ["3", "3probe"]
     assert session.data_to_send() == []
+    assert not session.has_data_to_send
 
 
 def test_session_reports_packets_before_open_as_malformed() -> None:

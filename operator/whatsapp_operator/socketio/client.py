@@ -22,7 +22,7 @@ import random
 import ssl as ssl_module
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -512,21 +512,24 @@ class SocketIOClient:
                 await websocket.send(frame)
 
     async def _receive_loop(self, websocket: ClientConnection, session: ClientSession) -> str:
-        loop = asyncio.get_running_loop()
-        handshake_deadline = loop.time() + self._open_timeout
-        while True:
-            heartbeat = session.receive_timeout if self._state == "connected" else None
-            timeout = heartbeat if heartbeat is not None else handshake_deadline - loop.time()
-            try:
-                async with asyncio.timeout(max(timeout, 0.0)):
+        watchdog = _SilenceWatchdog(
+            websocket, self._open_timeout, lambda: session.receive_timeout if self._state == "connected" else None
+        )
+        try:
+            while True:
+                try:
                     frame = await websocket.recv()
-            except TimeoutError:
-                if heartbeat is not None:
-                    return f"no packet from the server for {heartbeat:.1f}s (ping timeout)"
-                return "timed out waiting for the Socket.IO handshake"
-            for event in session.receive(frame):
-                self._handle(event, session)
-            self._outbox.set()  # a PONG or a CONNECT may be waiting
+                except ConnectionClosed:
+                    if watchdog.verdict is not None:
+                        return watchdog.verdict
+                    raise
+                watchdog.heard()
+                for event in session.receive(frame):
+                    self._handle(event, session)
+                if session.has_data_to_send:  # a PONG or a CONNECT; most frames need no answer
+                    self._outbox.set()
+        finally:
+            watchdog.cancel()
 
     def _handle(self, event: SessionEvent, session: ClientSession) -> None:
         """Act on one session event; raises _ConnectionEnded when the connection is over."""
@@ -595,6 +598,51 @@ class SocketIOClient:
                 callback,
                 self._redact("".join(traceback.format_exception(exc))),
             )
+
+
+class _SilenceWatchdog:
+    """Ends a connection whose server went quiet: no handshake within the open timeout, then no
+    frame for longer than Engine.IO's heartbeat allows (`heartbeat()`, None until connected).
+
+    One timer re-armed from the time of the last frame, instead of a timeout around every
+    `recv()`: a QR code every few milliseconds would otherwise create and cancel a timer each, a
+    measurable share of the operator's CPU per event (bench/README.md). When the silence has
+    lasted too long, the connection is aborted (a dead server gets no closing handshake) and
+    `verdict` says why.
+    """
+
+    def __init__(self, websocket: ClientConnection, open_timeout: float, heartbeat: Callable[[], float | None]):
+        self._loop = asyncio.get_running_loop()
+        self._websocket = websocket
+        self._heartbeat = heartbeat
+        self._handshake_deadline = self._loop.time() + open_timeout
+        self._last_frame_at = self._loop.time()
+        self._timer = self._loop.call_at(self._handshake_deadline, self._check)
+        self._armed_for_heartbeat = False
+        self.verdict: str | None = None
+
+    def heard(self) -> None:
+        self._last_frame_at = self._loop.time()
+        if not self._armed_for_heartbeat and self._heartbeat() is not None:
+            self._armed_for_heartbeat = True
+            self._timer.cancel()
+            self._check()
+
+    def _check(self) -> None:
+        heartbeat = self._heartbeat()
+        now = self._loop.time()
+        if heartbeat is None:
+            due, why = self._handshake_deadline, "timed out waiting for the Socket.IO handshake"
+        else:
+            due, why = self._last_frame_at + heartbeat, f"no packet from the server for {heartbeat:.1f}s (ping timeout)"
+        if now < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        self.verdict = why
+        self._websocket.transport.abort()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _client_ssl(wanted: ssl_module.SSLContext | bool | None) -> ssl_module.SSLContext | None:

@@ -540,6 +540,11 @@ class ClientSession:
             self._pending.clear()
             self._connected.clear()
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether `data_to_send()` would return frames."""
+        return bool(self._outgoing)
+
     def data_to_send(self) -> list[str]:
         """Frames to send, in order; each call returns them once."""
         frames, self._outgoing = self._outgoing, []
