@@ -192,3 +192,29 @@ async def test_a_server_that_sends_the_full_list_is_read_the_same_way():
             await client.aclose()
     assert found == [{"name": "a"}]
     assert received == ["application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"]
+
+
+async def test_status_patches_and_reads_share_one_kept_alive_connection():
+    # A status patch's answer is read to its end without being decoded: the connection must still
+    # go back to the pool, or every write would open a new one.
+    peers: list[object] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.json_response({"kind": "WhatsAppInstance", "status": {"qr": {"base64": "A" * 4000}}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    async with serving(app) as url:
+        kube = KubeClient(login=None)
+        kube.use_credentials(kopf.ConnectionInfo(server=url, token="t"))
+        try:
+            for index in range(5):
+                assert await kube.patch_status("default", f"shop-{index}", {"phase": "Connected"}) is None
+            assert (await kube.get_instance("default", "shop-0"))["kind"] == "WhatsAppInstance"
+            assert await kube.patch_status("default", "shop-0", {"phase": "Connected"}) is None
+        finally:
+            await kube.aclose()
+    assert len(peers) == 7 and len(set(peers)) == 1

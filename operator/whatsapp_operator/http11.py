@@ -262,11 +262,12 @@ def _parse_head(raw: bytes) -> tuple[ResponseHead, bool, bool]:
     return head, parts[0] == b"HTTP/1.0", connection_close
 
 
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _is_token(name: bytes) -> bool:
-    return all(byte in _TOKEN for byte in name)
+    # Deleting every token character leaves nothing: one C call, not a Python step per byte.
+    return not name.translate(None, _TOKEN)
 
 
 # -- the connection and the pool --------------------------------------------------------------------
