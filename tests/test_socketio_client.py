@@ -554,6 +554,69 @@ async def test_a_server_that_keeps_talking_stays_connected_past_the_heartbeat(
         await client.close()
 
 
+async def test_packets_keep_their_order_when_one_arrives_fragmented(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    # Whole text frames are handed over as they arrive; a fragmented message goes through
+    # websockets' own queue. The frames behind it must wait for it, not overtake it.
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
+        assert await websocket.recv() == "40"
+        await websocket.send('40{"sid":"root"}')
+        await websocket.send('42["n",1]')
+        await websocket.send(["42", '["n",', "2]"])  # one message in three frames
+        for number in (3, 4, 5):
+            await websocket.send(f'42["n",{number}]')
+        await websocket.send(["42", '["n",6]'])
+        await websocket.send('42["n",7]')
+        await websocket.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = fast_client(f"http://127.0.0.1:{port}", listener)
+        running(client)
+        numbers = [(await listener.expect("event"))[3] for _ in range(7)]
+        assert numbers == [[1], [2], [3], [4], [5], [6], [7]]
+        assert client.state == "connected"
+        await client.close()
+
+
+async def test_a_text_frame_that_is_not_utf8_ends_the_connection_and_it_comes_back(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None]
+) -> None:
+    connections: asyncio.Queue[None] = asyncio.Queue()
+
+    async def handler(websocket: ServerConnection) -> None:
+        connections.put_nowait(None)
+        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
+        assert await websocket.recv() == "40"
+        await websocket.send('40{"sid":"root"}')
+        if connections.qsize() == 1:
+            await websocket.protocol_send_invalid_text()  # type: ignore[attr-defined]
+        await websocket.send('42["after",{}]')
+        await websocket.wait_closed()
+
+    async def send_invalid_text(websocket: ServerConnection) -> None:
+        websocket.protocol.send_text(b"42\xff\xfe")  # websockets' sans-I/O layer does not check what it sends
+        websocket.send_data()
+
+    ServerConnection.protocol_send_invalid_text = send_invalid_text  # type: ignore[attr-defined]
+    try:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            client = fast_client(f"http://127.0.0.1:{port}", listener)
+            running(client)
+            await listener.expect("connected")
+            _, reason = await listener.expect("disconnected")
+            assert reason.startswith("connection closed by this client (code 1007: ")
+            await listener.expect("connected")
+            assert (await listener.expect("event"))[2] == "after"
+            assert connections.qsize() == 2
+            await client.close()
+    finally:
+        del ServerConnection.protocol_send_invalid_text  # type: ignore[attr-defined]
+
+
 async def test_the_client_does_not_offer_permessage_deflate(
     listener: RecordingListener, running: Callable[[SocketIOClient], None]
 ) -> None:

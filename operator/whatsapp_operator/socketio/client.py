@@ -29,6 +29,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event as WebSocketEvent
 
 from .codec import (
     ROOT_NAMESPACE,
@@ -217,6 +219,10 @@ def describe_failure(exc: BaseException, *, redact: Redact = no_redaction) -> st
     elif isinstance(exc, ConnectionClosed):
         if exc.rcvd is not None:
             text = f"connection closed by the server (code {exc.rcvd.code})"
+        elif exc.sent is not None:  # this client closed it: the server sent what websockets refuses
+            text = (
+                f"connection closed by this client (code {exc.sent.code}: {exc.sent.reason[:_SERVER_MESSAGE_LENGTH]})"
+            )
         else:
             text = "connection lost"
     elif isinstance(exc, InvalidHandshake):
@@ -467,31 +473,45 @@ class SocketIOClient:
                 max_size=MAX_FRAME_SIZE,
                 logger=self._wire_logger,
                 ssl=self._ssl if self._url.startswith("wss") else None,
+                create_connection=_PushingConnection,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to connect is retried, never fatal
             return describe_failure(exc, redact=self._redact)
+        assert isinstance(websocket, _PushingConnection)
 
         session = ClientSession(redact=self._redact)
         self._session = session
         self._outbox.clear()
-        receiver = asyncio.ensure_future(self._receive_loop(websocket, session))
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        watchdog = _SilenceWatchdog(
+            self._open_timeout,
+            lambda: session.receive_timeout if self._state == "connected" else None,
+            lambda why: _settle(ended, why),
+        )
+
+        def pushed(text: str) -> None:
+            # Called by the connection as each whole text frame arrives, outside any task.
+            try:
+                self._receive_frame(text, session, watchdog)
+            except Exception as error:  # noqa: BLE001 - whatever it is ends this connection, not the loop
+                websocket.on_text = None  # what still arrives waits in recv()'s queue, unread
+                _settle(ended, self._ending(error))
+
+        websocket.on_text = pushed
+        receiver = asyncio.ensure_future(self._receive_loop(websocket, session, watchdog))
         sender = asyncio.ensure_future(self._send_loop(websocket, session))
         try:
-            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receiver, sender, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if ended in done:
+                return ended.result()
             finished = receiver if receiver in done else sender
             error = finished.exception()
             if error is None:
                 return finished.result()
-            if isinstance(error, _ConnectionEnded):
-                return str(error)
-            if not isinstance(error, ConnectionClosed | OSError | InvalidHandshake):
-                self._logger.error(
-                    "[%s] bug in the Socket.IO client: %s",
-                    self._name,
-                    self._redact("".join(traceback.format_exception(error))),
-                )
-            return describe_failure(error, redact=self._redact)
+            return self._ending(error)
         finally:
+            websocket.on_text = None
+            watchdog.cancel()
             for task in (receiver, sender):
                 task.cancel()
             await asyncio.gather(receiver, sender, return_exceptions=True)
@@ -504,6 +524,18 @@ class SocketIOClient:
                 websocket.transport.abort()
                 raise
 
+    def _ending(self, error: BaseException) -> str:
+        """Why a connection ends, from the exception that ended it; a bug is logged as one."""
+        if isinstance(error, _ConnectionEnded):
+            return str(error)
+        if not isinstance(error, ConnectionClosed | OSError | InvalidHandshake):
+            self._logger.error(
+                "[%s] bug in the Socket.IO client: %s",
+                self._name,
+                self._redact("".join(traceback.format_exception(error))),
+            )
+        return describe_failure(error, redact=self._redact)
+
     async def _send_loop(self, websocket: ClientConnection, session: ClientSession) -> str:
         while True:
             await self._outbox.wait()
@@ -511,25 +543,22 @@ class SocketIOClient:
             for frame in session.data_to_send():
                 await websocket.send(frame)
 
-    async def _receive_loop(self, websocket: ClientConnection, session: ClientSession) -> str:
-        watchdog = _SilenceWatchdog(
-            websocket, self._open_timeout, lambda: session.receive_timeout if self._state == "connected" else None
-        )
-        try:
-            while True:
-                try:
-                    frame = await websocket.recv()
-                except ConnectionClosed:
-                    if watchdog.verdict is not None:
-                        return watchdog.verdict
-                    raise
-                watchdog.heard()
-                for event in session.receive(frame):
-                    self._handle(event, session)
-                if session.has_data_to_send:  # a PONG or a CONNECT; most frames need no answer
-                    self._outbox.set()
-        finally:
-            watchdog.cancel()
+    async def _receive_loop(
+        self, websocket: _PushingConnection, session: ClientSession, watchdog: _SilenceWatchdog
+    ) -> str:
+        """The frames the connection did not push: those before the handshake ended, binary and
+        fragmented ones (Evolution sends neither). Ends when the connection does."""
+        while True:
+            frame = await websocket.recv()
+            websocket.queued -= 1
+            self._receive_frame(frame, session, watchdog)
+
+    def _receive_frame(self, frame: str | bytes, session: ClientSession, watchdog: _SilenceWatchdog) -> None:
+        watchdog.heard()
+        for event in session.receive(frame):
+            self._handle(event, session)
+        if session.has_data_to_send:  # a PONG or a CONNECT; most frames need no answer
+            self._outbox.set()
 
     def _handle(self, event: SessionEvent, session: ClientSession) -> None:
         """Act on one session event; raises _ConnectionEnded when the connection is over."""
@@ -605,21 +634,20 @@ class _SilenceWatchdog:
     frame for longer than Engine.IO's heartbeat allows (`heartbeat()`, None until connected).
 
     One timer re-armed from the time of the last frame, instead of a timeout around every
-    `recv()`: a QR code every few milliseconds would otherwise create and cancel a timer each, a
-    measurable share of the operator's CPU per event (bench/README.md). When the silence has
-    lasted too long, the connection is aborted (a dead server gets no closing handshake) and
-    `verdict` says why.
+    receive: a QR code every few milliseconds would otherwise create and cancel a timer each, a
+    measurable share of the operator's CPU per event (bench/README.md). `give_up` is told why.
     """
 
-    def __init__(self, websocket: ClientConnection, open_timeout: float, heartbeat: Callable[[], float | None]):
+    def __init__(
+        self, open_timeout: float, heartbeat: Callable[[], float | None], give_up: Callable[[str], None]
+    ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._websocket = websocket
         self._heartbeat = heartbeat
+        self._give_up = give_up
         self._handshake_deadline = self._loop.time() + open_timeout
         self._last_frame_at = self._loop.time()
         self._timer = self._loop.call_at(self._handshake_deadline, self._check)
         self._armed_for_heartbeat = False
-        self.verdict: str | None = None
 
     def heard(self) -> None:
         self._last_frame_at = self._loop.time()
@@ -637,12 +665,52 @@ class _SilenceWatchdog:
             due, why = self._last_frame_at + heartbeat, f"no packet from the server for {heartbeat:.1f}s (ping timeout)"
         if now < due:
             self._timer = self._loop.call_at(due, self._check)
-            return
-        self.verdict = why
-        self._websocket.transport.abort()
+        else:
+            self._give_up(why)
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+class _PushingConnection(ClientConnection):
+    """A websockets client connection that hands each whole text frame to `on_text` as it arrives.
+
+    websockets queues every frame for `recv()`, and the task awaiting it runs one step of the loop
+    later: per QR event a future, a queue and a step of the loop, with thousands of events a minute
+    (bench/README.md). Evolution sends one whole text frame per Engine.IO packet, so those are
+    handed over at once; anything else (binary, fragmented, invalid UTF-8, frames before `on_text`
+    is set) goes to `recv()` as before, and while any such message waits there, text frames queue
+    behind it so that the order of packets is kept (`queued` counts them; the reader of `recv()`
+    takes one off for each message it reads).
+    """
+
+    on_text: Callable[[str], None] | None = None
+    queued = 0
+
+    def process_event(self, event: WebSocketEvent) -> None:
+        on_text = self.on_text
+        if (
+            on_text is not None
+            and not self.queued
+            and isinstance(event, Frame)
+            and event.opcode is Opcode.TEXT
+            and event.fin
+        ):
+            try:
+                text = bytes(event.data).decode()
+            except UnicodeDecodeError:
+                pass  # recv() raises it and websockets closes the connection with 1007, as for any frame
+            else:
+                on_text(text)
+                return
+        if isinstance(event, Frame) and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            self.queued += 1  # a whole message now waits for recv()
+        super().process_event(event)
+
+
+def _settle(future: asyncio.Future[str], result: str) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
 def _client_ssl(wanted: ssl_module.SSLContext | bool | None) -> ssl_module.SSLContext | None:
