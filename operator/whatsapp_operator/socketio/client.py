@@ -681,7 +681,7 @@ class _PushingConnection(ClientConnection):
     handed over at once; anything else (binary, fragmented, invalid UTF-8, frames before `on_text`
     is set) goes to `recv()` as before, and while any such message waits there, text frames queue
     behind it so that the order of packets is kept (`queued` counts them; the reader of `recv()`
-    takes one off for each message it reads).
+    takes one off for each message it reads). What this relies on in websockets: docs/websockets.md.
     """
 
     on_text: Callable[[str], None] | None = None
