@@ -767,3 +767,26 @@ async def test_connects_waiting_inside_evolution_do_not_hold_the_slots_that_boun
     release.set()
     await asyncio.gather(*connects)
     await client.aclose()
+
+
+async def test_a_list_of_thousands_of_rows_leaves_the_loop_to_others_while_it_is_read():
+    # The operator has one event loop: a QR event that arrives while the periodic resync reads a
+    # list of every instance must not wait for all of it (whatsapp_operator/pacing.py).
+    from whatsapp_operator.pacing import ROWS_PER_TURN
+
+    picture = "https://pps.whatsapp.net/" + "p" * 200  # rows of about the size Evolution sends
+    rows = [
+        {"name": f"shop-{index:04d}", "connectionStatus": "open", "id": f"id-{index}", "profilePicUrl": picture}
+        for index in range(1000)
+    ]
+    client = client_answering(200, rows)
+    turns = 0
+    listing = asyncio.ensure_future(client.fetch_instances())
+    while not listing.done():
+        await asyncio.sleep(0)
+        turns += 1
+    records = listing.result()
+    await client.aclose()
+    assert len(records) == 1000
+    # The request's own turn, one for decoding the answer on its own, then one per ROWS_PER_TURN rows.
+    assert turns >= 2 + 1000 // ROWS_PER_TURN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -218,3 +219,27 @@ async def test_status_patches_and_reads_share_one_kept_alive_connection():
         finally:
             await kube.aclose()
     assert len(peers) == 7 and len(set(peers)) == 1
+
+
+async def test_the_nudger_leaves_the_loop_to_others_while_it_walks_thousands_of_objects(monkeypatch):
+    from whatsapp_operator.kube.nudge import StuckObjectNudger
+    from whatsapp_operator.pacing import ROWS_PER_TURN
+
+    kube = KubeClient(login=None)
+    listed = [
+        {"namespace": "default", "name": f"shop-{index}", "finalizers": ["whatsapp-operator.io/finalizer"]}
+        for index in range(1000)
+    ]
+
+    async def list_instance_metadata() -> list[dict]:
+        return listed
+
+    monkeypatch.setattr(kube, "list_instance_metadata", list_instance_metadata)
+    nudger = StuckObjectNudger(kube, after=60, clock=lambda: "now", is_tracked=lambda key: True)
+    turns = 0
+    nudging = asyncio.ensure_future(nudger.nudge())
+    while not nudging.done():
+        await asyncio.sleep(0)
+        turns += 1
+    nudging.result()
+    assert turns >= 1000 // ROWS_PER_TURN

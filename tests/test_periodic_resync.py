@@ -92,3 +92,30 @@ async def test_a_connect_rereads_only_what_was_read_before_it(operator: Operator
     await runtime._resync_after_connect(runtime.server, between)
     paths = [r.path for r in operator.evolution.requests[start:]]
     assert "/instance/connectionState/shop" in paths and "/instance/connectionState/cafe" not in paths
+
+
+async def test_the_nudger_runs_half_a_period_out_of_step_with_the_resync(monkeypatch: Any) -> None:
+    # Both start with the runtime and both begin by decoding a list of every instance: in step, they
+    # held the loop together (bench/README.md, "Fourth round").
+    import asyncio
+    import types
+
+    delays: list[float] = []
+    nudged: list[int] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 3:
+            raise asyncio.CancelledError
+
+    async def nudge() -> None:
+        nudged.append(len(delays))
+
+    host = types.SimpleNamespace(active=True, config=types.SimpleNamespace(nudge_interval=60.0))
+    host.nudge_stuck_objects = nudge
+    host._every = lambda *args, **kwargs: runtime_module.Runtime._every(host, *args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(runtime_module.asyncio, "sleep", sleep)
+    with contextlib.suppress(asyncio.CancelledError):
+        await runtime_module.Runtime._nudge_loop(host)  # type: ignore[arg-type]
+    assert delays == [30.0, 60.0, 60.0]
+    assert nudged == [1, 2]

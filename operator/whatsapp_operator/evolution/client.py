@@ -44,6 +44,7 @@ from whatsapp_operator.evolution.errors import (
     reason_for_status,
 )
 from whatsapp_operator.http11 import CookielessClient, Http11Transport
+from whatsapp_operator.pacing import LARGE_ANSWER_BYTES, ROWS_PER_TURN
 from whatsapp_operator.reasons import Reason
 from whatsapp_operator.redaction import MASK, redact, register_secret
 
@@ -535,7 +536,7 @@ class EvolutionClient:
             raise self._wrong_shape("list instances", "the answer is not a list")
         records: dict[str, InstanceRecord] = {}
         for index, row in enumerate(data):
-            if index % ROWS_PER_TURN == ROWS_PER_TURN - 1:
+            if index % ROWS_PER_TURN == 0:
                 await asyncio.sleep(0)  # 10,000 rows take 0.2 s: let the events through meanwhile
             if isinstance(row, dict):
                 record = InstanceRecord.from_json({key: value for key, value in row.items() if key != "token"})
@@ -665,6 +666,10 @@ class EvolutionClient:
             slots = self._wait_slots if waits_inside else self._slots
             async with slots.slot(priority):
                 answer = await self._exchange(method, path, endpoint, json=json, params=params)
+            if len(answer.body) > LARGE_ANSWER_BYTES:
+                # Decoding a list of thousands of rows holds the loop for tens of milliseconds:
+                # the events that came in while it was read go first.
+                await asyncio.sleep(0)
             return self._decode(answer, endpoint, instance=instance, allow_empty=allow_empty, allow_null=allow_null)
         except EvolutionError:
             raise
@@ -992,10 +997,6 @@ def _declared_charset(content_type: str) -> str:
 def _bad_answer(endpoint: str, problem: str) -> EvolutionError:
     """An answer that arrived but is not what the endpoint gives."""
     return EvolutionError(Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: {problem}", endpoint=endpoint)
-
-
-# Rows of a list handled between two turns of the event loop (here, and the resync's per-instance check).
-ROWS_PER_TURN = 200
 
 
 def _parse_body(raw: bytes, content_type: str) -> Any:

@@ -22,6 +22,7 @@ import kopf
 
 from whatsapp_operator.http11 import CookielessClient, Http11Transport
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
+from whatsapp_operator.pacing import LARGE_ANSWER_BYTES
 from whatsapp_operator.redaction import redact, register_secret
 from whatsapp_operator.values import utc_now
 
@@ -281,6 +282,8 @@ class KubeClient:
                         pass
                     return None
                 await response.aread()
+                if len(response.content) > LARGE_ANSWER_BYTES:
+                    await asyncio.sleep(0)  # a list of thousands of objects: decoded in a turn of its own
             except httpx.HTTPError as error:
                 raise KubeError(None, f"{method} {path}: {type(error).__name__}") from None
             if response.status_code != 401 or self.login is None or attempt == 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import fnmatch
 import logging
@@ -10,6 +11,7 @@ from typing import Any
 
 from whatsapp_operator.kube.client import KubeClient, KubeError
 from whatsapp_operator.names import FINALIZER, NUDGE_ANNOTATION
+from whatsapp_operator.pacing import ROWS_PER_TURN
 from whatsapp_operator.values import posix_time
 
 logger = logging.getLogger("whatsapp_operator.kube.nudge")
@@ -52,7 +54,9 @@ class StuckObjectNudger:
             logger.debug("Cannot list WhatsAppInstances to find objects kopf left waiting: %s", error)
             return
         now = datetime.datetime.now(datetime.UTC)
-        for meta in listed:
+        for index, meta in enumerate(listed):
+            if index % ROWS_PER_TURN == 0:
+                await asyncio.sleep(0)  # thousands of objects: the events go first
             if self.namespaces and not any(
                 fnmatch.fnmatchcase(str(meta.get("namespace")), pattern) for pattern in self.namespaces
             ):
