@@ -788,5 +788,33 @@ async def test_a_list_of_thousands_of_rows_leaves_the_loop_to_others_while_it_is
     records = listing.result()
     await client.aclose()
     assert len(records) == 1000
-    # The request's own turn, one for decoding the answer on its own, then one per ROWS_PER_TURN rows.
-    assert turns >= 2 + 1000 // ROWS_PER_TURN
+    # The rows are decoded and read ROWS_PER_TURN per turn of the loop, the first ones included.
+    assert turns >= 1000 // ROWS_PER_TURN + 1
+
+
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        ('[{"name": "shop-1", "connectionStatus": "open"}, {"name": "shop-2", ', "non-JSON answer"),
+        ('[{"name": "shop-1"}] trailing', "non-JSON answer"),
+        ('[{"name": "shop-1"}, ' + "[" * 70 + "]" * 70 + "]", "nested deeper than 64 levels"),
+    ],
+)
+async def test_an_instance_list_that_breaks_after_good_rows_is_a_bad_answer_and_nothing_of_it_is_kept(body, problem):
+    # The list is decoded row by row; a fault after good rows makes the whole answer bad, as it was
+    # when it was decoded at once, and the call is counted once, as a bad answer.
+    client = client_answering(200, body, raw=True)
+    with pytest.raises(EvolutionError) as caught:
+        await client.fetch_instances()
+    await client.aclose()
+    assert problem in str(caught.value)
+    assert client.calls == {("list instances", "bad_response"): 1}
+
+
+async def test_an_instance_list_nested_just_within_the_bound_is_read():
+    row = {"name": "shop-1", "connectionStatus": "open", "deep": json.loads("[" * 62 + "]" * 62)}  # 64 levels in all
+    client = client_answering(200, [row])
+    records = await client.fetch_instances()
+    await client.aclose()
+    assert list(records) == ["shop-1"]
+    assert client.calls == {("list instances", "ok"): 1}

@@ -27,6 +27,7 @@ from whatsapp_operator.evolution.client import (
     EvolutionClient,
     InstanceToken,
     WebhookConfig,
+    json_array_rows,
 )
 from whatsapp_operator.evolution.errors import MAX_MESSAGE_LENGTH, EvolutionError, error_message_from_body
 from whatsapp_operator.values import INT64_MAX, INT64_MIN
@@ -344,6 +345,7 @@ CALLS: dict[str, Callable[[EvolutionClient], Any]] = {
     "connect": lambda client: client.connect("acme", number="5511999999999"),
     "connection_state": lambda client: client.connection_state("acme"),
     "fetch_instance": lambda client: client.fetch_instance("acme"),
+    "fetch_instances": lambda client: client.fetch_instances(),
     "delete_instance": lambda client: client.delete_instance("acme"),
     "logout": lambda client: client.logout("acme"),
     "set_settings": lambda client: client.set_settings("acme", {"rejectCall": False}),
@@ -588,3 +590,45 @@ def test_an_answer_that_echoes_our_webhook_never_shows_its_header_values(status:
             await client.aclose()
 
     run(scenario())
+
+
+# -- a JSON array decoded row by row (the instance list) ---------------------------------------------
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+json_space = st.text(" \t\n\r", max_size=3)
+
+
+@PROPERTY_SETTINGS
+@given(rows=st.lists(json_values, max_size=8), spaces=st.lists(json_space, min_size=20, max_size=20))
+def test_rows_decoded_one_by_one_are_what_json_loads_returns(rows: list[Any], spaces: list[str]) -> None:
+    # Items separated by any JSON whitespace, around commas and brackets.
+    gaps = iter(spaces * 4)
+    text = next(gaps) + "[" + next(gaps)
+    text += (next(gaps) + "," + next(gaps)).join(json.dumps(row) for row in rows) + next(gaps) + "]" + next(gaps)
+    decoded = list(json_array_rows(text))
+    assert [row for row, _, _ in decoded] == json.loads(text)
+    assert [json.loads(text[start:end]) for _, start, end in decoded] == json.loads(text)
+
+
+@PROPERTY_SETTINGS
+@given(text=st.one_of(st.text(max_size=40), st.text('[]{},:" 0123456789.eE-+truefalsn\\ \t\n', max_size=40)))
+def test_any_text_rows_decode_exactly_when_json_loads_does(text: str) -> None:
+    # Whatever the text: the same list as json.loads when that is a list, else a ValueError.
+    try:
+        expected: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        expected = None
+    try:
+        rows: Any = [row for row, _, _ in json_array_rows(text)]
+    except (ValueError, RecursionError):
+        rows = None
+    if isinstance(expected, list):
+        assert repr(rows) == repr(expected)  # repr: NaN equals itself there
+    else:
+        assert rows is None, f"{text!r}: rows {rows!r} where json.loads gave {expected!r}"

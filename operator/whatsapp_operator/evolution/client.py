@@ -24,10 +24,11 @@ import hmac
 import itertools
 import json as jsonlib
 import logging
+import re
 import ssl
 import traceback
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -531,18 +532,45 @@ class EvolutionClient:
         The rows' `connectionStatus` lags the live state (docs/evolution-api.md §3.5): callers decide
         on it only where it cannot mislead.
         """
-        data = await self._request("GET", "/instance/fetchInstances", "list instances", priority=ENTRY_PRIORITY)
-        if not isinstance(data, list):
-            raise self._wrong_shape("list instances", "the answer is not a list")
+        endpoint = "list instances"
+        data = await self._request("GET", "/instance/fetchInstances", endpoint, priority=ENTRY_PRIORITY, rows=True)
+        if not isinstance(data, _ArrayText):
+            raise self._wrong_shape(endpoint, "the answer is not a list")
         records: dict[str, InstanceRecord] = {}
-        for index, row in enumerate(data):
-            if index % ROWS_PER_TURN == 0:
-                await asyncio.sleep(0)  # 10,000 rows take 0.2 s: let the events through meanwhile
+        async for row in self._read_rows(data, endpoint):
             if isinstance(row, dict):
                 record = InstanceRecord.from_json({key: value for key, value in row.items() if key != "token"})
                 if record.name:
                     records[record.name] = record
         return records
+
+    async def _read_rows(self, listed: _ArrayText, endpoint: str) -> AsyncIterator[Any]:
+        """The rows of a JSON array answer, decoded one at a time, ROWS_PER_TURN per turn of the loop:
+        decoded whole, 10,000 rows (9 MB) held the loop for a large part of a second. The call is
+        counted once the last row is read; a row that is not JSON, or nests deeper than the answer
+        may, makes it a bad answer as it would have been decoded whole (the rows before it are
+        dropped by the caller with the exception)."""
+        try:
+            for index, (row, start, end) in enumerate(json_array_rows(listed.text)):
+                if index % ROWS_PER_TURN == 0:
+                    await asyncio.sleep(0)
+                segment = listed.text[start:end]
+                # One level is the array's own: a row may nest one level less than the whole answer.
+                if segment.count("[") + segment.count("{") >= MAX_JSON_DEPTH and _deeper_than(row, MAX_JSON_DEPTH - 1):
+                    raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels")
+                yield row
+        except RecursionError:
+            self._count(endpoint, "bad_response")
+            raise _bad_answer(endpoint, f"the answer is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except _UnreadableAnswer as error:
+            self._count(endpoint, "bad_response")
+            raise _bad_answer(endpoint, error.problem) from None
+        except ValueError:
+            self._count(endpoint, "bad_response")
+            raise EvolutionError(
+                Reason.EVOLUTION_BAD_RESPONSE, f"{endpoint}: Evolution API sent a non-JSON answer", endpoint=endpoint
+            ) from None
+        self._count(endpoint, "ok")
 
     async def delete_instance(self, name: str) -> bool:
         """Remove the instance; False when Evolution did not have it (404 counts as gone)."""
@@ -659,13 +687,20 @@ class EvolutionClient:
         allow_null: bool = False,
         priority: int = FOLLOW_UP_PRIORITY,
         waits_inside: bool = False,
+        rows: bool = False,
     ) -> Any:
         """The parsed answer, or EvolutionError; nothing else escapes but cancellation. `allow_null`
-        accepts a literal JSON `null` (find with no row), `allow_empty` also an empty body."""
+        accepts a literal JSON `null` (find with no row), `allow_empty` also an empty body. With
+        `rows`, a successful answer that is a JSON array comes back undecoded, as `_ArrayText`: its
+        reader decodes it row by row (`_read_rows`) and counts the call."""
         try:
             slots = self._wait_slots if waits_inside else self._slots
             async with slots.slot(priority):
                 answer = await self._exchange(method, path, endpoint, json=json, params=params)
+            if rows and 200 <= answer.status < 300:
+                text = _body_text(answer.body, answer.content_type)
+                if text.startswith("[", _json_whitespace_end(text, 0)):
+                    return _ArrayText(text)
             if len(answer.body) > LARGE_ANSWER_BYTES:
                 # Decoding a list of thousands of rows holds the loop for tens of milliseconds:
                 # the events that came in while it was read go first.
@@ -1014,6 +1049,52 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
         raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+@dataclass(frozen=True)
+class _ArrayText:
+    """A successful answer whose text is a JSON array, not decoded yet (see `_read_rows`)."""
+
+    text: str
+
+
+_JSON_DECODER = jsonlib.JSONDecoder()  # what json.loads uses without arguments
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_whitespace_end(text: str, index: int) -> int:
+    """The first index at or after `index` that is not JSON whitespace."""
+    return _JSON_WHITESPACE.match(text, index).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+def json_array_rows(text: str) -> Iterator[tuple[Any, int, int]]:
+    """The items of the JSON array `text`, each with the span of its text, decoded one at a time.
+
+    For any text, yields exactly what `json.loads(text)` returns as a list, or raises `ValueError`
+    where it would (after the items before the fault; RecursionError for items nested past the
+    interpreter's limit, as json.loads). Separating the items is the only thing done here:
+    `JSONDecoder.raw_decode` decodes each, so values mean what they mean to json.loads.
+    """
+    index = _json_whitespace_end(text, 0)
+    if not text.startswith("[", index):
+        raise ValueError("not a JSON array")
+    index = _json_whitespace_end(text, index + 1)
+    if text.startswith("]", index):
+        index += 1
+    else:
+        while True:
+            item, end = _JSON_DECODER.raw_decode(text, index)
+            yield item, index, end
+            index = _json_whitespace_end(text, end)
+            if text.startswith(",", index):
+                index = _json_whitespace_end(text, index + 1)
+            elif text.startswith("]", index):
+                index += 1
+                break
+            else:
+                raise ValueError("expected ',' or ']' after an item")
+    if _json_whitespace_end(text, index) != len(text):
+        raise ValueError("extra data after the array")
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
