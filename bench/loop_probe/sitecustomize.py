@@ -1,6 +1,6 @@
 """A probe that names the long steps of the operator's event loop.
 
-    WHATSAPP_OPERATOR_LOOP_PROBE=/tmp/steps.txt PYTHONPATH=bench/loop_probe \
+    WHATSAPP_OPERATOR_LOOP_PROBE=/tmp/steps.txt PYTHONPATH=$PWD/bench/loop_probe \
         python bench/bench_process.py --instances 1000 --json
 
 Python imports `sitecustomize` at start-up from the path. In the operator's process only (the

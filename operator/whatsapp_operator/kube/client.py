@@ -265,8 +265,8 @@ class KubeClient:
 
         Sent straight to the client's transport: `AsyncClient.send`'s own steps (auth flow,
         redirects, cookies, event hooks) have nothing to do for this client (credentials are
-        headers, the API does not redirect), and cost a quarter of each status write's CPU
-        (bench/README.md, "Fourth round")."""
+        headers, the API does not redirect), and were a measurable share of each status write's
+        CPU (bench/README.md, "Fourth round")."""
         await self._ready.wait()
         content = None if json is None else _encode(method, path, json)
         for attempt in (1, 2):

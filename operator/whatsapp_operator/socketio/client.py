@@ -554,9 +554,9 @@ class SocketIOClient:
             self._receive_frame(frame, session, watchdog)
 
     def _receive_frame(self, frame: str | bytes, session: ClientSession, watchdog: _SilenceWatchdog) -> None:
-        watchdog.heard()
         for event in session.receive(frame):
             self._handle(event, session)
+        watchdog.heard()  # after the frame: the one that completes the handshake arms the heartbeat
         if session.has_data_to_send:  # a PONG or a CONNECT; most frames need no answer
             self._outbox.set()
 
