@@ -1,8 +1,10 @@
 """A probe that names the long steps of the operator's event loop.
 
-    WHATSAPP_OPERATOR_LOOP_PROBE=/tmp/steps.txt PYTHONPATH=$PWD/bench/loop_probe \
+    LOOP_PROBE_FILE=/tmp/steps.txt PYTHONPATH=$PWD/bench/loop_probe \
         python bench/bench_process.py --instances 1000 --json
 
+The path must be absolute (the bench runs the operator in another directory), and the variable
+is not a `WHATSAPP_OPERATOR_*` one: the bench hands the operator none of those but its own.
 Python imports `sitecustomize` at start-up from the path. In the operator's process only (the
 command line names `whatsapp_operator`), every callback the event loop runs is timed; each that took
 longer than 4 ms is written as one line: the monotonic time at its end, its duration, and the task
@@ -16,7 +18,7 @@ import os
 import sys
 import time
 
-_OUTPUT = os.environ.get("WHATSAPP_OPERATOR_LOOP_PROBE")
+_OUTPUT = os.environ.get("LOOP_PROBE_FILE")
 _THRESHOLD = 0.004
 
 if _OUTPUT and "whatsapp_operator" in " ".join(getattr(sys, "orig_argv", [])):
