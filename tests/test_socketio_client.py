@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import logging
 import subprocess
@@ -499,6 +500,27 @@ async def test_cancelling_run_propagates_cancellation(evolution: FakeEvolution, 
 # -- heartbeat (hand-rolled Engine.IO server: python-socketio's cannot go silent) ----------------
 
 
+async def open_session(websocket: ServerConnection, *, ping_interval: int = 25000, ping_timeout: int = 20000) -> None:
+    """The server's side of a handshake: Engine.IO OPEN, the client's CONNECT to the root, the answer."""
+    await websocket.send(f'0{{"sid":"s1","upgrades":[],"pingInterval":{ping_interval},"pingTimeout":{ping_timeout}}}')
+    assert await websocket.recv() == "40"
+    await websocket.send('40{"sid":"root"}')
+
+
+@contextlib.asynccontextmanager
+async def hand_rolled_server(
+    handler: Callable[[ServerConnection], Awaitable[None]],
+    listener: RecordingListener,
+    running: Callable[[SocketIOClient], None],
+) -> AsyncIterator[SocketIOClient]:
+    """`handler` serving websockets on a free port, and a running client connecting to it."""
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = fast_client(f"http://127.0.0.1:{port}", listener)
+        running(client)
+        yield client
+
+
 async def test_silent_server_is_treated_as_dead_and_pings_are_answered(
     listener: RecordingListener, running: Callable[[SocketIOClient], None]
 ) -> None:
@@ -507,17 +529,12 @@ async def test_silent_server_is_treated_as_dead_and_pings_are_answered(
 
     async def handler(websocket: ServerConnection) -> None:
         connections.put_nowait(None)
-        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":100,"pingTimeout":100}')
-        assert await websocket.recv() == "40"
-        await websocket.send('40{"sid":"root"}')
+        await open_session(websocket, ping_interval=100, ping_timeout=100)
         await websocket.send("2")
         pongs.put_nowait(str(await websocket.recv()))
         await websocket.wait_closed()  # then silence: no more pings
 
-    async with serve(handler, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        client = fast_client(f"http://127.0.0.1:{port}", listener)
-        running(client)
+    async with hand_rolled_server(handler, listener, running) as client:
         await listener.expect("connected")
         assert await asyncio.wait_for(pongs.get(), TIMEOUT) == "3"
 
@@ -534,18 +551,13 @@ async def test_a_server_that_keeps_talking_stays_connected_past_the_heartbeat(
     # The silence limit counts from the last frame, not from the connection's start: events every
     # 50 ms over a second keep a connection whose heartbeat allows 200 ms of silence.
     async def handler(websocket: ServerConnection) -> None:
-        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":100,"pingTimeout":100}')
-        assert await websocket.recv() == "40"
-        await websocket.send('40{"sid":"root"}')
+        await open_session(websocket, ping_interval=100, ping_timeout=100)
         for index in range(20):
             await asyncio.sleep(0.05)  # the pace is the scenario: a server talking more often than it must
             await websocket.send(f'42["tick",{index}]')
         await websocket.wait_closed()  # then silence
 
-    async with serve(handler, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        client = fast_client(f"http://127.0.0.1:{port}", listener)
-        running(client)
+    async with hand_rolled_server(handler, listener, running) as client:
         await listener.expect("connected")
         _, reason = await listener.expect("disconnected")
         assert "ping timeout" in reason
@@ -560,9 +572,7 @@ async def test_packets_keep_their_order_when_one_arrives_fragmented(
     # Whole text frames are handed over as they arrive; a fragmented message goes through
     # websockets' own queue. The frames behind it must wait for it, not overtake it.
     async def handler(websocket: ServerConnection) -> None:
-        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
-        assert await websocket.recv() == "40"
-        await websocket.send('40{"sid":"root"}')
+        await open_session(websocket)
         await websocket.send('42["n",1]')
         await websocket.send(["42", '["n",', "2]"])  # one message in three frames
         for number in (3, 4, 5):
@@ -571,10 +581,7 @@ async def test_packets_keep_their_order_when_one_arrives_fragmented(
         await websocket.send('42["n",7]')
         await websocket.wait_closed()
 
-    async with serve(handler, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        client = fast_client(f"http://127.0.0.1:{port}", listener)
-        running(client)
+    async with hand_rolled_server(handler, listener, running) as client:
         numbers = [(await listener.expect("event"))[3] for _ in range(7)]
         assert numbers == [[1], [2], [3], [4], [5], [6], [7]]
         assert client.state == "connected"
@@ -588,9 +595,7 @@ async def test_a_text_frame_that_is_not_utf8_ends_the_connection_and_it_comes_ba
 
     async def handler(websocket: ServerConnection) -> None:
         connections.put_nowait(None)
-        await websocket.send('0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
-        assert await websocket.recv() == "40"
-        await websocket.send('40{"sid":"root"}')
+        await open_session(websocket)
         if connections.qsize() == 1:
             await websocket.protocol_send_invalid_text()  # type: ignore[attr-defined]
         await websocket.send('42["after",{}]')
@@ -602,10 +607,7 @@ async def test_a_text_frame_that_is_not_utf8_ends_the_connection_and_it_comes_ba
 
     ServerConnection.protocol_send_invalid_text = send_invalid_text  # type: ignore[attr-defined]
     try:
-        async with serve(handler, "127.0.0.1", 0) as server:
-            port = server.sockets[0].getsockname()[1]
-            client = fast_client(f"http://127.0.0.1:{port}", listener)
-            running(client)
+        async with hand_rolled_server(handler, listener, running) as client:
             await listener.expect("connected")
             _, reason = await listener.expect("disconnected")
             assert reason.startswith("connection closed by this client (code 1007: ")
