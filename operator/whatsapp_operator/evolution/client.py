@@ -554,14 +554,13 @@ class EvolutionClient:
             for index, (row, start, end) in enumerate(json_array_rows(listed.text)):
                 if index % ROWS_PER_TURN == 0:
                     await asyncio.sleep(0)
-                segment = listed.text[start:end]
                 # One level is the array's own: a row may nest one level less than the whole answer.
-                if segment.count("[") + segment.count("{") >= MAX_JSON_DEPTH and _deeper_than(row, MAX_JSON_DEPTH - 1):
-                    raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels")
+                if _nests_deeper(listed.text[start:end], row, MAX_JSON_DEPTH - 1):
+                    raise _UnreadableAnswer(_TOO_DEEP)
                 yield row
         except RecursionError:
             self._count(endpoint, "bad_response")
-            raise _bad_answer(endpoint, f"the answer is nested deeper than {MAX_JSON_DEPTH} levels") from None
+            raise _bad_answer(endpoint, _TOO_DEEP) from None
         except _UnreadableAnswer as error:
             self._count(endpoint, "bad_response")
             raise _bad_answer(endpoint, error.problem) from None
@@ -1042,13 +1041,21 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
     try:
         value = jsonlib.loads(text)
     except RecursionError:  # json.loads recurses once per level and gives up near the recursion limit
-        raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise _UnreadableAnswer(_TOO_DEEP) from None
     except ValueError:  # not JSON (also: an integer beyond Python's digit limit)
         return text
-    # Fewer brackets than the limit cannot nest deeper (the common case: no walk at all).
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
-        raise _UnreadableAnswer(f"the answer is nested deeper than {MAX_JSON_DEPTH} levels")
+    if _nests_deeper(text, value, MAX_JSON_DEPTH):
+        raise _UnreadableAnswer(_TOO_DEEP)
     return value
+
+
+_TOO_DEEP = f"the answer is nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _nests_deeper(text: str, value: Any, limit: int) -> bool:
+    """Whether `value`, decoded from `text`, nests more than `limit` levels. Fewer brackets than the
+    limit cannot nest deeper: the common case needs no walk at all."""
+    return text.count("[") + text.count("{") > limit and _deeper_than(value, limit)
 
 
 @dataclass(frozen=True)
