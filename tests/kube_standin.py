@@ -440,6 +440,11 @@ class KubeStandin:
         self._by_uid: dict[str, tuple[ResourceType, tuple[str, str]]] = {}
         self._dependents: dict[str, set[tuple[ResourceType, tuple[str, str]]]] = {}
         self._changed = asyncio.Event()  # replaced on every write; see wait_for()
+        # Chunked lists (`limit`/`continue`): what each issued continue token still has to serve,
+        # read at the first chunk's resourceVersion (the apiserver serves every chunk of one list
+        # from one snapshot). Tokens moved to `_expired_continuations` answer 410 Expired.
+        self._continuations: dict[str, tuple[int, builtins.list[Obj]]] = {}
+        self._expired_continuations: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._create(_NAMESPACES, None, {"metadata": {"name": "default"}})
 
@@ -704,6 +709,45 @@ class KubeStandin:
             for (ns, _), obj in sorted(self._store[rt].items())
             if (namespace is None or ns == namespace) and selector(obj)
         ]
+
+    def _chunk(self, items: builtins.list[Obj], query: dict[str, str]) -> tuple[builtins.list[Obj], Obj]:
+        """One chunk of a list and its list metadata, as the apiserver answers `limit`/`continue`.
+
+        `limit` bounds the chunk; when more remain, `metadata.continue` holds an opaque token and
+        `metadata.remainingItemCount` their number. A later request with the token gets the next
+        chunk of the same snapshot, at the first chunk's resourceVersion. A token the server no
+        longer holds answers 410 Expired; one it never issued, 400."""
+        token = query.get("continue")
+        rv = self._rv
+        if token:
+            if token in self._expired_continuations:
+                raise KubeApiError(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. "
+                    "You can start a new list without the continue parameter.",
+                )
+            if token not in self._continuations:
+                raise _bad_request("continue key is not valid")
+            rv, items = self._continuations.pop(token)
+        text = query.get("limit", "0")
+        try:
+            limit = int(text)
+        except ValueError:
+            raise _bad_request(f"limit: invalid value {text!r}") from None
+        listed: Obj = {"resourceVersion": str(rv)}
+        if limit > 0 and len(items) > limit:
+            items, rest = items[:limit], items[limit:]
+            next_token = _secrets.token_urlsafe(12)
+            self._continuations[next_token] = (rv, rest)
+            listed["continue"] = next_token
+            listed["remainingItemCount"] = len(rest)
+        return items, listed
+
+    def expire_list_continuations(self) -> None:
+        """The continue tokens issued so far expire (etcd compacted their revision): 410 on use."""
+        self._expired_continuations.update(self._continuations)
+        self._continuations.clear()
 
     def _commit(self, rt: ResourceType, key: tuple[str, str], obj: Obj, old: Obj | None, type_: str) -> Obj:
         """The one place that writes: bumps the resourceVersion, stores, feeds the watchers."""
@@ -1115,13 +1159,13 @@ class KubeStandin:
                 return await self._watch(request, rt, ns, query)
             selector = parse_label_selector(query.get("labelSelector"))
             if method == "GET":
-                items = self._list(rt, ns, selector)
+                items, listed = self._chunk(self._list(rt, ns, selector), query)
                 if _wants_partial_metadata(request.headers.get("Accept", "")):
                     return web.json_response(
                         {
                             "kind": "PartialObjectMetadataList",
                             "apiVersion": "meta.k8s.io/v1",
-                            "metadata": {"resourceVersion": str(self._rv)},
+                            "metadata": listed,
                             "items": [
                                 {
                                     "kind": "PartialObjectMetadata",
@@ -1136,7 +1180,7 @@ class KubeStandin:
                     for item in items:
                         item.pop("kind", None)
                         item.pop("apiVersion", None)
-                return web.json_response(self._list_body(rt, items))
+                return web.json_response(self._list_body(rt, items) | {"metadata": listed})
             if method == "POST":
                 return web.json_response(self._create(rt, ns, body), status=201)
             if method == "DELETE":

@@ -23,6 +23,7 @@ from whatsapp_operator.http11 import (
     CookielessClient,
     Http11Transport,
     ProtocolError,
+    RequestMaker,
     ResponseHead,
     ResponseParser,
 )
@@ -431,3 +432,24 @@ async def test_cookies_a_server_sets_are_neither_kept_nor_sent() -> None:
         await client.get("/b")
         assert not client.cookies
     assert seen == [None, None]
+
+
+async def test_made_requests_are_those_the_client_builds_with_urls_parsed_once() -> None:
+    async with CookielessClient(
+        base_url="https://apiserver.example:6443/k8s/clusters/c1", headers={"accept": "application/json"}, timeout=7.0
+    ) as client:
+        maker = RequestMaker(client)
+        for path in ("/api/v1/namespaces/a/secrets/b", "/apis/g/v1/things?labelSelector=a%3Db&limit=200"):
+            assert maker.url(path) == client._merge_url(path)  # a path prefix stays, as httpx merges it
+            assert maker.url(path) is maker.url(path)
+            made = maker.build("PATCH", path, b"{}", ("content-type", "application/merge-patch+json"))
+            built = client.build_request(
+                "PATCH", path, content=b"{}", headers={"content-type": "application/merge-patch+json"}
+            )
+            assert (made.method, made.url, made.extensions) == (built.method, built.url, built.extensions)
+            assert sorted(made.headers.multi_items()) == sorted(built.headers.multi_items())
+        assert "apikey" not in maker.build("GET", "/", None).headers
+        client.headers["apikey"] = "rotated"
+        assert "apikey" not in maker.build("GET", "/", None).headers  # merged before the change ...
+        maker.forget()
+        assert maker.build("GET", "/", None).headers["apikey"] == "rotated"  # ... and again after forget()

@@ -80,20 +80,6 @@ async def test_a_401_that_persists_is_an_error_without_the_token(apiserver):
     await kube.aclose()
 
 
-async def test_urls_are_parsed_once_and_keep_a_path_prefix_as_httpx_does() -> None:
-    import kopf
-
-    from whatsapp_operator.kube.client import KubeClient
-
-    client = KubeClient()
-    client.use_credentials(kopf.ConnectionInfo(server="https://apiserver.example:6443/k8s/clusters/c1"))
-    assert client._http is not None
-    for path in ("/api/v1/namespaces/a/secrets/b", "/apis/g/v1/things?labelSelector=a%3Db"):
-        assert client._url(path) == client._http._merge_url(path)
-        assert client._url(path) is client._url(path)
-    await client.aclose()
-
-
 async def test_a_status_patch_answered_200_with_something_not_json_is_an_error() -> None:
     # The object a status PATCH returns is not decoded (nobody reads it), but a 200 that is not
     # JSON came from something in between (a login page of a proxy): not taken as written.
@@ -156,29 +142,52 @@ async def test_every_request_carries_the_clients_headers_and_basic_auth():
     assert patch["Accept"] == get["Accept"] == "application/json"
 
 
-async def test_the_instance_metadata_list_asks_for_metadata_only(kube):
-    # The stand-in answers as a real apiserver does: a PartialObjectMetadataList, no spec, no status.
+async def all_pages(client: KubeClient, page_size: int = 200) -> list[list[dict]]:
+    return [page async for page in client.instance_metadata_pages(page_size)]
+
+
+async def test_the_instance_metadata_list_asks_for_metadata_only_a_page_at_a_time(kube):
+    # The stand-in answers as a real apiserver does: a PartialObjectMetadataList, no spec, no status,
+    # at most `limit` items and a continue token while more remain.
     from whatsapp_operator.names import GROUP, PLURAL, VERSION
 
-    for name in ("a", "b"):
+    for name in ("a", "b", "c", "d", "e"):
         kube.create(GROUP, VERSION, PLURAL, instance_body(name), namespace="default")
     client = KubeClient()
     client.use_credentials(kopf.ConnectionInfo(server=kube.url))
     try:
-        found = await client.list_instance_metadata()
+        pages = await all_pages(client, page_size=2)
     finally:
         await client.aclose()
-    assert sorted(meta["name"] for meta in found) == ["a", "b"]
-    assert all(meta["namespace"] == "default" and "uid" in meta for meta in found)
+    assert [[meta["name"] for meta in page] for page in pages] == [["a", "b"], ["c", "d"], ["e"]]
+    assert all(meta["namespace"] == "default" and "uid" in meta for page in pages for meta in page)
     listed = [r for r in kube.requests if r.verb == "list" and r.resource == PLURAL]
-    assert listed and listed[-1].status == 200
+    assert [r.status for r in listed] == [200, 200, 200]
+
+
+async def test_a_continue_token_that_expired_mid_way_is_a_kube_error(kube):
+    from whatsapp_operator.names import GROUP, PLURAL, VERSION
+
+    for name in ("a", "b", "c"):
+        kube.create(GROUP, VERSION, PLURAL, instance_body(name), namespace="default")
+    client = KubeClient()
+    client.use_credentials(kopf.ConnectionInfo(server=kube.url))
+    seen: list[str] = []
+    try:
+        with pytest.raises(KubeError) as raised:
+            async for page in client.instance_metadata_pages(2):
+                seen += [meta["name"] for meta in page]
+                kube.expire_list_continuations()
+    finally:
+        await client.aclose()
+    assert seen == ["a", "b"] and raised.value.status == 410
 
 
 async def test_a_server_that_sends_the_full_list_is_read_the_same_way():
-    received: list[str] = []
+    received: list[tuple[str, str]] = []
 
     async def full_list(request: web.Request) -> web.Response:
-        received.append(request.headers.get("Accept", ""))
+        received.append((request.headers.get("Accept", ""), request.query_string))
         item = {"kind": "WhatsAppInstance", "metadata": {"name": "a"}, "spec": {}, "status": {"qr": {"code": "x"}}}
         return web.json_response({"kind": "WhatsAppInstanceList", "items": [item, "not an object", {"spec": {}}]})
 
@@ -188,11 +197,13 @@ async def test_a_server_that_sends_the_full_list_is_read_the_same_way():
         client = KubeClient()
         client.use_credentials(kopf.ConnectionInfo(server=url))
         try:
-            found = await client.list_instance_metadata()
+            found = await all_pages(client)
         finally:
             await client.aclose()
-    assert found == [{"name": "a"}]
-    assert received == ["application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"]
+    assert found == [[{"name": "a"}]]
+    assert received == [
+        ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json", "limit=200")
+    ]
 
 
 async def test_status_patches_and_reads_share_one_kept_alive_connection():
@@ -231,10 +242,10 @@ async def test_the_nudger_leaves_the_loop_to_others_while_it_walks_thousands_of_
         for index in range(1000)
     ]
 
-    async def list_instance_metadata() -> list[dict]:
-        return listed
+    async def instance_metadata_pages() -> AsyncIterator[list[dict]]:
+        yield listed  # a server that ignored `limit`
 
-    monkeypatch.setattr(kube, "list_instance_metadata", list_instance_metadata)
+    monkeypatch.setattr(kube, "instance_metadata_pages", instance_metadata_pages)
     nudger = StuckObjectNudger(kube, after=60, clock=lambda: "now", is_tracked=lambda key: True)
     turns = 0
     nudging = asyncio.ensure_future(nudger.nudge())

@@ -1083,6 +1083,43 @@ async def test_harness_raises_what_kopf_failed_with_at_startup(kube: KubeStandin
     assert time.monotonic() - started < 2
 
 
+async def test_a_list_in_chunks_is_one_snapshot(kube: KubeStandin, api: aiohttp.ClientSession) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        kube.create(G, V, P, wai(name), namespace="default")
+    async with api.get(WAIS, params={"limit": "2"}) as response:
+        first = await response.json()
+    assert [item["metadata"]["name"] for item in first["items"]] == ["a", "b"]
+    assert first["metadata"]["remainingItemCount"] == 3
+    kube.create(G, V, P, wai("f"), namespace="default")  # after the snapshot: not in this list
+    kube.delete(G, V, P, "c", namespace="default")
+    names, token = [], first["metadata"]["continue"]
+    while token:
+        async with api.get(WAIS, params={"limit": "2", "continue": token}) as response:
+            chunk = await response.json()
+        assert chunk["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+        names += [item["metadata"]["name"] for item in chunk["items"]]
+        token = chunk["metadata"].get("continue")
+    assert names == ["c", "d", "e"]
+    async with api.get(WAIS) as response:  # no limit: everything, no token
+        whole = await response.json()
+    assert [item["metadata"]["name"] for item in whole["items"]] == ["a", "b", "d", "e", "f"]
+    assert "continue" not in whole["metadata"]
+
+
+async def test_an_expired_or_unknown_continue_token(kube: KubeStandin, api: aiohttp.ClientSession) -> None:
+    for name in ("a", "b", "c"):
+        kube.create(G, V, P, wai(name), namespace="default")
+    async with api.get(WAIS, params={"limit": "1"}) as response:
+        token = (await response.json())["metadata"]["continue"]
+    kube.expire_list_continuations()
+    async with api.get(WAIS, params={"limit": "1", "continue": token}) as response:
+        assert response.status == 410 and (await response.json())["reason"] == "Expired"
+    async with api.get(WAIS, params={"limit": "1", "continue": "never-issued"}) as response:
+        assert response.status == 400
+    async with api.get(WAIS, params={"limit": "many"}) as response:
+        assert response.status == 400
+
+
 async def test_a_list_asked_as_partial_object_metadata(kube: KubeStandin, api: aiohttp.ClientSession) -> None:
     kube.create(G, V, P, wai("one"), namespace="default")
     partial = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -44,7 +44,7 @@ from whatsapp_operator.evolution.errors import (
     error_message_from_body,
     reason_for_status,
 )
-from whatsapp_operator.http11 import CookielessClient, Http11Transport
+from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker
 from whatsapp_operator.pacing import LARGE_ANSWER_BYTES, ROWS_PER_TURN
 from whatsapp_operator.reasons import Reason
 from whatsapp_operator.redaction import MASK, redact, register_secret
@@ -412,15 +412,18 @@ class EvolutionClient:
         self.base_url = base_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
         self._call_timeout = timeout
+        # The system CAs, an SSLContext with the server's CA, or (asked for) none.
+        self._transport = transport or Http11Transport(
+            verify=verify, max_connections=max_concurrent_requests * 2 + max_concurrent_waits
+        )
         self._http = CookielessClient(
             base_url=self.base_url,
             # Only the encodings _BodyReader decodes with a bound on the decoded size.
             headers={"apikey": api_key, "accept": "application/json", "accept-encoding": "gzip, deflate"},
             timeout=timeout,
-            # The system CAs, an SSLContext with the server's CA, or (asked for) none.
-            transport=transport
-            or Http11Transport(verify=verify, max_connections=max_concurrent_requests * 2 + max_concurrent_waits),
+            transport=self._transport,
         )
+        self._requests = RequestMaker(self._http)
         # The bound on load toward Evolution: calls that make it work. A connect mostly sleeps inside
         # Evolution after starting the session (docs/evolution-api.md §3.3): it has slots of its own,
         # so a thousand new instances do not queue every other call behind those sleeps.
@@ -663,6 +666,7 @@ class EvolutionClient:
         their way keep the old one)."""
         register_secret(api_key)
         self._http.headers["apikey"] = api_key
+        self._requests.forget()
 
     async def subscribe_events(self, name: str) -> None:
         """Make sure the instance emits our events on its own namespace (needed for adopted instances)."""
@@ -713,25 +717,35 @@ class EvolutionClient:
     async def _exchange(
         self, method: str, path: str, endpoint: str, *, json: Any, params: dict[str, str] | None
     ) -> _Answer:
-        """Send the request and read the whole answer, its decoded size bounded by max_body_bytes."""
+        """Send the request and read the whole answer, its decoded size bounded by max_body_bytes.
+
+        Sent straight to the transport, as the Kubernetes client's are (`RequestMaker`)."""
+        if params:
+            path += "?" + urlencode(params, quote_via=quote)
+        if json is None:
+            request = self._requests.build(method, path, None)
+        else:
+            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            request = self._requests.build(method, path, content, ("content-type", "application/json"))
         try:
             # httpx's timeout bounds each read; this bounds the whole call, so a server that
             # drip-feeds its answer cannot hold a slot for longer than one timeout.
-            async with (
-                asyncio.timeout(self._call_timeout),
-                self._http.stream(method, path, json=json, params=params) as response,
-            ):
-                if response.is_stream_consumed:
-                    # A transport that hands over a response it has already read and decoded
-                    # (httpx.MockTransport with `content=`/`json=`): only the size bound applies.
-                    reader = _BodyReader((), self.max_body_bytes)
-                    reader.feed(response.content)
-                else:
-                    reader = _BodyReader(
-                        response.headers.get_list("content-encoding", split_commas=True), self.max_body_bytes
-                    )
-                    async for chunk in response.aiter_raw():
-                        reader.feed(chunk)
+            async with asyncio.timeout(self._call_timeout):
+                response = await self._transport.handle_async_request(request)
+                try:
+                    if response.is_stream_consumed:
+                        # A transport that hands over a response it has already read and decoded
+                        # (httpx.MockTransport with `content=`/`json=`): only the size bound applies.
+                        reader = _BodyReader((), self.max_body_bytes)
+                        reader.feed(response.content)
+                    else:
+                        reader = _BodyReader(
+                            response.headers.get_list("content-encoding", split_commas=True), self.max_body_bytes
+                        )
+                        async for chunk in response.aiter_raw():
+                            reader.feed(chunk)
+                finally:
+                    await response.aclose()  # an answer left unread (too large) closes its connection
                 return _Answer(
                     response.status_code,
                     response.reason_phrase,

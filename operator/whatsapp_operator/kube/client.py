@@ -13,21 +13,20 @@ import json as jsonlib
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import kopf
 
-from whatsapp_operator.http11 import CookielessClient, Http11Transport
+from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
-from whatsapp_operator.pacing import LARGE_ANSWER_BYTES
+from whatsapp_operator.pacing import LARGE_ANSWER_BYTES, ROWS_PER_TURN
 from whatsapp_operator.redaction import redact, register_secret
 from whatsapp_operator.values import utc_now
 
 logger = logging.getLogger("whatsapp_operator.kube.client")
-_URL_CACHE_SIZE = 100_000
 # Only the objects' metadata, else the usual list (docs/kubernetes-api.md §1).
 _PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
@@ -86,51 +85,15 @@ class KubeClient:
     def __init__(self, login: Callable[[], kopf.ConnectionInfo] | None = None) -> None:
         self._http: httpx.AsyncClient | None = None  # the base URL, headers and timeouts
         self._transport: httpx.AsyncBaseTransport | None = None
-        self._urls: dict[str, httpx.URL] = {}
-        self._headers: dict[tuple[str | None, str | None], httpx.Headers] = {}
+        self._requests: RequestMaker | None = None
         self._ready = asyncio.Event()
         # Service-account tokens rotate: on a 401 the credentials are loaded again, once per call.
         self.login = login
 
-    def _url(self, path: str) -> httpx.URL:
-        """The absolute URL of `path`, parsed once: a status PATCH goes to the same few URLs again and
-        again, and parsing them was 6 % of the operator's CPU at 1,000 instances (bench/README.md)."""
-        url = self._urls.get(path)
-        if url is None:
-            assert self._http is not None
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            base = self._http.base_url  # httpx keeps it ending in "/": a path prefix stays, as httpx merges
-            url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
-        return url
-
-    def _request(
-        self, method: str, path: str, content: bytes | None, content_type: str | None, accept: str | None = None
-    ) -> httpx.Request:
-        """What `AsyncClient.build_request` makes (the client's headers, its timeouts), with the
-        headers merged once per content type instead of for every status write."""
-        assert self._http is not None
-        headers = self._headers.get((content_type, accept))
-        if headers is None:
-            headers = httpx.Headers(self._http.headers)
-            if content_type:
-                headers["content-type"] = content_type
-            if accept:
-                headers["accept"] = accept
-            self._headers[(content_type, accept)] = headers
-        return httpx.Request(
-            method,
-            self._url(path),
-            content=content,
-            headers=headers,
-            extensions={"timeout": self._http.timeout.as_dict()},
-        )
-
     def use_credentials(self, info: kopf.ConnectionInfo) -> None:
         old = self._http
-        self._urls = {}
-        self._headers = {}
         self._http, self._transport = _client_for(info)
+        self._requests = RequestMaker(self._http)
         self._ready.set()
         if old is not None:
             asyncio.get_running_loop().create_task(old.aclose())
@@ -174,17 +137,32 @@ class KubeClient:
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
 
-    async def list_instance_metadata(self) -> list[dict[str, Any]]:
-        """The metadata of every WhatsAppInstance the operator can see (cluster-wide list). Asked as a PartialObjectMetadataList (docs/kubernetes-api.md §1): the full
-        list carries every status with its QR code, megabytes to decode in one step of the loop at
-        thousands of instances. A server that cannot answer so sends the full list, read the same way."""
-        found = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}", accept=_PARTIAL_METADATA_LIST)
-        items = found.get("items") if isinstance(found, dict) else None
-        return [
-            item["metadata"]
-            for item in items or []
-            if isinstance(item, dict) and isinstance(item.get("metadata"), dict)
-        ]
+    async def instance_metadata_pages(self, page_size: int = ROWS_PER_TURN) -> AsyncIterator[list[dict[str, Any]]]:
+        """The metadata of every WhatsAppInstance the operator can see (cluster-wide list), a page of
+        at most `page_size` objects at a time (docs/kubernetes-api.md §1).
+
+        Asked as a PartialObjectMetadataList: the full list carries every status with its QR code.
+        Paged, because even the metadata of thousands of objects (their managed fields, kopf's
+        annotations) took one step of the loop of 14-18 ms per thousand to decode, holding every QR
+        event back meanwhile. A server that cannot answer so sends the full list, or all of it in
+        one page, read the same way. A continue token that expired mid-way is a KubeError (410)."""
+        path = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        query = f"?limit={page_size}"
+        while True:
+            found = await self._call("GET", path + query, accept=_PARTIAL_METADATA_LIST)
+            if not isinstance(found, dict):
+                return
+            items = found.get("items")
+            yield [
+                item["metadata"]
+                for item in (items if isinstance(items, list) else ())
+                if isinstance(item, dict) and isinstance(item.get("metadata"), dict)
+            ]
+            listed = found.get("metadata")
+            token = listed.get("continue") if isinstance(listed, dict) else None
+            if not isinstance(token, str) or not token:
+                return
+            query = f"?limit={page_size}&continue={quote(token, safe='')}"
 
     async def annotate_instance(self, namespace: str, name: str, annotation: str, value: str) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
@@ -270,10 +248,13 @@ class KubeClient:
         await self._ready.wait()
         content = None if json is None else _encode(method, path, json)
         for attempt in (1, 2):
-            assert self._transport is not None
+            assert self._transport is not None and self._requests is not None
+            headers: tuple[tuple[str, str], ...] = (("content-type", content_type),) if content_type else ()
+            if accept:
+                headers += (("accept", accept),)
             try:
                 response = await self._transport.handle_async_request(
-                    self._request(method, path, content, content_type, accept)
+                    self._requests.build(method, path, content, *headers)
                 )
                 if not answer and response.status_code < 400 and _is_json(response):
                     # Nobody reads it (a 200 that is not JSON came from something in between:

@@ -48,39 +48,39 @@ class StuckObjectNudger:
         self.namespaces = namespaces  # the namespaces (globs) kopf serves; empty: all
 
     async def nudge(self) -> None:
+        now = datetime.datetime.now(datetime.UTC)
         try:
-            listed = await self.kube.list_instance_metadata()
+            async for page in self.kube.instance_metadata_pages():
+                for index, meta in enumerate(page):
+                    if index % ROWS_PER_TURN == 0:
+                        await asyncio.sleep(0)  # a server that sent everything in one page: events go first
+                    if self._waiting(meta, now):
+                        await self._nudge(meta)
         except KubeError as error:
             logger.debug("Cannot list WhatsAppInstances to find objects kopf left waiting: %s", error)
-            return
-        now = datetime.datetime.now(datetime.UTC)
-        for index, meta in enumerate(listed):
-            if index % ROWS_PER_TURN == 0:
-                await asyncio.sleep(0)  # thousands of objects: the events go first
-            if self.namespaces and not any(
-                fnmatch.fnmatchcase(str(meta.get("namespace")), pattern) for pattern in self.namespaces
-            ):
-                continue
-            finalizers = meta.get("finalizers") or []
-            deleting = meta.get("deletionTimestamp")
-            if deleting:
-                key = (str(meta.get("namespace")), str(meta.get("name")))
-                waiting = (
-                    FINALIZER in finalizers and not self.is_tracked(key) and _older_than(deleting, now, self.after)
-                )
-            else:
-                waiting = FINALIZER not in finalizers and _older_than(meta.get("creationTimestamp"), now, self.after)
-            if not waiting:
-                continue
-            logger.warning(
-                "%s/%s waits for kopf to %s its finalizer; nudging it",
-                meta.get("namespace"),
-                meta.get("name"),
-                "remove" if deleting else "add",
+
+    def _waiting(self, meta: dict[str, Any], now: datetime.datetime) -> bool:
+        if self.namespaces and not any(
+            fnmatch.fnmatchcase(str(meta.get("namespace")), pattern) for pattern in self.namespaces
+        ):
+            return False
+        finalizers = meta.get("finalizers") or []
+        deleting = meta.get("deletionTimestamp")
+        if deleting:
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            return FINALIZER in finalizers and not self.is_tracked(key) and _older_than(deleting, now, self.after)
+        return FINALIZER not in finalizers and _older_than(meta.get("creationTimestamp"), now, self.after)
+
+    async def _nudge(self, meta: dict[str, Any]) -> None:
+        logger.warning(
+            "%s/%s waits for kopf to %s its finalizer; nudging it",
+            meta.get("namespace"),
+            meta.get("name"),
+            "remove" if meta.get("deletionTimestamp") else "add",
+        )
+        try:
+            await self.kube.annotate_instance(
+                str(meta.get("namespace")), str(meta.get("name")), NUDGE_ANNOTATION, self.clock()
             )
-            try:
-                await self.kube.annotate_instance(
-                    str(meta.get("namespace")), str(meta.get("name")), NUDGE_ANNOTATION, self.clock()
-                )
-            except KubeError as error:
-                logger.warning("Could not nudge %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
+        except KubeError as error:
+            logger.warning("Could not nudge %s/%s: %s", meta.get("namespace"), meta.get("name"), error)
