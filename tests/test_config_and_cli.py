@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -370,6 +371,16 @@ def test_run_without_configuration_exits_2_with_a_message(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "whatsapp-operator: EVOLUTION_API_URL: not set (for example http://evolution-api:8080)\n"
     )
+
+
+@pytest.mark.parametrize(("flags", "level"), [((), logging.WARNING), (("--verbose",), logging.DEBUG)])
+def test_kopfs_per_object_lines_are_shown_only_when_verbose(monkeypatch, flags, level):
+    monkeypatch.delenv("EVOLUTION_API_URL", raising=False)
+    kopf_objects = logging.getLogger("kopf.objects")
+    monkeypatch.setattr(kopf_objects, "level", logging.NOTSET)
+    assert main(["run", "--all-namespaces", *flags]) == 2  # stops at the configuration, after logging is set
+    assert kopf_objects.level == level
+    assert kopf_objects.isEnabledFor(logging.WARNING) and kopf_objects.isEnabledFor(logging.INFO) is bool(flags)
 
 
 # -- the real command in a child process -----------------------------------------------------------
