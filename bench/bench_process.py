@@ -46,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +182,11 @@ def operator_version() -> str:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, url: str, api_key: str, resync: float, log_path: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, url: str, api_key: str, resync: float, log_path: Path, extra: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig, self.url, self.api_key, self.resync = kubeconfig, url, api_key, resync
+        self.extra = list(extra)  # more options for `whatsapp-operator run`
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
@@ -219,7 +222,8 @@ class OperatorProcess:
 
     def command(self, profile: str | None) -> list[str]:
         wrapper = ["-m", "cProfile", "-o", profile] if profile else []
-        return [sys.executable, *wrapper, "-m", "whatsapp_operator", "run", "--standalone", "--namespace", NAMESPACE]
+        run = ["-m", "whatsapp_operator", "run", "--standalone", "--namespace", NAMESPACE, *self.extra]
+        return [sys.executable, *wrapper, *run]
 
     def env(self) -> dict[str, str]:
         env = {
@@ -583,7 +587,12 @@ class Bench:
             self.kube.create("", "v1", "namespaces", {"metadata": {"name": namespace}})
         profile = self.args.profile
         self.operator = operator = OperatorProcess(
-            kubeconfig, self.evolution.url, self.evolution.api_key, float(self.args.window), Path(self.args.log_file)
+            kubeconfig,
+            self.evolution.url,
+            self.evolution.api_key,
+            float(self.args.window),
+            Path(self.args.log_file),
+            ["--event-loop", self.args.event_loop],
         )
         self.result["settings"]["operator_command"] = " ".join(operator.command(profile)).replace(
             sys.executable, "python"
@@ -902,6 +911,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="FILE", default=None, help="run the operator under cProfile -o FILE")
     parser.add_argument("--log-file", default="/tmp/bench_process-operator.log", help="the operator's log")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--event-loop", choices=("uvloop", "asyncio"), default="uvloop", help="the operator's event loop (uvloop)"
+    )
     parser.add_argument(
         "--no-freeze-heap", action="store_true", help="process 1 keeps CPython's garbage collection defaults"
     )

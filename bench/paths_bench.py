@@ -31,14 +31,16 @@ import string
 import subprocess
 import sys
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 INSTANCES = 50
 PNG = "data:image/png;base64," + "A" * 900  # the size of a QR code's PNG data URI
 EVENT_GAP = 0.003
+T = TypeVar("T")
 
 
 def _cpu() -> tuple[float, float]:
@@ -208,6 +210,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000, help="QR events and status patches per round (3000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each path (3)")
     parser.add_argument("--only", choices=("socketio", "patch"), default=None, help="measure one path only")
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="this process's event loop (asyncio)"
+    )
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {"socketio_receive": [], "status_patch": [], "raw_patch": []}
 
@@ -215,7 +220,17 @@ def main() -> None:
         _socketio_rounds(args, rounds["socketio_receive"])
     if args.only != "socketio":
         _patch_rounds(args, rounds["status_patch"], rounds["raw_patch"])
-    print(json.dumps({"events_per_round": args.events, "rounds": rounds}, indent=1))
+    print(json.dumps({"events_per_round": args.events, "loop": args.loop, "rounds": rounds}, indent=1))
+
+
+def _run(args: argparse.Namespace, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a measured coroutine on the event loop asked for (the children always use asyncio's)."""
+    if args.loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    return asyncio.run(coroutine)
 
 
 def _socketio_rounds(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> None:
@@ -224,7 +239,7 @@ def _socketio_rounds(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> 
         assert evolution.stdout is not None
         url, api_key = evolution.stdout.readline().split()
         for _ in range(args.rounds):
-            rounds.append(asyncio.run(socketio_receive(url, api_key, evolution, args.events)))
+            rounds.append(_run(args, socketio_receive(url, api_key, evolution, args.events)))
     finally:
         evolution.terminate()
 
@@ -236,8 +251,8 @@ def _patch_rounds(args: argparse.Namespace, ours: list[dict[str, Any]], raw: lis
         try:
             assert kube.stdout is not None and kube.stdout.readline().strip() == "ready"
             for _ in range(args.rounds):
-                ours.append(asyncio.run(status_patch(kubeconfig, args.events)))
-                raw.append(asyncio.run(raw_patch(kubeconfig, args.events)))
+                ours.append(_run(args, status_patch(kubeconfig, args.events)))
+                raw.append(_run(args, raw_patch(kubeconfig, args.events)))
         finally:
             kube.terminate()
 

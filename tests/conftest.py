@@ -43,6 +43,14 @@ if os.environ.get("HYPOTHESIS_MAX_EXAMPLES"):  # bench/fuzz.py --examples N
 else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+if os.environ.get("TEST_EVENT_LOOP") == "uvloop":  # the suite on the loop the command runs on (.ci/run)
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
 NAMESPACE = "default"
 # Every Kubernetes API request the operator made in this session (checked against RBAC last).
 OPERATOR_REQUESTS: list[Any] = []

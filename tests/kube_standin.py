@@ -366,6 +366,10 @@ def _wants_partial_metadata(accept: str) -> bool:
     return False
 
 
+# Chunked lists a client started and has not finished, kept at most (the apiserver lets them expire).
+_PENDING_LISTS = 100
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -710,7 +714,9 @@ class KubeStandin:
             if (namespace is None or ns == namespace) and selector(obj)
         ]
 
-    def _chunk(self, items: builtins.list[Obj], query: dict[str, str]) -> tuple[builtins.list[Obj], Obj]:
+    def _chunk(
+        self, list_items: Callable[[], builtins.list[Obj]], query: dict[str, str]
+    ) -> tuple[builtins.list[Obj], Obj]:
         """One chunk of a list and its list metadata, as the apiserver answers `limit`/`continue`.
 
         `limit` bounds the chunk; when more remain, `metadata.continue` holds an opaque token and
@@ -719,7 +725,9 @@ class KubeStandin:
         longer holds answers 410 Expired; one it never issued, 400."""
         token = query.get("continue")
         rv = self._rv
-        if token:
+        if not token:
+            items = list_items()  # the snapshot: later chunks come from it, not from a new list
+        else:
             if token in self._expired_continuations:
                 raise KubeApiError(
                     410,
@@ -740,6 +748,10 @@ class KubeStandin:
             items, rest = items[:limit], items[limit:]
             next_token = _secrets.token_urlsafe(12)
             self._continuations[next_token] = (rv, rest)
+            if len(self._continuations) > _PENDING_LISTS:  # lists nobody finished: the oldest expires
+                oldest = next(iter(self._continuations))
+                del self._continuations[oldest]
+                self._expired_continuations.add(oldest)
             listed["continue"] = next_token
             listed["remainingItemCount"] = len(rest)
         return items, listed
@@ -1159,7 +1171,7 @@ class KubeStandin:
                 return await self._watch(request, rt, ns, query)
             selector = parse_label_selector(query.get("labelSelector"))
             if method == "GET":
-                items, listed = self._chunk(self._list(rt, ns, selector), query)
+                items, listed = self._chunk(lambda: self._list(rt, ns, selector), query)
                 if _wants_partial_metadata(request.headers.get("Accept", "")):
                     return web.json_response(
                         {

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 
+import pytest
 from test_metrics import scrape
 
 from whatsapp_operator.names import GROUP, PLURAL, VERSION
@@ -23,7 +24,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_the_command_runs_the_operator_end_to_end(evolution, tmp_path):
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_the_command_runs_the_operator_end_to_end(evolution, tmp_path, event_loop):
     async with KubeStandin() as kube:
         kubeconfig = tmp_path / "kubeconfig"
         kube.write_kubeconfig(kubeconfig)
@@ -42,6 +44,8 @@ async def test_the_command_runs_the_operator_end_to_end(evolution, tmp_path):
             "run",
             "--all-namespaces",
             "--verbose",
+            "--event-loop",
+            event_loop,
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -66,6 +70,7 @@ async def test_the_command_runs_the_operator_end_to_end(evolution, tmp_path):
         log = output.decode()
         assert process.returncode == 0, log[-2000:]
         assert "QRCodeIssued" in log
+        assert f"Running on {event_loop}'s event loop" in log
         # Nothing left running at the stop: kopf would have waited 5 s for it before cancelling.
         assert "Hung tasks stopping is skipped: no tasks given." in log
         assert evolution.api_key not in log  # --verbose logs HTTP and websocket traffic too

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from typing import Any
 
 import kopf
 import pytest
@@ -373,14 +374,36 @@ def test_run_without_configuration_exits_2_with_a_message(monkeypatch, capsys):
     )
 
 
-@pytest.mark.parametrize(("flags", "level"), [((), logging.WARNING), (("--verbose",), logging.DEBUG)])
-def test_kopfs_per_object_lines_are_shown_only_when_verbose(monkeypatch, flags, level):
-    monkeypatch.delenv("EVOLUTION_API_URL", raising=False)
+@pytest.fixture(autouse=True)
+def kopf_objects_level() -> Any:
+    # main() sets the level of kopf's object logger for the process; later tests read kopf's lines.
     kopf_objects = logging.getLogger("kopf.objects")
-    monkeypatch.setattr(kopf_objects, "level", logging.NOTSET)
+    level = kopf_objects.level
+    kopf_objects.setLevel(logging.NOTSET)
+    yield kopf_objects
+    kopf_objects.setLevel(level)  # setLevel, not the attribute: loggers cache isEnabledFor
+
+
+@pytest.mark.parametrize(("flags", "level"), [((), logging.WARNING), (("--verbose",), logging.DEBUG)])
+def test_kopfs_per_object_lines_are_shown_only_when_verbose(monkeypatch, kopf_objects_level, flags, level):
+    monkeypatch.delenv("EVOLUTION_API_URL", raising=False)
+    kopf_objects = kopf_objects_level
     assert main(["run", "--all-namespaces", *flags]) == 2  # stops at the configuration, after logging is set
     assert kopf_objects.level == level
     assert kopf_objects.isEnabledFor(logging.WARNING) and kopf_objects.isEnabledFor(logging.INFO) is bool(flags)
+
+
+def test_the_event_loop_is_uvloops_unless_asyncio_is_asked_for_or_uvloop_is_missing(monkeypatch, caplog):
+    import uvloop
+
+    from whatsapp_operator.cli.main import event_loop_factory
+
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    with caplog.at_level(logging.WARNING, logger="whatsapp_operator"):
+        assert event_loop_factory("uvloop") is None
+    assert "uvloop is not installed" in caplog.text
 
 
 # -- the real command in a child process -----------------------------------------------------------

@@ -10,7 +10,7 @@ import os
 import random
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import kopf
@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DIR",
         help="where --install-crds reads the CRDs (default: the image's copy, the source checkout's crds/, or ./crds)",
     )
+    run.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="uvloop (default, when installed) or asyncio's own event loop",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
@@ -115,17 +121,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Named, but not mandatory (kopf.run's peering_name would make it so): without the peering
     # CRDs, as on a developer's cluster, the operator runs alone instead of waiting for them.
     settings.peering.name = args.peering
-    kopf.run(
-        registry=registry,
-        settings=settings,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        standalone=args.standalone,
-        priority=peering.priority if peering else None,
-        identity=peering.identity if peering else None,  # type: ignore[arg-type]  # kopf.Identity is a NewType of str
-        liveness_endpoint=args.liveness,
-    )
+    loop_factory = event_loop_factory(args.event_loop)
+    logger.info("Running on %s's event loop", "asyncio" if loop_factory is None else "uvloop")
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        kopf.run(
+            loop=runner.get_loop(),
+            registry=registry,
+            settings=settings,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.standalone,
+            priority=peering.priority if peering else None,
+            identity=peering.identity if peering else None,  # type: ignore[arg-type]  # kopf.Identity is a NewType of str
+            liveness_endpoint=args.liveness,
+        )
     return 0
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop (libuv, in C), as kopf's own command line picks when it is installed:
+    the loop's own steps and socket reads were about a sixth of the operator's CPU on asyncio's
+    loop (bench/README.md, "Fifth round"). asyncio's when asked for or when uvloop is missing."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logger.warning("uvloop is not installed: running on asyncio's event loop")
+        else:
+            return uvloop.new_event_loop
+    return None
 
 
 def freeze_heap_after_full_collections(registry: kopf.OperatorRegistry) -> None:
