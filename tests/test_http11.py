@@ -441,7 +441,7 @@ async def test_made_requests_are_those_the_client_builds_with_urls_parsed_once()
         maker = RequestMaker(client)
         for path in ("/api/v1/namespaces/a/secrets/b", "/apis/g/v1/things?labelSelector=a%3Db&limit=200"):
             assert maker.url(path) == client._merge_url(path)  # a path prefix stays, as httpx merges it
-            assert maker.url(path) is maker.url(path)
+            assert (maker.url(path) is maker.url(path)) is ("?" not in path)  # a query is seldom asked twice
             made = maker.build("PATCH", path, b"{}", ("content-type", "application/merge-patch+json"))
             built = client.build_request(
                 "PATCH", path, content=b"{}", headers={"content-type": "application/merge-patch+json"}

@@ -551,13 +551,16 @@ class RequestMaker:
         self._timeout = client.timeout.as_dict()
 
     def url(self, path: str) -> httpx.URL:
-        """The absolute URL of `path` (with its query, if any), as httpx merges it with the base URL."""
+        """The absolute URL of `path` (with its query, if any), as httpx merges it with the base URL.
+        Kept for the next call unless it has a query: those (a list's continue token) rarely repeat."""
         url = self._urls.get(path)
         if url is None:
-            if len(self._urls) >= self._url_cache_size:
-                self._urls.clear()
             base = self.client.base_url  # httpx keeps it ending in "/": a path prefix stays
-            url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
+            url = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
+            if "?" not in path:
+                if len(self._urls) >= self._url_cache_size:
+                    self._urls.clear()
+                self._urls[path] = url
         return url
 
     def build(self, method: str, path: str, content: bytes | None, *headers: tuple[str, str]) -> httpx.Request:
