@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The operator's two hot paths, each alone: CPU per received QR event, CPU per status write.
+"""The operator's hot paths, each alone: CPU per received QR event, per Evolution read, per status write.
 
-    python bench/paths_bench.py [--events 3000] [--rounds 3]
+    python bench/paths_bench.py [--events 3000] [--rounds 3] [--only socketio|evolution|patch]
+                                [--loop asyncio|uvloop]
 
 `bench_process.py` measures the whole operator per QR event; this script splits the two paths that
 make most of it, so a change to one can be measured in a minute, away from the noise of a full run:
@@ -10,6 +11,9 @@ make most of it, so a change to one can be measured in a minute, away from the n
   `qrcode.updated` for 50 instances, one every 3 ms (each arrives alone, as the QR codes of
   thousands of waiting instances do); this process follows them with the operator's Socket.IO
   client and parses each as the runtime does (`parse_event`).
+- `evolution_read`: against the same fake Evolution API, the operator's EvolutionClient reads
+  `connectionState` of those instances, one call after the other (two such reads per instance
+  each time the operator resumes).
 - `status_patch`: the Kubernetes stand-in (tests/kube_standin.py) in a child process; this process
   sends QR status merge patches of the operator's size with the operator's KubeClient, one after
   the other. `raw_patch` sends the same requests over a bare asyncio protocol (write the bytes,
@@ -93,6 +97,21 @@ def _child(*args: str) -> subprocess.Popen[str]:
 
 
 # -- the paths --------------------------------------------------------------------------------------
+
+
+async def evolution_read(url: str, api_key: str, calls: int) -> dict[str, Any]:
+    from whatsapp_operator.evolution.client import EvolutionClient
+
+    client = EvolutionClient(url, api_key)
+    try:
+        for index in range(INSTANCES):  # connections opened, URLs known: as in a running operator
+            await client.connection_state(f"wa-{index}")
+        before = _cpu()
+        for index in range(calls):
+            await client.connection_state(f"wa-{index % INSTANCES}")
+        return _per(before, _cpu(), calls)
+    finally:
+        await client.aclose()
 
 
 async def socketio_receive(url: str, api_key: str, child: subprocess.Popen[str], events: int) -> dict[str, Any]:
@@ -209,16 +228,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000, help="QR events and status patches per round (3000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each path (3)")
-    parser.add_argument("--only", choices=("socketio", "patch"), default=None, help="measure one path only")
+    parser.add_argument(
+        "--only", choices=("socketio", "evolution", "patch"), default=None, help="measure one path only"
+    )
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="this process's event loop (asyncio)"
     )
     args = parser.parse_args()
-    rounds: dict[str, list[dict[str, Any]]] = {"socketio_receive": [], "status_patch": [], "raw_patch": []}
+    rounds: dict[str, list[dict[str, Any]]] = {
+        "socketio_receive": [],
+        "evolution_read": [],
+        "status_patch": [],
+        "raw_patch": [],
+    }
 
-    if args.only != "patch":
-        _socketio_rounds(args, rounds["socketio_receive"])
-    if args.only != "socketio":
+    if args.only in (None, "socketio", "evolution"):
+        _evolution_rounds(args, rounds["socketio_receive"], rounds["evolution_read"])
+    if args.only in (None, "patch"):
         _patch_rounds(args, rounds["status_patch"], rounds["raw_patch"])
     print(json.dumps({"events_per_round": args.events, "loop": args.loop, "rounds": rounds}, indent=1))
 
@@ -233,13 +259,16 @@ def _run(args: argparse.Namespace, coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-def _socketio_rounds(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> None:
+def _evolution_rounds(args: argparse.Namespace, received: list[dict[str, Any]], read: list[dict[str, Any]]) -> None:
     evolution = _child("--evolution-child", str(args.events))
     try:
         assert evolution.stdout is not None
         url, api_key = evolution.stdout.readline().split()
         for _ in range(args.rounds):
-            rounds.append(_run(args, socketio_receive(url, api_key, evolution, args.events)))
+            if args.only != "evolution":
+                received.append(_run(args, socketio_receive(url, api_key, evolution, args.events)))
+            if args.only != "socketio":
+                read.append(_run(args, evolution_read(url, api_key, args.events)))
     finally:
         evolution.terminate()
 
