@@ -122,6 +122,22 @@ async def test_socketio_drop_then_a_missed_qr_is_read_by_the_resync(operator):
     assert creates_answered(evolution, "shop") == 1
 
 
+async def test_a_remove_instance_event_without_a_removal_leaves_the_instance_id_right(operator, monkeypatch):
+    # Evolution sends remove.instance before its cleanup; one that comes late (the instance was
+    # created again meanwhile) or is not followed by a removal leaves the instance where it was.
+    from whatsapp_operator.engine import reconciliation
+
+    monkeypatch.setattr(reconciliation, "_REMOVAL_WAIT_SECONDS", 0.5)  # how long the name may stay taken
+    evolution = operator.evolution
+    operator.create("shop", {"instanceName": "shop"})
+    await operator.wait_status("shop", shows_current_qr(evolution, "shop"))
+    await evolution.emit_event("shop", "remove.instance", None)
+    await operator.wait_phase("shop", "Pending")
+    status = await operator.wait_status("shop", lambda s: s.get("phase") == "AwaitingScan" and s.get("instanceId"))
+    assert status["instanceId"] == evolution.instances["shop"].id
+    assert creates_answered(evolution, "shop") == 1
+
+
 async def test_a_removal_already_repaired_by_a_resync_does_not_stall_later_resyncs(operator):
     evolution = operator.evolution
     for name in ("shop", "other"):

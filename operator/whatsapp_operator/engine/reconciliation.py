@@ -214,6 +214,18 @@ class Reconciler:
             tracker.token = record.token
             self.sink.render_status_again(tracker)
 
+    async def _learn_instance_id(self, tracker: InstanceTracker) -> None:
+        """The instance exists, but which one is unknown: a `remove.instance` that came late (after a
+        resync had created it again) or was not followed by a removal cleared the id. Read it, and
+        the token that goes with it (the connection Secret is written again after a recreation)."""
+        record = await self._call(tracker, tracker.server.rest.fetch_instance(tracker.instance_name))
+        if record is None or record.instance_id is None:
+            return
+        tracker.state.instance_id = record.instance_id
+        if record.token is not None:
+            tracker.token = record.token
+        self.sink.render_status_again(tracker)
+
     # -- reconciliation ----------------------------------------------------------------------------------
 
     async def _reconcile_locked(self, tracker: InstanceTracker) -> None:
@@ -225,6 +237,8 @@ class Reconciler:
             return
         if not tracker.exists:
             await self._adopt_locked(tracker)
+        elif tracker.state.instance_id is None:
+            await self._learn_instance_id(tracker)
         await self._learn_token(tracker)
         await self._observe_locked(tracker, state)
 
