@@ -14,6 +14,7 @@ support (neither client used one before). `CookielessClient` is the httpx client
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -529,6 +530,12 @@ class CookielessClient(httpx.AsyncClient):
 
 
 _NO_COOKIES = _NoCookies()
+
+
+def json_body(document: Any) -> bytes:
+    """A request body as httpx's `json=` encodes it: compact, UTF-8, no NaN or infinity (ValueError,
+    as for a lone surrogate: UnicodeEncodeError, or anything not JSON: TypeError)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 class RequestMaker:

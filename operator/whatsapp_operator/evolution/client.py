@@ -44,7 +44,7 @@ from whatsapp_operator.evolution.errors import (
     error_message_from_body,
     reason_for_status,
 )
-from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker
+from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker, json_body
 from whatsapp_operator.pacing import LARGE_ANSWER_BYTES, ROWS_PER_TURN
 from whatsapp_operator.reasons import Reason
 from whatsapp_operator.redaction import MASK, redact, register_secret
@@ -725,8 +725,7 @@ class EvolutionClient:
         if json is None:
             request = self._requests.build(method, path, None)
         else:
-            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-            request = self._requests.build(method, path, content, ("content-type", "application/json"))
+            request = self._requests.build(method, path, json_body(json), ("content-type", "application/json"))
         try:
             # httpx's timeout bounds each read; this bounds the whole call, so a server that
             # drip-feeds its answer cannot hold a slot for longer than one timeout.

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import kopf
 
-from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker
+from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker, json_body
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.pacing import LARGE_ANSWER_BYTES, ROWS_PER_TURN
 from whatsapp_operator.redaction import redact, register_secret
@@ -247,11 +247,11 @@ class KubeClient:
         CPU (bench/README.md, "Fourth round")."""
         await self._ready.wait()
         content = None if json is None else _encode(method, path, json)
+        headers: tuple[tuple[str, str], ...] = (("content-type", content_type),) if content_type else ()
+        if accept:
+            headers += (("accept", accept),)
         for attempt in (1, 2):
             assert self._transport is not None and self._requests is not None
-            headers: tuple[tuple[str, str], ...] = (("content-type", content_type),) if content_type else ()
-            if accept:
-                headers += (("accept", accept),)
             try:
                 response = await self._transport.handle_async_request(
                     self._requests.build(method, path, content, *headers)
@@ -284,7 +284,7 @@ def _encode(method: str, path: str, document: Any) -> bytes:
     # What the apiserver could not decode either (NaN, a lone surrogate) is refused here as it would
     # refuse it there: 400, which callers treat as "do not send this again".
     try:
-        return jsonlib.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        return json_body(document)
     except (ValueError, TypeError, UnicodeEncodeError) as error:
         raise KubeError(
             400, f"{method} {path}: the request cannot be encoded as JSON ({type(error).__name__})"
