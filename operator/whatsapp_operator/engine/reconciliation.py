@@ -205,26 +205,26 @@ class Reconciler:
         if tracker.webhook_problem is not None:
             raise self._fail_sync(tracker, EvolutionError(Reason.WEBHOOK_SECRET_MISSING, tracker.webhook_problem))
 
-    async def _learn_token(self, tracker: InstanceTracker) -> None:
-        """The connection Secret needs the instance's token: after a restart, read it once."""
-        if tracker.spec.connection_secret is None or tracker.token is not None:
+    async def _learn_lost(self, tracker: InstanceTracker, *, instance_id: bool) -> None:
+        """Read the instance's row once for what this process does not know of it: its token (the
+        connection Secret needs it; after a restart only Evolution has it) and, with `instance_id`,
+        its id (a `remove.instance` that came late, after a resync had created the instance again,
+        or that no removal followed, cleared it; the connection Secret is written again then)."""
+        token = tracker.spec.connection_secret is not None and tracker.token is None
+        if not (token or instance_id):
             return
         record = await self._call(tracker, tracker.server.rest.fetch_instance(tracker.instance_name))
-        if record is not None and record.token is not None:
-            tracker.token = record.token
-            self.sink.render_status_again(tracker)
-
-    async def _learn_instance_id(self, tracker: InstanceTracker) -> None:
-        """The instance exists, but which one is unknown: a `remove.instance` that came late (after a
-        resync had created it again) or was not followed by a removal cleared the id. Read it, and
-        the token that goes with it (the connection Secret is written again after a recreation)."""
-        record = await self._call(tracker, tracker.server.rest.fetch_instance(tracker.instance_name))
-        if record is None or record.instance_id is None:
+        if record is None:
             return
-        tracker.state.instance_id = record.instance_id
+        learned = False
+        if instance_id and record.instance_id is not None:
+            tracker.state.instance_id = record.instance_id
+            learned = True
         if record.token is not None:
             tracker.token = record.token
-        self.sink.render_status_again(tracker)
+            learned = True
+        if learned:
+            self.sink.render_status_again(tracker)
 
     # -- reconciliation ----------------------------------------------------------------------------------
 
@@ -235,11 +235,10 @@ class Reconciler:
         except InstanceNotFound:
             await self._create_locked(tracker)
             return
-        if not tracker.exists:
+        adopting = not tracker.exists
+        if adopting:
             await self._adopt_locked(tracker)
-        elif tracker.state.instance_id is None:
-            await self._learn_instance_id(tracker)
-        await self._learn_token(tracker)
+        await self._learn_lost(tracker, instance_id=not adopting and tracker.state.instance_id is None)
         await self._observe_locked(tracker, state)
 
     async def _create_locked(self, tracker: InstanceTracker) -> None:
