@@ -723,6 +723,11 @@ class KubeStandin:
         `metadata.remainingItemCount` their number. A later request with the token gets the next
         chunk of the same snapshot, at the first chunk's resourceVersion. A token the server no
         longer holds answers 410 Expired; one it never issued, 400."""
+        text = query.get("limit", "0")
+        try:
+            limit = int(text)
+        except ValueError:
+            raise _bad_request(f"limit: invalid value {text!r}") from None
         token = query.get("continue")
         rv = self._rv
         if not token:
@@ -738,11 +743,6 @@ class KubeStandin:
             if token not in self._continuations:
                 raise _bad_request("continue key is not valid")
             rv, items = self._continuations.pop(token)
-        text = query.get("limit", "0")
-        try:
-            limit = int(text)
-        except ValueError:
-            raise _bad_request(f"limit: invalid value {text!r}") from None
         listed: Obj = {"resourceVersion": str(rv)}
         if limit > 0 and len(items) > limit:
             items, rest = items[:limit], items[limit:]
