@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
 
 import kopf
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from whatsapp_operator.kube.client import KubeClient, KubeError
 
@@ -254,3 +258,51 @@ async def test_the_nudger_leaves_the_loop_to_others_while_it_walks_thousands_of_
         turns += 1
     nudging.result()
     assert turns >= 1000 // ROWS_PER_TURN
+
+
+ANSWERS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=9), inner, max_size=3),
+    max_leaves=8,
+)
+PAGE_ANSWERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "items": st.lists(st.one_of(ANSWERS, st.fixed_dictionaries({"metadata": ANSWERS})), max_size=4) | ANSWERS,
+        "metadata": st.fixed_dictionaries({}, optional={"continue": st.sampled_from(["a", "b", ""]) | ANSWERS})
+        | ANSWERS,
+    },
+)
+
+
+@pytest.mark.properties
+@given(st.lists(st.one_of(PAGE_ANSWERS, ANSWERS), min_size=1, max_size=6))
+def test_any_answers_give_pages_of_metadata_objects_or_a_kube_error(answers: list[Any]) -> None:
+    # Whatever a server sends for each page, even continue tokens forever: pages of dicts, a bounded
+    # number of requests, and no exception but KubeError.
+    from whatsapp_operator.kube import client as client_module
+
+    kube = KubeClient(login=None)
+    asked: list[str] = []
+
+    def answer(request: int) -> Any:
+        return answers[min(request, len(answers) - 1)]  # the last answer again and again
+
+    async def call(method: str, path: str, **_: Any) -> Any:
+        asked.append(path)
+        return answer(len(asked) - 1)
+
+    async def read() -> list[list[dict]]:
+        pages: list[list[dict]] = []
+        try:
+            async for page in kube.instance_metadata_pages():
+                pages.append(page)
+        except KubeError:
+            pass
+        return pages
+
+    with mock.patch.object(kube, "_call", call), mock.patch.object(client_module, "MAX_LIST_PAGES", 20):
+        pages = asyncio.run(read())
+    assert all(isinstance(meta, dict) for page in pages for meta in page)
+    # One page per answer that is an object; an answer that is not one ends the list without a page.
+    assert len(asked) <= 20 and len(pages) == len(asked) - (0 if isinstance(answer(len(asked) - 1), dict) else 1)

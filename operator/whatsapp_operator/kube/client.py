@@ -27,6 +27,8 @@ from whatsapp_operator.redaction import redact, register_secret
 from whatsapp_operator.values import utc_now
 
 logger = logging.getLogger("whatsapp_operator.kube.client")
+# Pages of one list read at most (200 objects each: two million objects).
+MAX_LIST_PAGES = 10_000
 # Only the objects' metadata, else the usual list (docs/kubernetes-api.md §1).
 _PARTIAL_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
@@ -148,7 +150,7 @@ class KubeClient:
         one page, read the same way. A continue token that expired mid-way is a KubeError (410)."""
         path = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
         query = f"?limit={page_size}"
-        while True:
+        for _ in range(MAX_LIST_PAGES):  # a server that never stops sending continue tokens: bounded
             found = await self._call("GET", path + query, accept=_PARTIAL_METADATA_LIST)
             if not isinstance(found, dict):
                 return
@@ -163,6 +165,7 @@ class KubeClient:
             if not isinstance(token, str) or not token:
                 return
             query = f"?limit={page_size}&continue={quote(token, safe='')}"
+        raise KubeError(None, f"GET {path}: still more after {MAX_LIST_PAGES} pages; not read to the end")
 
     async def annotate_instance(self, namespace: str, name: str, annotation: str, value: str) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
