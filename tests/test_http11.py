@@ -447,7 +447,13 @@ async def test_made_requests_are_those_the_client_builds_with_urls_parsed_once()
                 "PATCH", path, content=b"{}", headers={"content-type": "application/merge-patch+json"}
             )
             assert (made.method, made.url, made.extensions) == (built.method, built.url, built.extensions)
-            assert sorted(made.headers.multi_items()) == sorted(built.headers.multi_items())
+            assert made.headers.raw == built.headers.raw  # the same headers, in the same order
+            assert made.content == built.content == b"{}"
+        for method, content in (("GET", None), ("DELETE", None), ("POST", None), ("PUT", b""), ("POST", b"[1]")):
+            made = maker.build(method, "/api/v1/x", content)
+            built = client.build_request(method, "/api/v1/x", content=content)
+            assert (made.method, made.url, made.headers.raw) == (built.method, built.url, built.headers.raw), method
+            assert made.content == built.content
         assert "apikey" not in maker.build("GET", "/", None).headers
         client.headers["apikey"] = "rotated"
         assert "apikey" not in maker.build("GET", "/", None).headers  # merged before the change ...

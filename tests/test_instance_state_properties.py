@@ -256,3 +256,37 @@ def test_pause_and_rapid_changes_keep_the_promises(steps, limits):
     restored = InstanceState.from_status("shop", persisted)
     assert restored.paused is state.paused and restored.phase is state.phase
     check(without_none(restored.render_status(1, NOW)))
+
+
+def _within_schema_spec(value):
+    """What the status guard must return, written the plain way (the operator's is one pass)."""
+    if isinstance(value, dict):
+        cleaned = {key: _within_schema_spec(item) for key, item in value.items()}
+        return {key: item for key, item in cleaned.items() if item is not None or value[key] is None}
+    if isinstance(value, list):
+        return [_within_schema_spec(item) for item in value]
+    if isinstance(value, str):
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value <= 2**63 - 1 else None
+    return value
+
+
+# lone surrogates (which hypothesis draws rarely on its own), other non-ASCII, and anything
+_any_character = st.sampled_from(["a", "\ud800", "\udfff", "é", "\u20ac"]) | st.characters(exclude_categories=())
+_documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(_any_character),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(document=st.dictionaries(st.text(max_size=5), _documents, max_size=6))
+def test_the_status_guard_keeps_what_fits_and_drops_or_mends_the_rest(document):
+    from whatsapp_operator.engine.state import _within_schema
+
+    guarded = _within_schema(document)
+    assert guarded == _within_schema_spec(document)
+    json.dumps(guarded, ensure_ascii=False).encode("utf-8")  # and it can be sent

@@ -151,3 +151,50 @@ async def test_a_worker_that_dies_mid_write_hands_its_key_over():
     await writer.stop()
     assert patches == [{"phase": "Creating"}]
     assert supervisor.restarts == {"status-writer": 1}
+
+
+async def test_an_unchanged_status_with_no_write_under_way_is_settled_without_a_worker():
+    # Evolution's silent socket renewals render the status already written: no worker wakes up for
+    # them. The writer is not started here, so anything left to a worker would never be settled.
+    patches = []
+
+    async def patch(namespace, name, body):
+        patches.append(body)
+
+    writer = StatusWriter(patch)
+    key = ("default", "shop")
+    writer.track(key, {"phase": "AwaitingScan", "qr": {"count": 2}})
+    writer.submit(key, {"phase": "AwaitingScan", "qr": {"count": 2}})
+    await writer.flush(key, timeout=0.01)
+    assert writer.stats.skipped == 1
+    assert writer._queue.empty()
+    writer.submit(key, {"phase": "AwaitingScan", "qr": {"count": 3}})
+    assert not writer._queue.empty()  # a change still goes to a worker
+    writer.start()
+    await writer.flush(key)
+    await writer.stop()
+    assert patches == [{"qr": {"count": 3}}]
+
+
+async def test_a_status_equal_to_the_written_one_while_a_write_is_under_way_still_reaches_the_worker():
+    # The write under way sends the newer status; going back to what was written before must be
+    # written too, so such a submission cannot be settled at once.
+    patches = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def patch(namespace, name, body):
+        patches.append(body)
+        started.set()
+        await release.wait()
+
+    writer = StatusWriter(patch)
+    writer.start()
+    key = ("default", "shop")
+    writer.track(key, {"phase": "Connected"})
+    writer.submit(key, {"phase": "Connecting"})
+    await asyncio.wait_for(started.wait(), 5)
+    writer.submit(key, {"phase": "Connected"})
+    release.set()
+    await writer.flush(key)
+    await writer.stop()
+    assert patches == [{"phase": "Connecting"}, {"phase": "Connected"}]

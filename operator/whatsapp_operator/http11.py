@@ -538,6 +538,9 @@ def json_body(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # given a Content-Length even without a body
+
+
 class RequestMaker:
     """The requests `AsyncClient.build_request` makes for one client (its base URL, headers and
     timeouts), for callers that hand them straight to the client's transport.
@@ -571,16 +574,31 @@ class RequestMaker:
         return url
 
     def build(self, method: str, path: str, content: bytes | None, *headers: tuple[str, str]) -> httpx.Request:
-        """A request with the client's headers, `headers` set over them."""
+        """A request with the client's headers, `headers` set over them: the request, headers in
+        their order, and body `build_request` makes. It is given its body as a ready stream and its
+        `Host` with the merged headers: `Request(content=...)` would copy the headers twice and
+        look for each automatic header again, 30 of the 35 microseconds a request took here."""
         merged = self._headers.get(headers)
         if merged is None:
             merged = httpx.Headers(self.client.headers)
             for name, value in headers:
                 merged[name] = value
+            base = self.client.base_url
+            if "Host" not in merged and base.host:
+                merged = httpx.Headers([(b"Host", base.netloc), *merged.raw])  # first, as httpx puts it
             self._headers[headers] = merged
-        return httpx.Request(
-            method, self.url(path), content=content, headers=merged, extensions={"timeout": self._timeout}
+        body = b"" if content is None else content
+        request = httpx.Request(
+            method, self.url(path), headers=merged, stream=httpx.ByteStream(body), extensions={"timeout": self._timeout}
         )
+        if body:
+            request.headers["Content-Length"] = str(len(body))  # last, as httpx puts it
+        elif request.method in _BODY_METHODS:  # httpx puts "Content-Length: 0" right after Host
+            raw = request.headers.raw
+            at = 1 if raw and raw[0][0].lower() == b"host" else 0
+            request.headers = httpx.Headers([*raw[:at], (b"Content-Length", b"0"), *raw[at:]])
+        request.read()
+        return request
 
     def forget(self) -> None:
         """The client's headers or timeout changed: merge them again."""

@@ -745,11 +745,22 @@ def _within_schema(value: Any) -> Any:
     """The rendered status with every integer within int64 and every string encodable as UTF-8.
 
     Values are checked where they are parsed; this is the last guard before the apiserver, which
-    refuses an out-of-range integer (422) and could not even be sent a lone surrogate.
+    refuses an out-of-range integer (422) and could not even be sent a lone surrogate. A key whose
+    value does not fit (an integer out of range, a boolean: the status declares none) is left out.
+    It runs on every rendered status: one pass, plain strings checked in line.
     """
     if isinstance(value, dict):
-        cleaned = {key: _within_schema(item) for key, item in value.items()}
-        return {key: item for key, item in cleaned.items() if item is not None or value[key] is None}
+        result: dict[Any, Any] = {}
+        for key, item in value.items():
+            if type(item) is str:
+                result[key] = item if item.isascii() else valid_unicode(item)
+            elif item is None:
+                result[key] = None
+            else:
+                cleaned = _within_schema(item)
+                if cleaned is not None:
+                    result[key] = cleaned
+        return result
     if isinstance(value, list):
         return [_within_schema(item) for item in value]
     if isinstance(value, str):

@@ -151,6 +151,15 @@ class StatusWriter:
         slot = self._slots.get(key)
         if slot is None:
             return
+        if not slot.queued and not merge_patch(slot.written, status):
+            # Nothing to write and no write under way (Evolution's silent socket renewals, a
+            # resync that confirms the status): settled here, without waking a worker for it.
+            slot.wanted = status
+            slot.version += 1
+            slot.written_version = slot.version
+            self.stats.skipped += 1
+            slot.flushed.set()
+            return
         slot.wanted = status
         slot.version += 1
         if received_at is not None and slot.received_at is None:
