@@ -323,17 +323,27 @@ class _Connection(asyncio.Protocol):
             event = self.parser.next_event()
             if not isinstance(event, _NeedData):
                 return event
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A bare timer rather than asyncio.timeout(): every answer waits here once, and the
+            # context manager's bookkeeping cost more than the wait itself.
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                async with asyncio.timeout(timeout):
-                    await self._waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Body(httpx.AsyncByteStream):
@@ -396,11 +406,14 @@ class Http11Transport(httpx.AsyncBaseTransport):
         body = await request.aread()
         message = _request_bytes(request, body)
         head_request = request.method == "HEAD"
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection in time") from None
+        if self._slots.locked():  # all connections in use: wait, for at most the pool timeout
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in time") from None
+        else:
+            await self._slots.acquire()  # a free slot: taken at once
         try:
             for attempt in (1, 2):
                 connection, reused = await self._connection(origin, timeouts.get("connect"))

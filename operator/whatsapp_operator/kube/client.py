@@ -262,7 +262,11 @@ class KubeClient:
                 if not answer and response.status_code < 400 and _is_json(response):
                     # Nobody reads it (a 200 that is not JSON came from something in between:
                     # decoded, refused below). Read to its end, the connection goes back to the pool.
-                    async for _ in response.aiter_raw():
+                    # Read from the transport's stream itself: httpx's aiter_raw() adds a chunker,
+                    # a context manager and a close for bytes nobody looks at.
+                    stream = response.stream
+                    assert isinstance(stream, httpx.AsyncByteStream)
+                    async for _ in stream:
                         pass
                     return None
                 await response.aread()
