@@ -172,6 +172,19 @@ def test_install_wraps_kopfs_watch_once() -> None:
     assert watching.infinite_watch is wrapped
 
 
+def test_kopfs_per_object_tasks_end_soon_only_when_the_echoes_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kopf._cogs.clients import watching
+
+    assert echoes.install(GROUP, (PLURAL,)) and echoes.installed()
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    assert settings.queueing.idle_timeout == 5.0  # only real changes reach the tasks
+    monkeypatch.setattr(watching, "infinite_watch", watching.infinite_watch.__wrapped__)
+    assert not echoes.installed()
+    configure_settings(settings)
+    assert settings.queueing.idle_timeout == 60.0  # every echo would: keep each task for a minute
+
+
 def our_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     configure_settings(settings)

@@ -154,6 +154,15 @@ def filtered_watch(original: WatchFunction, listed: object, group: str, plurals:
     return infinite_watch
 
 
+def installed() -> bool:
+    """Whether this process's kopf watch drops the echoes (`install()` succeeded)."""
+    try:
+        from kopf._cogs.clients import watching
+    except ImportError:
+        return False
+    return getattr(getattr(watching, "infinite_watch", None), "__wrapped__", None) is not None
+
+
 def install(group: str, plurals: Collection[str]) -> bool:
     """Wrap kopf's watch function once per process; False (and kopf untouched) if it is not there."""
     try:

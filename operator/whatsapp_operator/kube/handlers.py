@@ -53,9 +53,11 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # kopf starts a task per object when an event arrives and ends it after `idle_timeout` without
-    # events. A waiting instance gets a QR code (and the echo of its status write) every 20 s or
-    # so: with kopf's 5 s, each of them started a new task; a minute keeps it (a few KB each).
-    settings.queueing.idle_timeout = 60.0
+    # events. Without the echo filter, a waiting instance's task would get the echo of its status
+    # write with every QR code (every 20 s or so): a minute keeps that task instead of starting a
+    # new one each time. With the filter only real changes reach it, and kopf's 5 s lets the tasks
+    # of a burst (thousands of objects at a start, each a few KB) go soon after it.
+    settings.queueing.idle_timeout = 5.0 if echoes.installed() else 60.0
 
 
 def build_registry(
