@@ -120,6 +120,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder of each kind for every packet: json.loads() with an option builds a new one per call.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+_JSON = json.JSONDecoder()
+
+
 def _load_json(text: str, what: str, packet: str, redact: Redact, *, allow_nan: bool = False) -> Any:
     """json.loads() that fails only with ProtocolError: too deep, invalid (integers of more than
     4300 digits included), or, unless `allow_nan`, NaN/Infinity, which JSON.stringify never
@@ -127,7 +132,7 @@ def _load_json(text: str, what: str, packet: str, redact: Redact, *, allow_nan: 
     if _nests_deeper_than(text, MAX_JSON_DEPTH):
         raise _fail(f"{what} nests deeper than {MAX_JSON_DEPTH} levels", packet, redact)
     try:
-        return json.loads(text, parse_constant=None if allow_nan else _refuse_constant)
+        return (_JSON if allow_nan else _STRICT_JSON).decode(text)
     except (ValueError, RecursionError):  # RecursionError: belt and braces, the depth is checked
         raise _fail(f"{what} is not valid JSON", packet, redact) from None
 
