@@ -483,6 +483,20 @@ def test_a_change_after_a_quiet_window_ends_the_episode_and_is_announced():
     assert [n.reason for n in notices] == ["Stable", "Disconnected"]
 
 
+def test_a_renewal_that_ends_a_flapping_episode_is_not_silent():
+    # Renewals in the QR cycle change nothing and may be skipped, except when an episode is on:
+    # any observation may end it, and this one must.
+    state = awaiting_scan()
+    assert [n.reason for n in flap(state, range(8))][-1] == "Flapping"
+    state.connection_updated(ConnectionUpdated("shop-123", "connecting", 428), at(9))
+    state.qr_received("2@new", "data:image/png;base64,BBB", None, at(10))
+    assert state.phase is Phase.AWAITING_SCAN and state.flapping is not None
+    renewal = ConnectionUpdated("shop-123", ConnectionState.CONNECTING, 428)
+    assert not state.is_silent_renewal(renewal)
+    assert [n.reason for n in state.apply_event(renewal, at(3600))] == ["Stable"]
+    assert state.is_silent_renewal(renewal)  # the episode is over: the next one is silent
+
+
 def test_flapping_limits_are_configurable_for_all_states_or_one():
     original = (InstanceState.default_flapping_changes, InstanceState.default_flapping_window)
     try:

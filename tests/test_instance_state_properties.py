@@ -290,3 +290,39 @@ def test_the_status_guard_keeps_what_fits_and_drops_or_mends_the_rest(document):
     guarded = _within_schema(document)
     assert guarded == _within_schema_spec(document)
     json.dumps(guarded, ensure_ascii=False).encode("utf-8")  # and it can be sent
+
+
+@pytest.mark.properties
+@given(
+    steps=st.lists(st.tuples(gaps, timed_observations), max_size=20),
+    limits=st.sampled_from([(None, None), (2, 60.0), (6, 600.0)]),
+    reason=st.sampled_from([None, 200, 408, 428]),
+    later=gaps,
+)
+def test_a_renewal_called_silent_changes_nothing_when_applied(steps, limits, reason, later):
+    # The runtime skips the events the state calls silent renewals: applying one must have been a no-op.
+    import copy
+    import dataclasses
+
+    from whatsapp_operator.evolution.connection import ConnectionState
+    from whatsapp_operator.evolution.events import ConnectionUpdated
+
+    changes, window = limits
+    state = InstanceState("shop", flapping_changes=changes, flapping_window=window)
+    elapsed = 0
+    for gap, (kind, value) in steps:
+        elapsed += gap
+        apply(state, kind, value, (START + datetime.timedelta(seconds=elapsed)).isoformat().replace("+00:00", "Z"))
+    renewal = ConnectionUpdated("shop", ConnectionState.CONNECTING, reason, None, None, None)
+    if not state.is_silent_renewal(renewal):
+        return
+    event("silent renewal")
+    now = (START + datetime.timedelta(seconds=elapsed + later)).isoformat().replace("+00:00", "Z")
+    rendered = state.render_status(1, now)  # rendering records when conditions first appear
+    before = copy.deepcopy(state)
+    assert state.apply_event(renewal, now) == []
+    assert state.render_status(1, now) == rendered
+    # Nothing changed but the pruning of connection changes older than the window, which every
+    # later observation does as well before it counts them.
+    assert dataclasses.replace(state, connection_changes=[]) == dataclasses.replace(before, connection_changes=[])
+    assert set(state.connection_changes) <= set(before.connection_changes)

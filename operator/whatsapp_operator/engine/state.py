@@ -385,6 +385,19 @@ class InstanceState:
             ]
         return []
 
+    def is_silent_renewal(self, event: EvolutionEvent) -> bool:
+        """Whether `event` is Evolution renewing its WhatsApp socket during the QR cycle (every few
+        QR codes): nothing a user could see changes, so the state, the status and the Events stay
+        as they are. Outside a flapping episode, whose end any observation may bring, applying it
+        would change nothing at all: callers may skip it."""
+        return (
+            isinstance(event, ConnectionUpdated)
+            and event.state == ConnectionState.CONNECTING
+            and self.phase is Phase.AWAITING_SCAN
+            and self.state == ConnectionState.CONNECTING
+            and self.flapping is None
+        )
+
     def _connection_updated(self, event: ConnectionUpdated, now: str) -> list[Notice]:
         if event.state == ConnectionState.OPEN:
             return self._connected(
@@ -392,8 +405,7 @@ class InstanceState:
             )
         if event.state == ConnectionState.CONNECTING:
             if self.phase is Phase.AWAITING_SCAN and self.state == ConnectionState.CONNECTING:
-                # Evolution renews its WhatsApp socket every few QR codes: nothing a user could see
-                # changed, so nothing in the status changes either (no write).
+                # A silent socket renewal (is_silent_renewal): nothing in the status changes (no write).
                 return []
             self._set_state(ConnectionState.CONNECTING, event.status_reason, now)
             return self._connecting()
