@@ -198,3 +198,39 @@ async def test_a_status_equal_to_the_written_one_while_a_write_is_under_way_stil
     await writer.flush(key)
     await writer.stop()
     assert patches == [{"phase": "Connecting"}, {"phase": "Connected"}]
+
+
+async def test_the_difference_worked_out_on_submission_is_the_one_written(monkeypatch) -> None:
+    # submit() works the patch out to know whether a worker is needed: the worker sends that one
+    # instead of working it out again, unless something changed in between.
+    from whatsapp_operator.kube import status_writer
+
+    worked_out = []
+
+    def counting_merge_patch(old, new):
+        if "qr" in new:  # a whole status, not the recursion into it
+            worked_out.append(new)
+        return merge_patch(old, new)
+
+    monkeypatch.setattr(status_writer, "merge_patch", counting_merge_patch)
+    patches = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def patch(namespace, name, body):
+        patches.append(body)
+        started.set()
+        await release.wait()
+
+    writer = StatusWriter(patch)
+    writer.start()
+    key = ("default", "shop")
+    writer.track(key, {"qr": {"count": 1}})
+    writer.submit(key, {"qr": {"count": 2}})
+    await asyncio.wait_for(started.wait(), 5)
+    assert len(worked_out) == 1
+    writer.submit(key, {"qr": {"count": 3}})  # while the first is under way: worked out by the worker
+    release.set()
+    await writer.flush(key)
+    await writer.stop()
+    assert patches == [{"qr": {"count": 2}}, {"qr": {"count": 3}}]
+    assert len(worked_out) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json as jsonlib
 import logging
 import os
@@ -105,7 +106,7 @@ class KubeClient:
             await self._http.aclose()
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
+        path = _status_path(namespace, name)
         # The answer is the whole object, QR code included: nobody reads it, so it is not decoded.
         await self._call(
             "PATCH", path, json={"status": patch}, content_type="application/merge-patch+json", answer=False
@@ -285,6 +286,12 @@ class KubeClient:
             detail = body.get("message", "") if isinstance(body, dict) else response.text[:200]
             raise KubeError(response.status_code, f"{method} {path}: HTTP {response.status_code} {str(detail)[:1000]}")
         return body
+
+
+@functools.lru_cache(maxsize=100_000)
+def _status_path(namespace: str, name: str) -> str:
+    """The status path of one WhatsAppInstance: each is written again with every QR code."""
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
 
 
 def _encode(method: str, path: str, document: Any) -> bytes:

@@ -62,6 +62,9 @@ class _Slot:
     written_version: int = 0
     received_at: float | None = None  # monotonic arrival time of the oldest unwritten event
     flushed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The patch submit() worked out for the worker: (wanted, written, patch), good while both are
+    # still the same objects.
+    prepared: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None = None
 
 
 def apply_merge_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -151,15 +154,18 @@ class StatusWriter:
         slot = self._slots.get(key)
         if slot is None:
             return
-        if not slot.queued and not merge_patch(slot.written, status):
-            # Nothing to write and no write under way (Evolution's silent socket renewals, a
-            # resync that confirms the status): settled here, without waking a worker for it.
-            slot.wanted = status
-            slot.version += 1
-            slot.written_version = slot.version
-            self.stats.skipped += 1
-            slot.flushed.set()
-            return
+        if not slot.queued:
+            patch = merge_patch(slot.written, status)
+            if not patch:
+                # Nothing to write and no write under way (a resync that confirms the status, an
+                # event that changed nothing): settled here, without waking a worker for it.
+                slot.wanted = status
+                slot.version += 1
+                slot.written_version = slot.version
+                self.stats.skipped += 1
+                slot.flushed.set()
+                return
+            slot.prepared = (status, slot.written, patch)
         slot.wanted = status
         slot.version += 1
         if received_at is not None and slot.received_at is None:
@@ -196,7 +202,11 @@ class StatusWriter:
         while self._slots.get(key) is slot and slot.wanted is not None:
             wanted, version, received_at = slot.wanted, slot.version, slot.received_at
             slot.received_at = None
-            patch = merge_patch(slot.written, wanted)
+            prepared, slot.prepared = slot.prepared, None
+            if prepared is not None and prepared[0] is wanted and prepared[1] is slot.written:
+                patch = prepared[2]
+            else:
+                patch = merge_patch(slot.written, wanted)
             if not patch:
                 self.stats.skipped += 1
                 slot.written_version = version
