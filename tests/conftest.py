@@ -16,6 +16,7 @@ import kopf
 import pytest
 from hypothesis import HealthCheck, settings
 
+from whatsapp_operator import redaction
 from whatsapp_operator.config import OperatorConfig, WebsocketMode
 from whatsapp_operator.engine.runtime import Runtime
 from whatsapp_operator.kube.handlers import build_registry, configure_settings
@@ -153,6 +154,27 @@ def fast_config(evolution: FakeEvolution, **overrides: Any) -> OperatorConfig:
     }
     values.update(overrides)
     return OperatorConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def secrets_stay_with_their_property_test(request: pytest.FixtureRequest) -> Any:
+    """The secrets a property test registers (random API keys and tokens, thousands of them) are
+    forgotten after it: registration is process-wide, and a random "global" once made every later
+    test's redact() mask that word in Evolution's "Invalid global token"."""
+    if not getattr(request.function, "is_hypothesis_test", False):
+        yield
+        return
+    with redaction._lock:
+        saved = (set(redaction._token_secrets), redaction._token_lengths, set(redaction._other_secrets))
+        pattern = redaction._other_pattern
+    yield
+    with redaction._lock:
+        redaction._token_secrets.clear()
+        redaction._token_secrets.update(saved[0])
+        redaction._token_lengths = saved[1]
+        redaction._other_secrets.clear()
+        redaction._other_secrets.update(saved[2])
+        redaction._other_pattern = pattern
 
 
 @pytest.fixture
