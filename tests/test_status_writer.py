@@ -176,10 +176,10 @@ async def test_an_unchanged_status_with_no_write_under_way_is_settled_without_a_
     assert patches == [{"qr": {"count": 3}}]
 
 
-async def test_a_status_equal_to_the_written_one_while_a_write_is_under_way_still_reaches_the_worker():
-    # The write under way sends the newer status; going back to what was written before must be
-    # written too, so such a submission cannot be settled at once.
-    patches = []
+def held_writer() -> tuple[StatusWriter, list, asyncio.Event, asyncio.Event]:
+    """A started writer whose patches are recorded and held until `release` is set; `started`
+    is set by the first."""
+    patches: list = []
     started, release = asyncio.Event(), asyncio.Event()
 
     async def patch(namespace, name, body):
@@ -189,6 +189,13 @@ async def test_a_status_equal_to_the_written_one_while_a_write_is_under_way_stil
 
     writer = StatusWriter(patch)
     writer.start()
+    return writer, patches, started, release
+
+
+async def test_a_status_equal_to_the_written_one_while_a_write_is_under_way_still_reaches_the_worker():
+    # The write under way sends the newer status; going back to what was written before must be
+    # written too, so such a submission cannot be settled at once.
+    writer, patches, started, release = held_writer()
     key = ("default", "shop")
     writer.track(key, {"phase": "Connected"})
     writer.submit(key, {"phase": "Connecting"})
@@ -213,16 +220,7 @@ async def test_the_difference_worked_out_on_submission_is_the_one_written(monkey
         return merge_patch(old, new)
 
     monkeypatch.setattr(status_writer, "merge_patch", counting_merge_patch)
-    patches = []
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def patch(namespace, name, body):
-        patches.append(body)
-        started.set()
-        await release.wait()
-
-    writer = StatusWriter(patch)
-    writer.start()
+    writer, patches, started, release = held_writer()
     key = ("default", "shop")
     writer.track(key, {"qr": {"count": 1}})
     writer.submit(key, {"qr": {"count": 2}})
