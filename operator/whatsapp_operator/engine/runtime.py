@@ -598,7 +598,7 @@ class Runtime:
         if isinstance(event, InstanceRemoved) and tracker.expect_removal:
             return  # the operator itself is replacing the instance
         if tracker.state.is_silent_renewal(event):
-            return  # a third of the events while waiting for a scan: nothing to render or write
+            return  # one every few QR codes while waiting for a scan: nothing to render or write
         notices = tracker.state.apply_event(event, self.clock())
         self.publisher.publish(tracker, notices, received_at=received_at)
         if isinstance(event, InstanceRemoved):
