@@ -759,14 +759,12 @@ def _within_schema(value: Any) -> Any:
     Values are checked where they are parsed; this is the last guard before the apiserver, which
     refuses an out-of-range integer (422) and could not even be sent a lone surrogate. A key whose
     value does not fit (an integer out of range, a boolean: the status declares none) is left out.
-    It runs on every rendered status: one pass, plain strings checked in line.
+    It runs on every rendered status: one new dict per level.
     """
     if isinstance(value, dict):
         result: dict[Any, Any] = {}
         for key, item in value.items():
-            if type(item) is str:
-                result[key] = item if item.isascii() else valid_unicode(item)
-            elif item is None:
+            if item is None:
                 result[key] = None
             else:
                 cleaned = _within_schema(item)

@@ -138,7 +138,7 @@ class KubeClient:
         return await self._get_or_none(f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")
 
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}")
+        return await self._get_or_none(self._custom_path(PLURAL, namespace, name))
 
     async def instance_metadata_pages(self, page_size: int = ROWS_PER_TURN) -> AsyncIterator[list[dict[str, Any]]]:
         """The metadata of every WhatsAppInstance the operator can see (cluster-wide list), a page of
@@ -169,7 +169,7 @@ class KubeClient:
         raise KubeError(None, f"GET {path}: still more after {MAX_LIST_PAGES} pages; not read to the end")
 
     async def annotate_instance(self, namespace: str, name: str, annotation: str, value: str) -> None:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+        path = self._custom_path(PLURAL, namespace, name)
         await self._call(
             "PATCH",
             path,
@@ -290,8 +290,8 @@ class KubeClient:
 
 @functools.lru_cache(maxsize=100_000)
 def _status_path(namespace: str, name: str) -> str:
-    """The status path of one WhatsAppInstance: each is written again with every QR code."""
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
+    """The status path of one WhatsAppInstance, kept: each is written again with every QR code."""
+    return KubeClient._custom_path(PLURAL, namespace, name) + "/status"
 
 
 def _encode(method: str, path: str, document: Any) -> bytes:
