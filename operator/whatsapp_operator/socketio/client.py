@@ -31,6 +31,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event as WebSocketEvent
+from websockets.protocol import Protocol as WebSocketProtocol
+from websockets.protocol import State as WebSocketState
+from websockets.streams import StreamReader
 
 from .codec import (
     ROOT_NAMESPACE,
@@ -686,6 +689,80 @@ class _PushingConnection(ClientConnection):
 
     on_text: Callable[[str], None] | None = None
     queued = 0
+    # The frame reader (docs/websockets.md §4): the bytes not yet read while it reads them, None
+    # while websockets' parser does; `reads_frames` False for good once it handed the rest over.
+    _unread: bytearray | None = None
+    _text_limit: int | None = None
+    reads_frames = True
+
+    def data_received(self, data: bytes) -> None:
+        unread = self._unread
+        if unread is None:
+            if not (self.reads_frames and _at_frame_boundary(self.protocol)):
+                super().data_received(data)
+                return
+            self._text_limit = _text_limit(self.protocol)
+            unread = self._unread = bytearray()
+        unread += data
+        self._read_frames(unread)
+
+    def _read_frames(self, unread: bytearray) -> None:
+        """Hand each whole text frame in `unread` to `on_text` and every other whole frame to
+        websockets; from a frame websockets would refuse on, websockets reads everything."""
+        protocol = self.protocol
+        while len(unread) >= 2:
+            first, second = unread[0], unread[1]
+            length = second & 0x7F
+            start = 2
+            if length == 126:
+                if len(unread) < 4:
+                    return
+                length, start = int.from_bytes(unread[2:4], "big"), 4
+            elif length == 127:
+                if len(unread) < 10:
+                    return
+                length, start = int.from_bytes(unread[2:10], "big"), 10
+            pushed = first == _WHOLE_TEXT and not second & 0x80 and protocol.current_size is None
+            if pushed:
+                limit = self._text_limit
+                accepted = limit is None or length <= limit
+            else:
+                accepted = not second & 0x80 and _accepted(first & 0x0F, length, protocol)
+            if not accepted:
+                # Masked, an unknown opcode, too long: websockets fails the connection with the
+                # code for it as soon as it reads the header, and reads everything from here on.
+                self._hand_over(unread)
+                return
+            end = start + length
+            if len(unread) < end:
+                return
+            on_text = self.on_text
+            if pushed and on_text is not None and not self.queued:
+                try:
+                    text = unread[start:end].decode()
+                except UnicodeDecodeError:
+                    pass  # websockets queues it and recv() fails the connection with 1007, as always
+                else:
+                    del unread[:end]
+                    on_text(text)
+                    continue
+            frame = bytes(unread[:end])
+            del unread[:end]
+            super().data_received(frame)
+            if protocol.state is not WebSocketState.OPEN:  # a close frame, or a frame websockets refused
+                self._hand_over(unread)
+                return
+
+    def _hand_over(self, unread: bytearray) -> None:
+        self._unread = None
+        self.reads_frames = False
+        if unread:
+            super().data_received(bytes(unread))
+
+    def eof_received(self) -> None:
+        if self._unread is not None:
+            self._hand_over(self._unread)  # a frame cut short: websockets says so when the stream ends
+        super().eof_received()
 
     def process_event(self, event: WebSocketEvent) -> None:
         on_text = self.on_text
@@ -706,6 +783,63 @@ class _PushingConnection(ClientConnection):
         if isinstance(event, Frame) and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             self.queued += 1  # a whole message now waits for recv()
         super().process_event(event)
+
+
+_WHOLE_TEXT = 0x81  # FIN, no reserved bit, opcode TEXT
+_KNOWN_OPCODES = (0x0, 0x1, 0x2, 0x8, 0x9, 0xA)  # continuation, text, binary, close, ping, pong
+_AT_EOF_CODE = getattr(getattr(StreamReader, "at_eof", None), "__code__", None)
+_PARSE_CODE = getattr(getattr(WebSocketProtocol, "parse", None), "__code__", None)
+
+
+def _at_frame_boundary(protocol: Any) -> bool:
+    """Whether websockets' parser stands between two frames with nothing buffered, on an open
+    connection without extensions and without websockets' debug log (which shows every frame).
+    Anything unlike websockets 17 (docs/websockets.md §4) is not."""
+    # The parser is a chain of generators (the client's parse, the protocol's frame loop, the
+    # reader's wait for data): between frames the innermost waits in `at_eof`, called from the loop.
+    outer, inner = None, getattr(protocol, "parser", None)
+    for _ in range(8):
+        deeper = getattr(inner, "gi_yieldfrom", None)
+        if deeper is None:
+            break
+        outer, inner = inner, deeper
+    if _AT_EOF_CODE is None or getattr(inner, "gi_code", None) is not _AT_EOF_CODE:
+        return False
+    if _PARSE_CODE is None or getattr(outer, "gi_code", None) is not _PARSE_CODE:
+        return False
+    reader = getattr(protocol, "reader", None)
+    if getattr(reader, "buffer", b"?") or getattr(reader, "eof", True):
+        return False
+    return (
+        getattr(protocol, "debug", True) is False  # with its debug log on, websockets shows every frame
+        and getattr(protocol, "state", None) is WebSocketState.OPEN
+        and getattr(protocol, "extensions", None) == []
+        and getattr(protocol, "current_size", 0) is None
+        and hasattr(protocol, "max_message_size")
+        and hasattr(protocol, "max_fragment_size")
+    )
+
+
+def _text_limit(protocol: Any) -> int | None:
+    """The longest whole text frame websockets takes outside a fragmented message (None: any)."""
+    limits = [limit for limit in (protocol.max_message_size, protocol.max_fragment_size) if limit is not None]
+    return min(limits) if limits else None
+
+
+def _accepted(opcode: int, length: int, protocol: Any) -> bool:
+    """Whether websockets reads this frame's payload rather than failing the connection at its
+    header: a known opcode and a length within its limits. (Reserved bits and the rules of control
+    frames it checks once the payload is read.)"""
+    if opcode not in _KNOWN_OPCODES:
+        return False
+    current = protocol.current_size
+    limit = protocol.max_message_size
+    if limit is not None and current is not None:
+        limit -= current
+    fragment_limit = protocol.max_fragment_size
+    if fragment_limit is not None:
+        limit = fragment_limit if limit is None else min(limit, fragment_limit)
+    return limit is None or length <= limit
 
 
 def _settle(future: asyncio.Future[str], result: str) -> None:
