@@ -2,7 +2,7 @@
 """The operator's hot paths, each alone: CPU per received QR event, per Evolution read, per status write.
 
     python bench/paths_bench.py [--events 3000] [--rounds 3] [--only socketio|evolution|patch]
-                                [--loop asyncio|uvloop]
+                                [--loop asyncio|uvloop] [--gap 0.02]
 
 `bench_process.py` measures the whole operator per QR event; this script splits the two paths that
 make most of it, so a change to one can be measured in a minute, away from the noise of a full run:
@@ -167,7 +167,7 @@ def _status_patches(count: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def status_patch(kubeconfig: str, count: int) -> dict[str, Any]:
+async def status_patch(kubeconfig: str, count: int, gap: float = 0.0) -> dict[str, Any]:
     from whatsapp_operator.kube.client import KubeClient, login_from_environment
 
     os.environ["KUBECONFIG"] = kubeconfig
@@ -180,12 +180,14 @@ async def status_patch(kubeconfig: str, count: int) -> dict[str, Any]:
         before = _cpu()
         for name, patch in patches:
             await kube.patch_status("bench", name, patch)
+            if gap:
+                await asyncio.sleep(gap)
         return _per(before, _cpu(), count)
     finally:
         await kube.aclose()
 
 
-async def raw_patch(kubeconfig: str, count: int) -> dict[str, Any]:
+async def raw_patch(kubeconfig: str, count: int, gap: float = 0.0) -> dict[str, Any]:
     import yaml
 
     from whatsapp_operator.http11 import END, NEED_DATA, ResponseParser
@@ -219,9 +221,19 @@ async def raw_patch(kubeconfig: str, count: int) -> dict[str, Any]:
             protocol.parser, protocol.answered = ResponseParser(), loop.create_future()
             transport.write(message)
             await protocol.answered
+            if gap:
+                await asyncio.sleep(gap)
         return _per(before, _cpu(), count)
     finally:
         transport.close()
+
+
+async def wake_only(count: int, gap: float) -> dict[str, Any]:
+    """The process asleep `gap` seconds and woken, `count` times, doing nothing else."""
+    before = _cpu()
+    for _ in range(count):
+        await asyncio.sleep(gap)
+    return _per(before, _cpu(), count)
 
 
 def main() -> None:
@@ -234,6 +246,13 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="this process's event loop (asyncio)"
     )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds asleep after each status patch, as between two QR events (0: back to back); "
+        "adds the row wake_only: the CPU of the sleep and the wake alone",
+    )
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {
         "socketio_receive": [],
@@ -241,12 +260,14 @@ def main() -> None:
         "status_patch": [],
         "raw_patch": [],
     }
+    if args.gap:
+        rounds["wake_only"] = []
 
     if args.only in (None, "socketio", "evolution"):
         _evolution_rounds(args, rounds["socketio_receive"], rounds["evolution_read"])
     if args.only in (None, "patch"):
-        _patch_rounds(args, rounds["status_patch"], rounds["raw_patch"])
-    print(json.dumps({"events_per_round": args.events, "loop": args.loop, "rounds": rounds}, indent=1))
+        _patch_rounds(args, rounds["status_patch"], rounds["raw_patch"], rounds.get("wake_only"))
+    print(json.dumps({"events_per_round": args.events, "loop": args.loop, "gap": args.gap, "rounds": rounds}, indent=1))
 
 
 def _run(args: argparse.Namespace, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -273,15 +294,22 @@ def _evolution_rounds(args: argparse.Namespace, received: list[dict[str, Any]], 
         evolution.terminate()
 
 
-def _patch_rounds(args: argparse.Namespace, ours: list[dict[str, Any]], raw: list[dict[str, Any]]) -> None:
+def _patch_rounds(
+    args: argparse.Namespace,
+    ours: list[dict[str, Any]],
+    raw: list[dict[str, Any]],
+    woken: list[dict[str, Any]] | None,
+) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         kubeconfig = str(Path(workdir) / "kubeconfig")
         kube = _child("--kube-child", kubeconfig)
         try:
             assert kube.stdout is not None and kube.stdout.readline().strip() == "ready"
             for _ in range(args.rounds):
-                ours.append(_run(args, status_patch(kubeconfig, args.events)))
-                raw.append(_run(args, raw_patch(kubeconfig, args.events)))
+                ours.append(_run(args, status_patch(kubeconfig, args.events, args.gap)))
+                raw.append(_run(args, raw_patch(kubeconfig, args.events, args.gap)))
+                if woken is not None:
+                    woken.append(_run(args, wake_only(args.events, args.gap)))
         finally:
             kube.terminate()
 

@@ -454,6 +454,14 @@ async def test_made_requests_are_those_the_client_builds_with_urls_parsed_once()
             built = client.build_request(method, "/api/v1/x", content=content)
             assert (made.method, made.url, made.headers.raw) == (built.method, built.url, built.headers.raw), method
             assert made.content == built.content
+        for content in (b"[1]", b"[1, 2]", b"[3]", b""):  # the kept headers of each length, and none mixed up
+            made = maker.build("PATCH", "/api/v1/x", content, ("content-type", "application/merge-patch+json"))
+            built = client.build_request(
+                "PATCH", "/api/v1/x", content=content, headers={"content-type": "application/merge-patch+json"}
+            )
+            assert made.headers.raw == built.headers.raw and made.content == content
+            made.headers["x-changed-by-a-caller"] = "1"  # a request's headers are its own
+        assert "x-changed-by-a-caller" not in maker.build("PATCH", "/api/v1/x", b"[1]").headers
         assert "apikey" not in maker.build("GET", "/", None).headers
         client.headers["apikey"] = "rotated"
         assert "apikey" not in maker.build("GET", "/", None).headers  # merged before the change ...

@@ -372,6 +372,20 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         self._release(reuse=False)
 
+    async def discard(self) -> None:
+        """Read the rest of the answer and drop it, as `async for` over the body would, without
+        an async generator per answer (a status write's answer, read by nobody)."""
+        if self._done:
+            return
+        connection, timeout = self._connection, self._read_timeout
+        try:
+            while not isinstance(await connection.next_event(timeout), _End):
+                pass
+        except BaseException as error:  # noqa: BLE001 - released on every way out, then re-raised
+            self._release(reuse=False)
+            raise _httpx_error(error) from None
+        self._release(reuse=True)
+
     def _release(self, *, reuse: bool) -> None:
         if self._done:
             return
@@ -403,7 +417,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}")
         origin: _Origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        body = await request.aread()
+        try:
+            body = request.content  # read already: RequestMaker's requests are
+        except httpx.RequestNotRead:
+            body = await request.aread()
         message = _request_bytes(request, body)
         head_request = request.method == "HEAD"
         if self._slots.locked():  # all connections in use: wait, for at most the pool timeout
@@ -552,6 +569,7 @@ def json_body(document: Any) -> bytes:
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # given a Content-Length even without a body
+_SIZED_HEADERS_KEPT = 4096
 
 
 class RequestMaker:
@@ -571,6 +589,7 @@ class RequestMaker:
         self._url_cache_size = url_cache_size
         self._urls: dict[str, httpx.URL] = {}
         self._headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
+        self._sized: dict[tuple[tuple[tuple[str, str], ...], int | None], httpx.Headers] = {}
         self._timeout = client.timeout.as_dict()
 
     def url(self, path: str) -> httpx.URL:
@@ -591,6 +610,29 @@ class RequestMaker:
         their order, and body `build_request` makes. It is given its body as a ready stream and its
         `Host` with the merged headers: `Request(content=...)` would copy the headers twice and
         look for each automatic header again, 30 of the 35 microseconds a request took here."""
+        body = b"" if content is None else content
+        # With a body, the headers differ by its length only: each length seen is kept, its
+        # headers ready (a status write's length varies little), rather than set per request.
+        sized = len(body) if body else (0 if method.upper() in _BODY_METHODS else None)
+        merged = self._sized.get((headers, sized))
+        if merged is None:
+            merged = self._merged(headers)
+            if body:
+                merged = httpx.Headers([*merged.raw, (b"Content-Length", str(len(body)).encode())])  # last
+            elif sized == 0:  # httpx puts "Content-Length: 0" right after Host
+                raw = merged.raw
+                at = 1 if raw and raw[0][0].lower() == b"host" else 0
+                merged = httpx.Headers([*raw[:at], (b"Content-Length", b"0"), *raw[at:]])
+            if len(self._sized) >= _SIZED_HEADERS_KEPT:
+                self._sized.clear()
+            self._sized[(headers, sized)] = merged
+        request = httpx.Request(
+            method, self.url(path), headers=merged, stream=httpx.ByteStream(body), extensions={"timeout": self._timeout}
+        )
+        request.read()
+        return request
+
+    def _merged(self, headers: tuple[tuple[str, str], ...]) -> httpx.Headers:
         merged = self._headers.get(headers)
         if merged is None:
             merged = httpx.Headers(self.client.headers)
@@ -600,20 +642,21 @@ class RequestMaker:
             if "Host" not in merged and base.host:
                 merged = httpx.Headers([(b"Host", base.netloc), *merged.raw])  # first, as httpx puts it
             self._headers[headers] = merged
-        body = b"" if content is None else content
-        request = httpx.Request(
-            method, self.url(path), headers=merged, stream=httpx.ByteStream(body), extensions={"timeout": self._timeout}
-        )
-        if body:
-            request.headers["Content-Length"] = str(len(body))  # last, as httpx puts it
-        elif request.method in _BODY_METHODS:  # httpx puts "Content-Length: 0" right after Host
-            raw = request.headers.raw
-            at = 1 if raw and raw[0][0].lower() == b"host" else 0
-            request.headers = httpx.Headers([*raw[:at], (b"Content-Length", b"0"), *raw[at:]])
-        request.read()
-        return request
+        return merged
 
     def forget(self) -> None:
         """The client's headers or timeout changed: merge them again."""
         self._headers.clear()
+        self._sized.clear()
         self._timeout = self.client.timeout.as_dict()
+
+
+async def discard_answer(response: httpx.Response) -> None:
+    """Read a response's body to its end and drop it: its connection goes back to the pool."""
+    stream = response.stream
+    if isinstance(stream, _Body):
+        await stream.discard()
+        return
+    assert isinstance(stream, httpx.AsyncByteStream)
+    async for _ in stream:
+        pass

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 import kopf
 
-from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker, json_body
+from whatsapp_operator.http11 import CookielessClient, Http11Transport, RequestMaker, discard_answer, json_body
 from whatsapp_operator.names import API_VERSION, EVENT_SOURCE, GROUP, KIND, PLURAL, VERSION
 from whatsapp_operator.pacing import LARGE_ANSWER_BYTES, ROWS_PER_TURN
 from whatsapp_operator.redaction import redact, register_secret
@@ -262,13 +262,10 @@ class KubeClient:
                 )
                 if not answer and response.status_code < 400 and _is_json(response):
                     # Nobody reads it (a 200 that is not JSON came from something in between:
-                    # decoded, refused below). Read to its end, the connection goes back to the pool.
-                    # Read from the transport's stream itself: httpx's aiter_raw() adds a chunker,
-                    # a context manager and a close for bytes nobody looks at.
-                    stream = response.stream
-                    assert isinstance(stream, httpx.AsyncByteStream)
-                    async for _ in stream:
-                        pass
+                    # decoded, refused below). Read to its end, the connection goes back to the pool,
+                    # straight from the transport: httpx's aiter_raw() adds a chunker, a context
+                    # manager and a close for bytes nobody looks at.
+                    await discard_answer(response)
                     return None
                 await response.aread()
                 if len(response.content) > LARGE_ANSWER_BYTES:
@@ -306,8 +303,10 @@ def _encode(method: str, path: str, document: Any) -> bytes:
 
 
 def _is_json(response: httpx.Response) -> bool:
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+    # From the raw headers: Headers.get() works out the encoding of every header first. Several
+    # Content-Type headers read as one, joined, as Headers.get() gives them.
+    content_type = b", ".join(value for name, value in response.headers.raw if name.lower() == b"content-type")
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 def _decode(response: httpx.Response) -> Any:
