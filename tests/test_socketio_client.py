@@ -23,6 +23,7 @@ import pytest
 import socketio
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
@@ -957,3 +958,30 @@ def test_importing_socketio_loads_no_other_operator_module() -> None:
         "whatsapp_operator.socketio.client",
         "whatsapp_operator.socketio.codec",
     }
+
+
+async def test_over_a_real_connection_events_are_read_without_websockets_parser(
+    listener: RecordingListener, running: Callable[[SocketIOClient], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/websockets.md §4: once the session is open, whole text frames bypass websockets' parser.
+    fed: list[int] = []
+    original = ClientProtocol.receive_data
+
+    def receive_data(self: ClientProtocol, data: bytes | bytearray) -> None:
+        fed.append(len(data))
+        original(self, data)
+
+    monkeypatch.setattr(ClientProtocol, "receive_data", receive_data)
+
+    async def handler(websocket: ServerConnection) -> None:
+        await open_session(websocket)
+        for number in range(20):
+            await websocket.send(f'42["n",{number}]')
+            await asyncio.sleep(0.001)  # each in a segment of its own, as QR codes come
+        await websocket.wait_closed()
+
+    async with hand_rolled_server(handler, listener, running) as client:
+        numbers = [(await listener.expect("event"))[3] for _ in range(20)]
+        assert numbers == [[number] for number in range(20)]
+        await client.close()
+    assert len(fed) < 10, fed  # the handshake and the session's opening, not the twenty events

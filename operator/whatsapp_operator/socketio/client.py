@@ -684,7 +684,12 @@ class _PushingConnection(ClientConnection):
     handed over at once; anything else (binary, fragmented, invalid UTF-8, frames before `on_text`
     is set) goes to `recv()` as before, and while any such message waits there, text frames queue
     behind it so that the order of packets is kept (`queued` counts them; the reader of `recv()`
-    takes one off for each message it reads). What this relies on in websockets: docs/websockets.md.
+    takes one off for each message it reads).
+
+    Once websockets' parser stands between two frames, the connection also reads the frame headers
+    itself (`_read_frames`): a whole text frame goes to `on_text` without websockets' parser, any
+    other frame goes to websockets whole, as it came. What this relies on in websockets:
+    docs/websockets.md (§3, §4).
     """
 
     on_text: Callable[[str], None] | None = None
