@@ -344,58 +344,12 @@ def texts_and_a_ping() -> tuple[bytes, list[int]]:
     return stream, [len(b"".join(frames[:index])) for index in range(len(frames))]
 
 
-async def test_whole_text_frames_bypass_websockets_parser_and_a_ping_still_gets_its_pong() -> None:
-    stream, frame_starts = texts_and_a_ping()
-    calls: list[int] = []
-    seen = await follow(
-        stream,
-        frame_starts,  # the handshake answer alone, then each frame in a piece of its own
-        reads_frames=True,
-        max_size=2**20,
-        eof=False,
-        spy=counting_receive_data(calls),
-        cuts_after_answer=True,
-    )
-    assert [text for how, text in seen.messages if how == "pushed"] == [
-        f'42["qrcode.updated",{{"n":{n}}}]' for n in range(10)
-    ]
-    assert seen.sent == [(PONG, True, b"p")]
-    assert len(calls) == 2  # the handshake answer and the ping: not one of the texts
+TEXTS = [f'42["qrcode.updated",{{"n":{n}}}]' for n in range(10)]
 
 
-async def test_frames_arriving_byte_by_byte_are_read_whole() -> None:
-    stream, _ = texts_and_a_ping()
-    stream += server_frame(TEXT, ("42" + "é" * 200).encode(), length_form=127)
-    seen = await follow(
-        stream, list(range(1, len(stream))), reads_frames=True, max_size=2**20, eof=False, cuts_after_answer=True
-    )
-    expected = [f'42["qrcode.updated",{{"n":{n}}}]' for n in range(10)] + ["42" + "é" * 200]
-    assert seen.messages == [("pushed", text) for text in expected]
-    assert seen.sent == [(PONG, True, b"p")]
-
-
-async def test_with_websockets_debug_log_on_websockets_reads_and_logs_every_frame() -> None:
-    stream, frame_starts = texts_and_a_ping()
-    calls: list[int] = []
-    QUIET.setLevel(logging.DEBUG)
-    try:
-        seen = await follow(
-            stream,
-            frame_starts,
-            reads_frames=True,
-            max_size=2**20,
-            eof=False,
-            spy=counting_receive_data(calls),
-            cuts_after_answer=True,
-        )
-    finally:
-        QUIET.setLevel(logging.INFO)
-    assert [text for _, text in seen.messages] == [f'42["qrcode.updated",{{"n":{n}}}]' for n in range(10)]
-    assert len(calls) == 12
-
-
-async def test_a_websockets_parser_of_another_shape_is_left_to_read_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(socketio_client, "_AT_EOF_CODE", None)
+async def follow_texts_and_a_ping() -> tuple[Seen, list[int]]:
+    """Ten events and a ping, each frame in a piece of its own after the handshake answer; also the
+    sizes of what websockets' parser was fed."""
     stream, frame_starts = texts_and_a_ping()
     calls: list[int] = []
     seen = await follow(
@@ -407,6 +361,40 @@ async def test_a_websockets_parser_of_another_shape_is_left_to_read_everything(m
         spy=counting_receive_data(calls),
         cuts_after_answer=True,
     )
-    assert [text for _, text in seen.messages] == [f'42["qrcode.updated",{{"n":{n}}}]' for n in range(10)]
+    return seen, calls
+
+
+async def test_whole_text_frames_bypass_websockets_parser_and_a_ping_still_gets_its_pong() -> None:
+    seen, calls = await follow_texts_and_a_ping()
+    assert seen.messages == [("pushed", text) for text in TEXTS]
+    assert seen.sent == [(PONG, True, b"p")]
+    assert len(calls) == 2  # the handshake answer and the ping: not one of the texts
+
+
+async def test_frames_arriving_byte_by_byte_are_read_whole() -> None:
+    stream, _ = texts_and_a_ping()
+    stream += server_frame(TEXT, ("42" + "é" * 200).encode(), length_form=127)
+    seen = await follow(
+        stream, list(range(1, len(stream))), reads_frames=True, max_size=2**20, eof=False, cuts_after_answer=True
+    )
+    expected = [*TEXTS, "42" + "é" * 200]
+    assert seen.messages == [("pushed", text) for text in expected]
+    assert seen.sent == [(PONG, True, b"p")]
+
+
+async def test_with_websockets_debug_log_on_websockets_reads_and_logs_every_frame() -> None:
+    QUIET.setLevel(logging.DEBUG)
+    try:
+        seen, calls = await follow_texts_and_a_ping()
+    finally:
+        QUIET.setLevel(logging.INFO)
+    assert [text for _, text in seen.messages] == TEXTS
+    assert len(calls) == 12  # the answer and every frame
+
+
+async def test_a_websockets_parser_of_another_shape_is_left_to_read_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socketio_client, "_AT_EOF_CODE", None)
+    seen, calls = await follow_texts_and_a_ping()
+    assert [text for _, text in seen.messages] == TEXTS
     assert seen.sent == [(PONG, True, b"p")]
     assert len(calls) == 12  # the answer and every frame
