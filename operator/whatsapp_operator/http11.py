@@ -569,7 +569,7 @@ def json_body(document: Any) -> bytes:
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # given a Content-Length even without a body
-_SIZED_HEADERS_KEPT = 4096
+_SIZED_HEADERS_KEPT = 4096  # body lengths whose headers RequestMaker keeps (then it starts again)
 
 
 class RequestMaker:
