@@ -697,6 +697,8 @@ class _PushingConnection(ClientConnection):
     # The frame reader (docs/websockets.md §4): the bytes not yet read while it reads them, None
     # while websockets' parser does; `reads_frames` False for good once it handed the rest over.
     _unread: bytearray | None = None
+    # The limit of a whole text frame, worked out when the reader takes over: it stays the same
+    # while no fragmented message is under way, the only time the reader pushes a frame.
     _text_limit: int | None = None
     reads_frames = True
 
@@ -706,7 +708,7 @@ class _PushingConnection(ClientConnection):
             if not (self.reads_frames and _at_frame_boundary(self.protocol)):
                 super().data_received(data)
                 return
-            self._text_limit = _text_limit(self.protocol)
+            self._text_limit = _frame_limit(self.protocol)  # no fragmented message under way here
             unread = self._unread = bytearray()
         unread += data
         self._read_frames(unread)
@@ -825,10 +827,18 @@ def _at_frame_boundary(protocol: Any) -> bool:
     )
 
 
-def _text_limit(protocol: Any) -> int | None:
-    """The longest whole text frame websockets takes outside a fragmented message (None: any)."""
-    limits = [limit for limit in (protocol.max_message_size, protocol.max_fragment_size) if limit is not None]
-    return min(limits) if limits else None
+def _frame_limit(protocol: Any) -> int | None:
+    """The longest frame websockets reads next (None: any), as it works it out at each header: what
+    is left of the message limit once a fragmented message's pieces are counted, within the
+    fragment limit."""
+    limit: int | None = protocol.max_message_size
+    current: int | None = protocol.current_size
+    if limit is not None and current is not None:
+        limit -= current
+    fragment_limit: int | None = protocol.max_fragment_size
+    if fragment_limit is not None:
+        limit = fragment_limit if limit is None else min(limit, fragment_limit)
+    return limit
 
 
 def _accepted(opcode: int, length: int, protocol: Any) -> bool:
@@ -837,13 +847,7 @@ def _accepted(opcode: int, length: int, protocol: Any) -> bool:
     frames it checks once the payload is read.)"""
     if opcode not in _KNOWN_OPCODES:
         return False
-    current = protocol.current_size
-    limit = protocol.max_message_size
-    if limit is not None and current is not None:
-        limit -= current
-    fragment_limit = protocol.max_fragment_size
-    if fragment_limit is not None:
-        limit = fragment_limit if limit is None else min(limit, fragment_limit)
+    limit = _frame_limit(protocol)
     return limit is None or length <= limit
 
 
