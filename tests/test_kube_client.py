@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
+import httpx
 import kopf
 import pytest
 from aiohttp import web
@@ -306,3 +307,22 @@ def test_any_answers_give_pages_of_metadata_objects_or_a_kube_error(answers: lis
     assert all(isinstance(meta, dict) for page in pages for meta in page)
     # One page per answer that is an object; an answer that is not one ends the list without a page.
     assert len(asked) <= 20 and len(pages) == len(asked) - (0 if isinstance(answer(len(asked) - 1), dict) else 1)
+
+
+CONTENT_TYPE_NAMES = st.sampled_from(["Content-Type", "content-type", "CONTENT-TYPE", "X-Content-Type", "Accept"])
+CONTENT_TYPE_VALUES = st.one_of(
+    st.sampled_from(["application/json", "Application/JSON ; charset=utf-8", "application/json;v=2", " text/html", ""]),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30),
+)
+
+
+@pytest.mark.properties
+@given(st.lists(st.tuples(CONTENT_TYPE_NAMES, CONTENT_TYPE_VALUES), max_size=4))
+def test_an_answer_is_json_as_its_headers_say_whatever_they_are(headers: list[tuple[str, str]]) -> None:
+    # The check reads the raw headers; it must say what httpx's Headers.get() says, several
+    # Content-Type headers included.
+    from whatsapp_operator.kube.client import _is_json
+
+    response = httpx.Response(200, headers=headers)
+    content_type = response.headers.get("content-type", "")
+    assert _is_json(response) == (content_type.split(";", 1)[0].strip().lower() == "application/json")
